@@ -1,1 +1,6 @@
-pub mod placeholder {}
+//! hfplay: Heirflow's playbook runner. Data flows one way: files → typed plan (`playbook`,
+//! `inventory`) → per-host task stream (`runner`) → module (`modules`) → connection
+//! (`connection`) → results → report (`report`).
+
+pub mod connection;
+pub mod modules;

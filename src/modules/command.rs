@@ -1,0 +1,213 @@
+//! `command` and `shell`: run a command on the host.
+//!
+//! ```yaml
+//! - name: initialise the database once
+//!   ansible.builtin.command: airflow db migrate
+//!   args:
+//!     creates: /opt/airflow/.migrated
+//!     chdir: /opt/airflow
+//! - shell: "ls /etc | wc -l > /tmp/count"
+//! ```
+//! `command` runs argv without a shell (words split like Ansible's `shlex`); `shell` runs the
+//! string with `/bin/sh`. Both report `changed` unless `creates`/`removes` say there is nothing to
+//! do. In check mode they are skipped (Ansible does the same), except when `creates`/`removes`
+//! already decide the outcome.
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::args::{de_opt_list, de_opt_string, shell_words};
+use super::{parse, Args, Module, ModuleError, Outcome, TaskCtx};
+use crate::connection::quote;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    #[serde(default, deserialize_with = "de_opt_string")]
+    _raw_params: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    cmd: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_list")]
+    argv: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    creates: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    removes: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    chdir: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    executable: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    stdin: Option<String>,
+    #[serde(default)]
+    stdin_add_newline: Option<bool>,
+    #[serde(default)]
+    strip_empty_ends: Option<bool>,
+    #[serde(default, rename = "warn")]
+    _warn: Option<Value>,
+}
+
+const ARGS: &[&str] = &[
+    "_raw_params", "cmd", "argv", "creates", "removes", "chdir", "executable", "stdin",
+    "stdin_add_newline", "strip_empty_ends", "warn",
+];
+
+pub struct Command;
+pub struct Shell;
+
+#[async_trait]
+impl Module for Command {
+    fn names(&self) -> &'static [&'static str] {
+        &["command"]
+    }
+    fn arg_names(&self) -> &'static [&'static str] {
+        ARGS
+    }
+    fn free_form(&self) -> bool {
+        true
+    }
+    async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
+        run(false, parse("command", args)?, ctx).await
+    }
+}
+
+#[async_trait]
+impl Module for Shell {
+    fn names(&self) -> &'static [&'static str] {
+        &["shell"]
+    }
+    fn arg_names(&self) -> &'static [&'static str] {
+        ARGS
+    }
+    fn free_form(&self) -> bool {
+        true
+    }
+    async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
+        run(true, parse("shell", args)?, ctx).await
+    }
+}
+
+/// Builds the remote script: guards for creates/removes, then the command itself.
+fn script(use_shell: bool, p: &Params) -> Result<String, ModuleError> {
+    let text = p.cmd.clone().or_else(|| p._raw_params.clone());
+    let body = if use_shell {
+        let text = text.ok_or_else(|| ModuleError::Args("shell: no command given".into()))?;
+        match &p.executable {
+            Some(exe) => format!("{} -c {}", quote(exe), quote(&text)),
+            None => format!("sh -c {}", quote(&text)),
+        }
+    } else {
+        let words = match (&p.argv, text) {
+            (Some(argv), _) => argv.clone(),
+            (None, Some(t)) => shell_words(&t),
+            (None, None) => return Err(ModuleError::Args("command: no command given".into())),
+        };
+        if words.is_empty() {
+            return Err(ModuleError::Args("command: no command given".into()));
+        }
+        words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ")
+    };
+    let mut s = String::new();
+    if let Some(dir) = &p.chdir {
+        s.push_str(&format!("cd {} || exit 111; ", quote(dir)));
+    }
+    s.push_str("exec ");
+    s.push_str(&body);
+    if p.stdin.is_none() {
+        s.push_str(" </dev/null");
+    }
+    Ok(s)
+}
+
+async fn run(use_shell: bool, p: Params, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
+    let cmd_text = p.cmd.clone().or_else(|| p._raw_params.clone()).unwrap_or_default();
+    let script = script(use_shell, &p)?;
+    // creates/removes are checked on the host first: the outcome may already be decided.
+    if let Some(path) = &p.creates {
+        let r = ctx.sh(&format!("test -e {}", quote(path))).await?;
+        if r.rc == 0 {
+            return Ok(Outcome::ok()
+                .with_msg(format!("skipped, since {path} exists"))
+                .with("rc", 0)
+                .with("stdout", "")
+                .with("stdout_lines", Value::Array(vec![])));
+        }
+    }
+    if let Some(path) = &p.removes {
+        let r = ctx.sh(&format!("test -e {}", quote(path))).await?;
+        if r.rc != 0 {
+            return Ok(Outcome::ok()
+                .with_msg(format!("skipped, since {path} does not exist"))
+                .with("rc", 0)
+                .with("stdout", "")
+                .with("stdout_lines", Value::Array(vec![])));
+        }
+    }
+    if ctx.check {
+        let mut o = Outcome::changed(false);
+        o.skipped = true;
+        o.msg = "command would have run (check mode)".into();
+        return Ok(o);
+    }
+    let started = std::time::Instant::now();
+    let r = match &p.stdin {
+        Some(input) => {
+            let mut data = input.clone();
+            if p.stdin_add_newline.unwrap_or(true) {
+                data.push('\n');
+            }
+            ctx.sh_stdin(&script, data.as_bytes()).await?
+        }
+        None => ctx.sh(&script).await?,
+    };
+    let strip = p.strip_empty_ends.unwrap_or(true);
+    let stdout = if strip { r.stdout.trim_end_matches('\n').to_string() } else { r.stdout.clone() };
+    let stderr = if strip { r.stderr.trim_end_matches('\n').to_string() } else { r.stderr.clone() };
+    let lines = |s: &str| Value::Array(s.lines().map(|l| Value::String(l.to_string())).collect());
+    let mut o = Outcome::changed(true)
+        .with("cmd", cmd_text)
+        .with("rc", r.rc)
+        .with("stdout_lines", lines(&stdout))
+        .with("stderr_lines", lines(&stderr))
+        .with("stdout", stdout)
+        .with("stderr", stderr.clone())
+        .with("delta", format!("{:.3}s", started.elapsed().as_secs_f64()));
+    if r.rc != 0 {
+        o.failed = true;
+        o.msg = if r.rc == 111 && p.chdir.is_some() {
+            format!("cannot chdir to {}", p.chdir.as_deref().unwrap_or(""))
+        } else {
+            "non-zero return code".into()
+        };
+    }
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn params(v: Value) -> Params {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn command_quotes_words_and_chdir() {
+        let s = script(false, &params(json!({"_raw_params": "echo 'a b' c", "chdir": "/tmp"}))).unwrap();
+        assert_eq!(s, "cd /tmp || exit 111; exec echo 'a b' c </dev/null");
+    }
+
+    #[test]
+    fn shell_wraps_text() {
+        let s = script(true, &params(json!({"cmd": "ls | wc -l"}))).unwrap();
+        assert_eq!(s, "exec sh -c 'ls | wc -l' </dev/null");
+    }
+
+    #[test]
+    fn unknown_argument_is_rejected() {
+        let r: Result<Params, _> = serde_json::from_value(json!({"cmd": "x", "crates": "/a"}));
+        assert!(r.unwrap_err().to_string().contains("unknown field `crates`"));
+    }
+}

@@ -1,0 +1,159 @@
+//! Native modules. Each module lives in its own file with its `Params` (serde,
+//! `deny_unknown_fields`), a probe of the host's current state, a pure plan from (params,
+//! observed) to changes, and an apply step. `--check` runs probe + plan only, so check mode
+//! predicts the real run by construction.
+//!
+//! Modules reach the host only through [`TaskCtx::sh`] (a POSIX shell script per round trip) and
+//! the controller only through [`TaskEnv`] (templates, file lookup).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use thiserror::Error;
+
+use crate::connection::{Become, ConnError, ExecResult, HostConn};
+
+pub mod args;
+pub mod command;
+
+
+pub use args::Args;
+
+/// A diff of one file, shown with `--diff`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileDiff {
+    pub path: String,
+    pub before: String,
+    pub after: String,
+}
+
+/// What a module reports: Ansible's result dictionary, typed where the runner needs it.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub changed: bool,
+    pub failed: bool,
+    pub skipped: bool,
+    pub msg: String,
+    pub diffs: Vec<FileDiff>,
+    /// Extra fields visible through `register` (rc, stdout, stat, ...).
+    pub data: Map<String, Value>,
+    /// Facts to add to the host (setup).
+    pub facts: Option<Map<String, Value>>,
+}
+
+impl Outcome {
+    pub fn ok() -> Self {
+        Self::default()
+    }
+    pub fn changed(changed: bool) -> Self {
+        Outcome { changed, ..Default::default() }
+    }
+    pub fn failed(msg: impl Into<String>) -> Self {
+        Outcome { failed: true, msg: msg.into(), ..Default::default() }
+    }
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.data.insert(key.to_string(), value.into());
+        self
+    }
+    pub fn with_msg(mut self, msg: impl Into<String>) -> Self {
+        self.msg = msg.into();
+        self
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ModuleError {
+    /// A bad argument: reported before the host is touched where possible.
+    #[error("{0}")]
+    Args(String),
+    #[error(transparent)]
+    Conn(#[from] ConnError),
+    /// Controller-side failure (template error, missing src file, ...).
+    #[error("{0}")]
+    Controller(String),
+}
+
+/// Where a module looks for a controller-side file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// `files/` of the role, then the playbook dir.
+    Files,
+    /// `templates/` of the role, then the playbook dir.
+    Templates,
+}
+
+/// The controller side of a task: templating with the task's variables and file lookup.
+pub trait TaskEnv: Send + Sync {
+    /// Renders `text` as a template with the host's variables at this task.
+    fn render(&self, text: &str, origin: &str) -> Result<String, String>;
+    /// Resolves a relative `src` the way Ansible does (role dirs first, then playbook dir).
+    fn find_file(&self, kind: FileKind, name: &str) -> Option<PathBuf>;
+}
+
+/// Everything a module may use while it runs on one host.
+pub struct TaskCtx<'a> {
+    pub host: &'a str,
+    pub check: bool,
+    pub diff: bool,
+    pub conn: &'a HostConn,
+    pub become_: Option<Become>,
+    pub environment: BTreeMap<String, String>,
+    pub env: &'a dyn TaskEnv,
+}
+
+impl TaskCtx<'_> {
+    /// Runs a shell script on the host (one round trip) with the task's become and environment.
+    pub async fn sh(&self, script: &str) -> Result<ExecResult, ModuleError> {
+        Ok(self.conn.run(script, None, self.become_.as_ref(), &self.environment).await?)
+    }
+    /// Same, feeding `stdin` (file contents are uploaded this way).
+    pub async fn sh_stdin(&self, script: &str, stdin: &[u8]) -> Result<ExecResult, ModuleError> {
+        Ok(self.conn.run(script, Some(stdin), self.become_.as_ref(), &self.environment).await?)
+    }
+}
+
+#[async_trait]
+pub trait Module: Send + Sync {
+    /// Short names; each also answers as `ansible.builtin.<name>` and `ansible.legacy.<name>`.
+    fn names(&self) -> &'static [&'static str];
+    /// Every accepted argument name (incl. aliases): unknown ones fail before anything runs.
+    fn arg_names(&self) -> &'static [&'static str];
+    /// `command: echo hi` style: the string goes to `_raw_params` instead of `k=v` parsing.
+    fn free_form(&self) -> bool {
+        false
+    }
+    /// Runs with templated arguments.
+    async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError>;
+}
+
+/// All native modules.
+pub fn registry() -> Vec<Box<dyn Module>> {
+    let v: Vec<Box<dyn Module>> = vec![Box::new(command::Command), Box::new(command::Shell)];
+
+    v
+}
+
+/// Finds a module by short or fully-qualified name.
+pub fn lookup<'a>(reg: &'a [Box<dyn Module>], name: &str) -> Option<&'a dyn Module> {
+    let short = short_name(name);
+    reg.iter().find(|m| m.names().contains(&short)).map(|m| m.as_ref())
+}
+
+/// `ansible.builtin.copy` → `copy`.
+pub fn short_name(name: &str) -> &str {
+    for prefix in ["ansible.builtin.", "ansible.legacy.", "ansible.posix.", "community.general."] {
+        if let Some(s) = name.strip_prefix(prefix) {
+            return s;
+        }
+    }
+    name
+}
+
+/// Deserializes module arguments into a typed `Params`, with a message naming the module.
+pub fn parse<P: DeserializeOwned>(module: &str, args: &Args) -> Result<P, ModuleError> {
+    serde_json::from_value(Value::Object(args.clone()))
+        .map_err(|e| ModuleError::Args(format!("{module}: {e}")))
+}
