@@ -4,3 +4,7 @@
 
 pub mod connection;
 pub mod modules;
+pub mod error;
+pub mod yaml;
+pub mod inventory;
+pub mod vars;
