@@ -18,6 +18,8 @@ use crate::connection::{Become, ConnError, ExecResult, HostConn};
 
 pub mod args;
 pub mod command;
+pub mod copy;
+pub mod fileops;
 
 
 pub use args::Args;
@@ -131,7 +133,11 @@ pub trait Module: Send + Sync {
 
 /// All native modules.
 pub fn registry() -> Vec<Box<dyn Module>> {
-    let v: Vec<Box<dyn Module>> = vec![Box::new(command::Command), Box::new(command::Shell)];
+    let v: Vec<Box<dyn Module>> = vec![
+        Box::new(command::Command),
+        Box::new(command::Shell),
+        Box::new(copy::Copy),
+    ];
 
     v
 }

@@ -1,0 +1,697 @@
+//! `copy`: put a file (from `content`, a controller file `src`, or with `remote_src` a file on
+//! the host) at `dest`, with owner/group/mode.
+//!
+//! ```yaml
+//! - name: airflow config
+//!   ansible.builtin.copy:
+//!     src: airflow.cfg          # files/ of the role, then the playbook dir
+//!     dest: /opt/airflow/airflow.cfg
+//!     owner: airflow
+//!     mode: "0640"
+//!     validate: /usr/bin/test -s %s
+//! - copy: content="hello\n" dest=/tmp/hello.txt
+//! ```
+//! Probe (one round trip): stat + sha256 of the destination (or of `dest/<basename of src>` when
+//! `dest` is a directory), plus the old content when `--diff` is on. Plan (pure): write when the
+//! sha256 differs (and `force` or the file is missing), fix owner/group/mode otherwise. Apply (one
+//! round trip): upload through stdin into a temp file beside `dest`, set attributes, run
+//! `validate`, `mv` into place. Check mode stops after the plan.
+//!
+//! Deviations: `checksum` is the sha256 of the content (Ansible returns sha1); `src` must be a
+//! file (directories are refused with a clear error); `decrypt`/`local_follow` are accepted and
+//! ignored.
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::args::{de_opt_bool, de_opt_mode, de_opt_string};
+use super::fileops::{self, AttrChange, Attrs, FileState, Kind, WriteOpts};
+use super::{parse, Args, FileKind, Module, ModuleError, Outcome, TaskCtx};
+use crate::connection::quote;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    #[serde(default, deserialize_with = "de_opt_string")]
+    content: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    src: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    dest: Option<String>,
+    #[serde(flatten)]
+    attrs: Attrs,
+    #[serde(default, deserialize_with = "de_opt_bool")]
+    force: Option<bool>,
+    #[serde(default, deserialize_with = "de_opt_bool")]
+    backup: Option<bool>,
+    #[serde(default, deserialize_with = "de_opt_bool")]
+    remote_src: Option<bool>,
+    #[serde(default, deserialize_with = "de_opt_mode")]
+    directory_mode: Option<u32>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    validate: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_bool")]
+    follow: Option<bool>,
+    #[serde(default, deserialize_with = "de_opt_bool")]
+    local_follow: Option<bool>,
+    #[serde(default, deserialize_with = "de_opt_bool")]
+    decrypt: Option<bool>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    checksum: Option<String>,
+    #[serde(flatten)]
+    _ignored: IgnoredAttrs,
+}
+
+/// SELinux and similar arguments Ansible accepts on every file module; hfplay ignores them.
+#[derive(Debug, Default, Deserialize)]
+pub struct IgnoredAttrs {
+    #[serde(default)]
+    pub seuser: Option<Value>,
+    #[serde(default)]
+    pub serole: Option<Value>,
+    #[serde(default)]
+    pub setype: Option<Value>,
+    #[serde(default)]
+    pub selevel: Option<Value>,
+    #[serde(default)]
+    pub unsafe_writes: Option<Value>,
+    #[serde(default)]
+    pub attributes: Option<Value>,
+    #[serde(default)]
+    pub attr: Option<Value>,
+}
+
+const ARGS: &[&str] = &[
+    "content",
+    "src",
+    "dest",
+    "owner",
+    "group",
+    "mode",
+    "force",
+    "backup",
+    "remote_src",
+    "directory_mode",
+    "validate",
+    "follow",
+    "local_follow",
+    "decrypt",
+    "checksum",
+    "seuser",
+    "serole",
+    "setype",
+    "selevel",
+    "unsafe_writes",
+    "attributes",
+    "attr",
+];
+
+pub struct Copy;
+
+#[async_trait]
+impl Module for Copy {
+    fn names(&self) -> &'static [&'static str] {
+        &["copy"]
+    }
+    fn arg_names(&self) -> &'static [&'static str] {
+        ARGS
+    }
+    async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
+        let p: Params = parse("copy", args)?;
+        let _ = (p.local_follow, p.decrypt, p.follow);
+        let dest = p
+            .dest
+            .clone()
+            .ok_or_else(|| ModuleError::Args("copy: dest is required".into()))?;
+        let opts = PutOpts {
+            attrs: p.attrs.clone(),
+            force: p.force.unwrap_or(true),
+            backup: p.backup.unwrap_or(false),
+            validate: p.validate.clone(),
+            directory_mode: p.directory_mode,
+            expect_checksum: p.checksum.clone(),
+        };
+        match (&p.content, &p.src) {
+            (Some(_), Some(_)) => Err(ModuleError::Args(
+                "copy: src and content are mutually exclusive".into(),
+            )),
+            (None, None) => Err(ModuleError::Args("copy: src or content is required".into())),
+            (Some(content), None) => {
+                if dest.ends_with('/') {
+                    return Err(ModuleError::Args(
+                        "copy: dest must be a file path when content is given".into(),
+                    ));
+                }
+                put(ctx, &dest, None, Source::Bytes(content.as_bytes()), &opts).await
+            }
+            (None, Some(src)) if p.remote_src.unwrap_or(false) => {
+                put(
+                    ctx,
+                    &dest,
+                    Some(fileops::basename(src)),
+                    Source::Remote(src),
+                    &opts,
+                )
+                .await
+            }
+            (None, Some(src)) => {
+                let path = ctx.env.find_file(FileKind::Files, src).ok_or_else(|| {
+                    ModuleError::Controller(format!("copy: could not find src {src:?}"))
+                })?;
+                if path.is_dir() {
+                    return Err(ModuleError::Controller(format!(
+                        "copy: src {} is a directory; hfplay copies single files only (use one task per file or unarchive)",
+                        path.display()
+                    )));
+                }
+                let data = std::fs::read(&path).map_err(|e| {
+                    ModuleError::Controller(format!("copy: cannot read {}: {e}", path.display()))
+                })?;
+                put(
+                    ctx,
+                    &dest,
+                    Some(fileops::basename(src)),
+                    Source::Bytes(&data),
+                    &opts,
+                )
+                .await
+            }
+        }
+    }
+}
+
+/// Shared by copy and template.
+#[derive(Debug, Clone, Default)]
+pub struct PutOpts {
+    pub attrs: Attrs,
+    pub force: bool,
+    pub backup: bool,
+    pub validate: Option<String>,
+    pub directory_mode: Option<u32>,
+    /// `checksum:` argument of copy: the source's sha1 as Ansible computes it (checked on the
+    /// controller when we have the bytes).
+    pub expect_checksum: Option<String>,
+}
+
+pub enum Source<'a> {
+    Bytes(&'a [u8]),
+    /// A path on the host (`remote_src`).
+    Remote(&'a str),
+}
+
+/// What the probe saw at the destination.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    /// The real destination (`dest/<basename>` when dest is a directory).
+    pub path: String,
+    pub state: FileState,
+    pub sha256: Option<String>,
+    pub parent_exists: bool,
+    /// Old content (only in diff mode, only when it differs and is small).
+    pub before: Option<Vec<u8>>,
+    /// sha256 of the remote source (remote_src).
+    pub src_sha256: Option<String>,
+}
+
+/// The pure decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub write: bool,
+    pub attrs: Vec<AttrChange>,
+    pub mkdir: bool,
+}
+
+impl Plan {
+    pub fn changed(&self) -> bool {
+        self.write || !self.attrs.is_empty() || self.mkdir
+    }
+}
+
+/// Pure: what to do given the wanted content hash and what the probe saw.
+pub fn plan(
+    want_sha: &str,
+    o: &Observed,
+    opts: &PutOpts,
+    dest_is_dir_path: bool,
+) -> Result<Plan, String> {
+    match o.state.kind {
+        Kind::Dir => return Err(format!("destination {} is a directory", o.path)),
+        Kind::Other => return Err(format!("destination {} is not a regular file", o.path)),
+        _ => {}
+    }
+    let mkdir = !o.parent_exists;
+    if mkdir && !dest_is_dir_path {
+        return Err(format!(
+            "Destination directory {} does not exist",
+            fileops::parent_dir(&o.path)
+        ));
+    }
+    let exists = o.state.exists();
+    let write = if !exists {
+        true
+    } else {
+        opts.force && o.sha256.as_deref() != Some(want_sha)
+    };
+    let attrs = if write {
+        Vec::new()
+    } else {
+        fileops::attr_changes(&opts.attrs, &o.state)
+    };
+    Ok(Plan {
+        write,
+        attrs,
+        mkdir,
+    })
+}
+
+fn probe_script(
+    dest: &str,
+    base: Option<&str>,
+    diff: bool,
+    want_sha: Option<&str>,
+    remote: Option<&str>,
+) -> String {
+    let mut s = format!("p={}; ", quote(dest));
+    if let Some(b) = base {
+        s.push_str(&format!(
+            "case \"$p\" in */) p=\"$p\"{b};; *) if [ -d \"$p\" ]; then p=\"$p\"/{b}; fi;; esac; ",
+            b = quote(b)
+        ));
+    }
+    s.push_str("echo \"P|$p\"; ");
+    s.push_str(&fileops::stat_word("\"$p\"", true));
+    s.push_str("; d=$(dirname -- \"$p\"); if [ -d \"$d\" ]; then echo 'D|1'; fi; ");
+    s.push_str("if [ -f \"$p\" ]; then h=$(sha256sum < \"$p\" | cut -c1-64); echo \"H|$h\"; fi; ");
+    if let Some(src) = remote {
+        let q = quote(src);
+        s.push_str(&format!(
+            "if [ -f {q} ]; then echo \"R|$(sha256sum < {q} | cut -c1-64)\"; echo \"RD|$(base64 < {q} | tr -d '\\n')\"; fi; "
+        ));
+    }
+    if diff {
+        let cond = match want_sha {
+            Some(w) => format!("[ \"$h\" != {w} ] && "),
+            None => String::new(),
+        };
+        s.push_str(&format!(
+            "if [ -f \"$p\" ] && {cond}[ $(stat -L -c %s \"$p\") -le 104448 ]; then echo 'C|'; base64 < \"$p\"; echo 'E|'; fi; "
+        ));
+    }
+    s.push_str("true");
+    s
+}
+
+fn parse_probe(out: &str) -> Result<(Observed, Option<Vec<u8>>), ModuleError> {
+    let mut path = None;
+    let mut sha = None;
+    let mut parent = false;
+    let mut src_sha = None;
+    let mut src_data = None;
+    for l in out.lines() {
+        if let Some(v) = l.strip_prefix("P|") {
+            path = Some(v.to_string());
+        } else if let Some(v) = l.strip_prefix("H|") {
+            sha = Some(v.trim().to_string());
+        } else if l == "D|1" {
+            parent = true;
+        } else if let Some(v) = l.strip_prefix("R|") {
+            src_sha = Some(v.trim().to_string());
+        } else if let Some(v) = l.strip_prefix("RD|") {
+            use base64::Engine;
+            src_data = base64::engine::general_purpose::STANDARD
+                .decode(v.trim())
+                .ok();
+        }
+    }
+    let state = fileops::find_stat(out)
+        .ok_or_else(|| ModuleError::Controller(format!("unexpected probe output: {out}")))?;
+    let before = fileops::parse_content(out)?;
+    let path = path.unwrap_or_default();
+    Ok((
+        Observed {
+            path,
+            state,
+            sha256: sha,
+            parent_exists: parent,
+            before,
+            src_sha256: src_sha,
+        },
+        src_data,
+    ))
+}
+
+/// Probe, plan and (unless check mode) apply one file's content.
+pub async fn put(
+    ctx: &TaskCtx<'_>,
+    dest: &str,
+    base: Option<&str>,
+    src: Source<'_>,
+    opts: &PutOpts,
+) -> Result<Outcome, ModuleError> {
+    let local_sha = match &src {
+        Source::Bytes(b) => Some(fileops::sha256_hex(b)),
+        Source::Remote(_) => None,
+    };
+    if let (Some(want), Source::Bytes(b)) = (&opts.expect_checksum, &src) {
+        use sha2::Digest;
+        let sha1 = hex::encode(sha1_digest(b));
+        let sha256 = hex::encode(sha2::Sha256::digest(b));
+        if want != &sha1 && want != &sha256 {
+            return Ok(Outcome::failed(format!(
+                "copy: source checksum {sha1} does not match {want}"
+            )));
+        }
+    }
+    let remote = match &src {
+        Source::Remote(p) => Some(*p),
+        _ => None,
+    };
+    let script = probe_script(dest, base, ctx.diff, local_sha.as_deref(), remote);
+    let r = ctx.sh(&script).await?;
+    if r.rc != 0 {
+        return Ok(Outcome::failed(format!(
+            "probe of {dest} failed: {}",
+            r.stderr.trim()
+        )));
+    }
+    let (obs, remote_data) = parse_probe(&r.stdout)?;
+    let want_sha = match (&local_sha, &obs.src_sha256) {
+        (Some(s), _) => s.clone(),
+        (None, Some(s)) => s.clone(),
+        (None, None) => {
+            return Ok(Outcome::failed(format!(
+                "Source {} not found",
+                remote.unwrap_or("")
+            )));
+        }
+    };
+    let dest_is_dir_path = dest.ends_with('/');
+    let plan = match plan(&want_sha, &obs, opts, dest_is_dir_path) {
+        Ok(p) => p,
+        Err(msg) => return Ok(Outcome::failed(msg)),
+    };
+    let mut out = Outcome::changed(plan.changed())
+        .with("dest", obs.path.clone())
+        .with("checksum", want_sha.clone())
+        .with("changed", plan.changed());
+    if let Source::Remote(s) = &src {
+        out = out.with("src", *s);
+    }
+    if ctx.diff {
+        if plan.write {
+            let before = obs.before.clone().unwrap_or_default();
+            let after: &[u8] = match &src {
+                Source::Bytes(b) => b,
+                Source::Remote(_) => remote_data.as_deref().unwrap_or(b""),
+            };
+            out.diffs
+                .push(fileops::file_diff(&obs.path, &before, after));
+        } else if !plan.attrs.is_empty() {
+            let (before, after) = fileops::attr_summary(&obs.state, &plan.attrs);
+            out.diffs.push(super::FileDiff {
+                path: obs.path.clone(),
+                before,
+                after,
+            });
+        }
+    }
+    if !plan.changed() || ctx.check {
+        return Ok(out);
+    }
+    let mut script = String::new();
+    if plan.mkdir {
+        let d = fileops::parent_dir(&obs.path);
+        script.push_str(&format!("mkdir -p -- {} || exit 1; ", quote(&d)));
+        if let Some(m) = opts.directory_mode {
+            script.push_str(&format!("chmod {m:04o} {} || exit 1; ", quote(&d)));
+        }
+    }
+    let r = if plan.write {
+        let wo = WriteOpts {
+            attrs: &opts.attrs,
+            validate: opts.validate.as_deref(),
+            backup: opts.backup && obs.state.exists(),
+            mkdirs: false,
+            source: remote,
+        };
+        script.push_str(&format!("( {} )", fileops::write_script(&obs.path, &wo)?));
+        match &src {
+            Source::Bytes(b) => ctx.sh_stdin(&script, b).await?,
+            Source::Remote(_) => ctx.sh(&script).await?,
+        }
+    } else {
+        script.push_str(&fileops::attr_cmds(
+            &plan.attrs,
+            &quote(&obs.path),
+            false,
+            false,
+        ));
+        ctx.sh(&script).await?
+    };
+    if r.rc != 0 {
+        let mut f = Outcome::failed(fileops::write_error(r.rc, &r.stderr, &obs.path));
+        f.data = out.data;
+        return Ok(f);
+    }
+    if let Some(b) = fileops::backup_name(&r.stdout) {
+        out = out.with("backup_file", b);
+    }
+    Ok(out)
+}
+
+/// sha1 without another dependency: Ansible's `checksum:` argument is a sha1 hex.
+fn sha1_digest(data: &[u8]) -> [u8; 20] {
+    let mut h: [u32; 5] = [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0];
+    let mut msg = data.to_vec();
+    let bit_len = (data.len() as u64).wrapping_mul(8);
+    msg.push(0x80);
+    while msg.len() % 64 != 56 {
+        msg.push(0);
+    }
+    msg.extend_from_slice(&bit_len.to_be_bytes());
+    for chunk in msg.chunks(64) {
+        let mut w = [0u32; 80];
+        for (i, word) in chunk.chunks(4).enumerate() {
+            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
+        }
+        for i in 16..80 {
+            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
+        }
+        let (mut a, mut b, mut c, mut d, mut e) = (h[0], h[1], h[2], h[3], h[4]);
+        for (i, wi) in w.iter().enumerate() {
+            let (f, k) = match i {
+                0..=19 => ((b & c) | (!b & d), 0x5A827999),
+                20..=39 => (b ^ c ^ d, 0x6ED9EBA1),
+                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1BBCDC),
+                _ => (b ^ c ^ d, 0xCA62C1D6),
+            };
+            let t = a
+                .rotate_left(5)
+                .wrapping_add(f)
+                .wrapping_add(e)
+                .wrapping_add(k)
+                .wrapping_add(*wi);
+            e = d;
+            d = c;
+            c = b.rotate_left(30);
+            b = a;
+            a = t;
+        }
+        h[0] = h[0].wrapping_add(a);
+        h[1] = h[1].wrapping_add(b);
+        h[2] = h[2].wrapping_add(c);
+        h[3] = h[3].wrapping_add(d);
+        h[4] = h[4].wrapping_add(e);
+    }
+    let mut out = [0u8; 20];
+    for (i, v) in h.iter().enumerate() {
+        out[i * 4..i * 4 + 4].copy_from_slice(&v.to_be_bytes());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modules::fileops::testutil;
+    use serde_json::json;
+
+    fn obs(state: &str, sha: Option<&str>) -> Observed {
+        Observed {
+            path: "/etc/x".into(),
+            state: fileops::parse_stat(state).unwrap(),
+            sha256: sha.map(str::to_string),
+            parent_exists: true,
+            before: None,
+            src_sha256: None,
+        }
+    }
+
+    #[test]
+    fn every_arg_is_accepted() {
+        let m: serde_json::Map<String, Value> =
+            ARGS.iter().map(|k| (k.to_string(), Value::Null)).collect();
+        let r: Result<Params, _> = serde_json::from_value(Value::Object(m));
+        assert!(r.is_ok(), "{r:?}");
+        let r: Result<Params, _> = serde_json::from_value(json!({"dest": "/x", "mdoe": "0644"}));
+        assert!(r.unwrap_err().to_string().contains("unknown field"));
+    }
+
+    #[test]
+    fn plan_writes_missing_or_different_files() {
+        let opts = PutOpts {
+            force: true,
+            ..Default::default()
+        };
+        let p = plan("aa", &obs("S|absent", None), &opts, false).unwrap();
+        assert!(p.write && p.changed());
+        let p = plan(
+            "aa",
+            &obs("S|regular file|644|root|0|root|0|3", Some("bb")),
+            &opts,
+            false,
+        )
+        .unwrap();
+        assert!(p.write);
+        let p = plan(
+            "aa",
+            &obs("S|regular file|644|root|0|root|0|3", Some("aa")),
+            &opts,
+            false,
+        )
+        .unwrap();
+        assert!(!p.changed());
+    }
+
+    #[test]
+    fn plan_force_no_keeps_existing() {
+        let opts = PutOpts {
+            force: false,
+            ..Default::default()
+        };
+        let p = plan(
+            "aa",
+            &obs("S|regular file|644|root|0|root|0|3", Some("bb")),
+            &opts,
+            false,
+        )
+        .unwrap();
+        assert!(!p.changed());
+    }
+
+    #[test]
+    fn plan_fixes_attrs_only() {
+        let opts = PutOpts {
+            force: true,
+            attrs: Attrs {
+                mode: Some(0o600),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let p = plan(
+            "aa",
+            &obs("S|regular file|644|root|0|root|0|3", Some("aa")),
+            &opts,
+            false,
+        )
+        .unwrap();
+        assert!(!p.write);
+        assert_eq!(p.attrs, vec![AttrChange::Mode(0o600)]);
+    }
+
+    #[test]
+    fn plan_refuses_directory_and_missing_parent() {
+        let opts = PutOpts {
+            force: true,
+            ..Default::default()
+        };
+        assert!(plan(
+            "aa",
+            &obs("S|directory|755|root|0|root|0|3", None),
+            &opts,
+            false
+        )
+        .is_err());
+        let mut o = obs("S|absent", None);
+        o.parent_exists = false;
+        assert!(plan("aa", &o, &opts, false).is_err());
+        assert!(plan("aa", &o, &opts, true).unwrap().mkdir);
+    }
+
+    #[test]
+    fn sha1_matches_known_vector() {
+        assert_eq!(
+            hex::encode(sha1_digest(b"abc")),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
+        assert_eq!(
+            hex::encode(sha1_digest(b"")),
+            "da39a3ee5e6b4b0d3255bfef95601890afd80709"
+        );
+    }
+
+    #[tokio::test]
+    async fn local_copy_is_idempotent_and_check_predicts() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = testutil::Env {
+            dir: dir.path().to_path_buf(),
+        };
+        let conn = testutil::local().await;
+        let dest = dir.path().join("sub.txt").display().to_string();
+        let args: Args =
+            serde_json::from_value(json!({"content": "hi\n", "dest": dest, "mode": "0600"}))
+                .unwrap();
+        let o = Copy
+            .run(&args, &testutil::ctx(&conn, &env, true))
+            .await
+            .unwrap();
+        assert!(o.changed && !o.failed, "{o:?}");
+        assert!(!std::path::Path::new(&dest).exists());
+        let o = Copy
+            .run(&args, &testutil::ctx(&conn, &env, false))
+            .await
+            .unwrap();
+        assert!(o.changed && !o.failed, "{o:?}");
+        assert_eq!(o.diffs[0].after, "hi\n");
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "hi\n");
+        let o = Copy
+            .run(&args, &testutil::ctx(&conn, &env, false))
+            .await
+            .unwrap();
+        assert!(!o.changed && !o.failed, "{o:?}");
+        // into a directory: basename of src
+        std::fs::write(dir.path().join("f.conf"), "x=1\n").unwrap();
+        let sub = dir.path().join("d");
+        std::fs::create_dir(&sub).unwrap();
+        let args: Args =
+            serde_json::from_value(json!({"src": "f.conf", "dest": sub.display().to_string()}))
+                .unwrap();
+        let o = Copy
+            .run(&args, &testutil::ctx(&conn, &env, false))
+            .await
+            .unwrap();
+        assert!(o.changed && !o.failed, "{o:?}");
+        assert_eq!(
+            std::fs::read_to_string(sub.join("f.conf")).unwrap(),
+            "x=1\n"
+        );
+        let o = Copy
+            .run(&args, &testutil::ctx(&conn, &env, false))
+            .await
+            .unwrap();
+        assert!(!o.changed, "{o:?}");
+        // validate failure leaves the file alone
+        let args: Args = serde_json::from_value(
+            json!({"content": "new\n", "dest": dest, "validate": "false %s"}),
+        )
+        .unwrap();
+        let o = Copy
+            .run(&args, &testutil::ctx(&conn, &env, false))
+            .await
+            .unwrap();
+        assert!(o.failed, "{o:?}");
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "hi\n");
+    }
+}
