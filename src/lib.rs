@@ -8,3 +8,5 @@ pub mod error;
 pub mod yaml;
 pub mod inventory;
 pub mod vars;
+pub mod filters;
+pub mod template;

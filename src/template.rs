@@ -1,0 +1,590 @@
+//! Templating with minijinja, the Ansible way: variables are templated lazily when used (a var
+//! may refer to other vars), a value that is a single `{{ expr }}` keeps its native type, the
+//! Ansible filters/tests/lookups that roles use are provided, and using an undefined variable is
+//! an error that names it — while `a.b | default(x)` on an undefined `a` still works.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use minijinja::value::{Enumerator, Kwargs, Object, ObjectRepr, Rest};
+use minijinja::{Environment, Error, ErrorKind, State, UndefinedBehavior, Value as MjValue};
+use serde_json::{Map, Value};
+use sha2::Digest;
+
+/// Ansible's `omit`: a module argument equal to it is dropped.
+pub const OMIT: &str = "__omit_place_holder__hfplay__";
+
+/// Shared template environment (filters, tests, lookups).
+pub struct Templar {
+    env: Environment<'static>,
+}
+
+impl Default for Templar {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The variables visible to one host at one task: raw values, templated on first use.
+pub struct Scope {
+    raw: Map<String, Value>,
+    /// Values that are already final (objects such as `hostvars`), consulted first.
+    fixed: HashMap<String, MjValue>,
+    cache: Mutex<HashMap<String, MjValue>>,
+    busy: Mutex<HashSet<String>>,
+    templar: Arc<Templar>,
+}
+
+impl std::fmt::Debug for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scope").field("vars", &self.raw.len()).finish()
+    }
+}
+
+impl Scope {
+    pub fn new(templar: Arc<Templar>, raw: Map<String, Value>) -> Arc<Scope> {
+        Arc::new(Scope { raw, fixed: HashMap::new(), cache: Mutex::default(), busy: Mutex::default(), templar })
+    }
+    pub fn with_fixed(templar: Arc<Templar>, raw: Map<String, Value>, fixed: HashMap<String, MjValue>) -> Arc<Scope> {
+        Arc::new(Scope { raw, fixed, cache: Mutex::default(), busy: Mutex::default(), templar })
+    }
+    pub fn contains(&self, key: &str) -> bool {
+        self.raw.contains_key(key) || self.fixed.contains_key(key)
+    }
+    pub fn raw(&self) -> &Map<String, Value> {
+        &self.raw
+    }
+    /// A variable, fully templated, as data.
+    pub fn get_json(self: &Arc<Self>, key: &str) -> Result<Option<Value>, String> {
+        match self.resolve(key) {
+            None => Ok(None),
+            Some(v) => to_json(&v).map(Some),
+        }
+    }
+
+    fn resolve(self: &Arc<Self>, key: &str) -> Option<MjValue> {
+        if let Some(v) = self.fixed.get(key) {
+            return Some(v.clone());
+        }
+        if let Some(v) = lock(&self.cache).get(key) {
+            return Some(v.clone());
+        }
+        let raw = self.raw.get(key)?;
+        if !lock(&self.busy).insert(key.to_string()) {
+            return Some(MjValue::from(Error::new(
+                ErrorKind::InvalidOperation,
+                format!("recursive loop detected in template: variable '{key}' refers to itself"),
+            )));
+        }
+        let ctx = MjValue::from_dyn_object(self.clone());
+        let result = self.templar.template_value_mj(raw, &ctx);
+        lock(&self.busy).remove(key);
+        let v = match result {
+            Ok(v) => v,
+            Err(e) => MjValue::from(Error::new(ErrorKind::InvalidOperation, format!("in variable '{key}': {e}"))),
+        };
+        lock(&self.cache).insert(key.to_string(), v.clone());
+        Some(v)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Object for Scope {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+    fn get_value(self: &Arc<Self>, key: &MjValue) -> Option<MjValue> {
+        self.resolve(key.as_str()?)
+    }
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        let mut keys: Vec<MjValue> = self.raw.keys().map(|k| MjValue::from(k.as_str())).collect();
+        keys.extend(self.fixed.keys().map(|k| MjValue::from(k.as_str())));
+        Enumerator::Values(keys)
+    }
+}
+
+/// `hostvars`: every host's variables, built on demand by the runner.
+pub struct HostVars {
+    pub hosts: Vec<String>,
+    pub build: Box<dyn Fn(&str) -> Option<Arc<Scope>> + Send + Sync>,
+    cache: Mutex<HashMap<String, MjValue>>,
+}
+
+impl HostVars {
+    pub fn new(hosts: Vec<String>, build: Box<dyn Fn(&str) -> Option<Arc<Scope>> + Send + Sync>) -> Self {
+        HostVars { hosts, build, cache: Mutex::default() }
+    }
+}
+
+impl std::fmt::Debug for HostVars {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "hostvars({})", self.hosts.len())
+    }
+}
+
+impl Object for HostVars {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+    fn get_value(self: &Arc<Self>, key: &MjValue) -> Option<MjValue> {
+        let k = key.as_str()?;
+        if let Some(v) = lock(&self.cache).get(k) {
+            return Some(v.clone());
+        }
+        let scope = (self.build)(k)?;
+        let v = MjValue::from_dyn_object(scope);
+        lock(&self.cache).insert(k.to_string(), v.clone());
+        Some(v)
+    }
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Values(self.hosts.iter().map(|h| MjValue::from(h.as_str())).collect())
+    }
+}
+
+/// Converts an engine value to data; undefined becomes an error.
+pub fn to_json(v: &MjValue) -> Result<Value, String> {
+    if v.is_undefined() {
+        return Err("undefined value".into());
+    }
+    serde_json::to_value(v).map_err(|e| flatten(&e))
+}
+
+fn flatten(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let t = inner.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = inner.source();
+    }
+    s
+}
+
+/// Whether a string holds template syntax at all (most values do not: skip the engine).
+pub fn is_template(s: &str) -> bool {
+    s.contains("{{") || s.contains("{%") || s.contains("{#")
+}
+
+/// `"{{ expr }}"` alone → `Some("expr")`: such values keep their native type.
+fn single_expression(s: &str) -> Option<&str> {
+    let t = s.trim();
+    let inner = t.strip_prefix("{{")?.strip_suffix("}}")?;
+    if inner.contains("{{") || inner.contains("}}") || inner.contains("{%") {
+        return None;
+    }
+    Some(inner.trim())
+}
+
+impl Templar {
+    pub fn new() -> Templar {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Chainable);
+        env.set_keep_trailing_newline(true);
+        env.set_trim_blocks(true);
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        // Printing an undefined value is an error (Ansible's default), found by the formatter.
+        env.set_formatter(|out, state, value| {
+            if value.is_undefined() {
+                return Err(Error::new(ErrorKind::UndefinedError, "undefined value printed"));
+            }
+            minijinja::escape_formatter(out, state, value)
+        });
+        crate::filters::register(&mut env);
+        env.add_global("omit", OMIT);
+        Templar { env }
+    }
+
+    pub fn env(&self) -> &Environment<'static> {
+        &self.env
+    }
+
+    /// Templates every string inside `v` (deeply) in the given scope.
+    pub fn template_value(&self, v: &Value, scope: &Arc<Scope>) -> Result<Value, String> {
+        let ctx = MjValue::from_dyn_object(scope.clone());
+        let out = self.template_value_mj(v, &ctx)?;
+        to_json(&out).map_err(|e| if e == "undefined value" { "the template result is undefined".into() } else { e })
+    }
+
+    fn template_value_mj(&self, v: &Value, ctx: &MjValue) -> Result<MjValue, String> {
+        match v {
+            Value::String(s) if is_template(s) => {
+                if let Some(expr) = single_expression(s) {
+                    self.eval_in(expr, ctx)
+                } else {
+                    self.render_in(s, ctx).map(MjValue::from)
+                }
+            }
+            Value::Array(items) if items.iter().any(has_template) => {
+                let mut out = Vec::with_capacity(items.len());
+                for i in items {
+                    out.push(self.template_value_mj(i, ctx)?);
+                }
+                Ok(MjValue::from(out))
+            }
+            Value::Object(m) if m.values().any(has_template) => {
+                let mut out: indexmap::IndexMap<String, MjValue> = indexmap::IndexMap::new();
+                for (k, val) in m {
+                    let key = if is_template(k) { self.render_in(k, ctx)? } else { k.clone() };
+                    out.insert(key, self.template_value_mj(val, ctx)?);
+                }
+                Ok(MjValue::from_iter(out))
+            }
+            other => Ok(MjValue::from_serialize(other)),
+        }
+    }
+
+    /// Renders a template text (the `template` module, string arguments).
+    pub fn render(&self, text: &str, scope: &Arc<Scope>) -> Result<String, String> {
+        let ctx = MjValue::from_dyn_object(scope.clone());
+        self.render_in(text, &ctx)
+    }
+
+    fn render_in(&self, text: &str, ctx: &MjValue) -> Result<String, String> {
+        let tmpl = self.env.template_from_str(text).map_err(|e| describe(&e, None))?;
+        tmpl.render(ctx).map_err(|e| describe(&e, Some(undefined_names(tmpl.undeclared_variables(false), ctx))))
+    }
+
+    /// Evaluates a bare expression (`when:`, `changed_when:`, `loop: "{{ x }}"`).
+    pub fn eval(&self, expr: &str, scope: &Arc<Scope>) -> Result<Value, String> {
+        let ctx = MjValue::from_dyn_object(scope.clone());
+        let v = self.eval_in(expr, &ctx)?;
+        to_json(&v).map_err(|e| if e == "undefined value" { format!("'{expr}' is undefined") } else { e })
+    }
+
+    fn eval_in(&self, expr: &str, ctx: &MjValue) -> Result<MjValue, String> {
+        let compiled = self.env.compile_expression(expr).map_err(|e| describe(&e, None))?;
+        let v = compiled.eval(ctx).map_err(|e| describe(&e, Some(undefined_names(compiled.undeclared_variables(false), ctx))))?;
+        if v.is_undefined() {
+            let missing = undefined_names(compiled.undeclared_variables(false), ctx);
+            return Err(if missing.is_empty() {
+                format!("'{expr}' is undefined")
+            } else {
+                format!("'{}' is undefined", missing.join("', '"))
+            });
+        }
+        Ok(v)
+    }
+
+    /// A conditional (`when`, `failed_when`, `changed_when`, `assert`), Ansible style: a bare
+    /// expression; strings such as "yes"/"false" coerce like `| bool`.
+    pub fn eval_bool(&self, expr: &str, scope: &Arc<Scope>) -> Result<bool, String> {
+        let e = expr.trim();
+        let e = single_expression(e).unwrap_or(e);
+        let ctx = MjValue::from_dyn_object(scope.clone());
+        let v = self.eval_in(e, &ctx)?;
+        if let Some(s) = v.as_str() {
+            if let Some(b) = crate::modules::args::to_bool(&Value::String(s.to_string())) {
+                return Ok(b);
+            }
+        }
+        Ok(v.is_true())
+    }
+}
+
+fn has_template(v: &Value) -> bool {
+    match v {
+        Value::String(s) => is_template(s),
+        Value::Array(a) => a.iter().any(has_template),
+        Value::Object(m) => m.iter().any(|(k, v)| is_template(k) || has_template(v)),
+        _ => false,
+    }
+}
+
+/// Top-level names a template uses that the scope does not define.
+fn undefined_names(names: HashSet<String>, ctx: &MjValue) -> Vec<String> {
+    let mut v: Vec<String> = names
+        .into_iter()
+        .filter(|n| ctx.get_attr(n).map(|x| x.is_undefined()).unwrap_or(true))
+        .filter(|n| !matches!(n.as_str(), "omit" | "lookup" | "query" | "q" | "range" | "dict" | "namespace" | "loop"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn describe(e: &Error, undefined: Option<Vec<String>>) -> String {
+    let mut msg = match e.kind() {
+        ErrorKind::UndefinedError => match undefined {
+            Some(names) if !names.is_empty() => format!("'{}' is undefined", names.join("', '")),
+            _ => "a value used in the template is undefined".to_string(),
+        },
+        _ => {
+            let mut s = e.detail().map(str::to_string).unwrap_or_else(|| e.kind().to_string());
+            if e.kind() == ErrorKind::SyntaxError {
+                s = format!("template syntax error: {s}");
+            }
+            s
+        }
+    };
+    if let Some(line) = e.line() {
+        if line > 1 {
+            msg.push_str(&format!(" (template line {line})"));
+        }
+    }
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        let t = inner.to_string();
+        if !msg.contains(&t) {
+            msg.push_str(": ");
+            msg.push_str(&t);
+        }
+        src = inner.source();
+    }
+    msg
+}
+
+/// The `lookup`/`query` plugins: password, file, env, pipe, template-free basics.
+pub fn lookup(state: &State, name: &str, terms: &[MjValue], kwargs: &Kwargs) -> Result<Vec<MjValue>, Error> {
+    let base = state
+        .lookup("playbook_dir")
+        .and_then(|v| v.as_str().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut out = Vec::new();
+    for term in terms {
+        let t = term.as_str().map(str::to_string).unwrap_or_else(|| term.to_string());
+        let v = match name {
+            "env" => MjValue::from(std::env::var(&t).unwrap_or_default()),
+            "file" => {
+                let p = resolve_path(&base, &t, state);
+                let s = std::fs::read_to_string(&p).map_err(|e| {
+                    Error::new(ErrorKind::InvalidOperation, format!("lookup('file'): cannot read {}: {e}", p.display()))
+                })?;
+                let strip = kwargs.get::<Option<bool>>("rstrip")?.unwrap_or(true);
+                MjValue::from(if strip { s.trim_end().to_string() } else { s })
+            }
+            "pipe" => {
+                let o = std::process::Command::new("sh").arg("-c").arg(&t).output().map_err(|e| {
+                    Error::new(ErrorKind::InvalidOperation, format!("lookup('pipe'): {e}"))
+                })?;
+                if !o.status.success() {
+                    return Err(Error::new(ErrorKind::InvalidOperation, format!("lookup('pipe'): {t:?} failed")));
+                }
+                MjValue::from(String::from_utf8_lossy(&o.stdout).trim_end().to_string())
+            }
+            "password" => MjValue::from(password_lookup(&base, &t, kwargs)?),
+            other => {
+                return Err(Error::new(ErrorKind::InvalidOperation, format!("unknown lookup plugin '{other}' (hfplay has: password, file, env, pipe)")))
+            }
+        };
+        out.push(v);
+    }
+    let _ = kwargs.get::<Option<MjValue>>("errors");
+    let _ = kwargs.get::<Option<MjValue>>("wantlist");
+    let _ = kwargs.get::<Option<MjValue>>("length");
+    let _ = kwargs.get::<Option<MjValue>>("chars");
+    let _ = kwargs.get::<Option<MjValue>>("rstrip");
+    kwargs.assert_all_used()?;
+    Ok(out)
+}
+
+fn resolve_path(base: &std::path::Path, p: &str, state: &State) -> PathBuf {
+    let path = PathBuf::from(p);
+    if path.is_absolute() {
+        return path;
+    }
+    if let Some(role) = state.lookup("role_path").and_then(|v| v.as_str().map(PathBuf::from)) {
+        for sub in ["files", "templates", ""] {
+            let c = role.join(sub).join(&path);
+            if c.exists() {
+                return c;
+            }
+        }
+    }
+    base.join(path)
+}
+
+/// `lookup('password', 'path length=32 chars=ascii_letters,digits')`: generates a secret once,
+/// keeps it on the controller (0600, parent dirs 0700) and returns it on every later run.
+fn password_lookup(base: &std::path::Path, term: &str, kwargs: &Kwargs) -> Result<String, Error> {
+    let (params, path) = crate::modules::args::split_kv(term);
+    let get = |k: &str| -> Result<Option<String>, Error> {
+        if let Some(v) = params.get(k) {
+            return Ok(v.as_str().map(str::to_string));
+        }
+        Ok(kwargs.get::<Option<MjValue>>(k)?.map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+    };
+    let length: usize = match get("length")? {
+        Some(l) => l.parse().map_err(|_| Error::new(ErrorKind::InvalidOperation, format!("password lookup: bad length {l:?}")))?,
+        None => 20,
+    };
+    let chars = get("chars")?.unwrap_or_else(|| "ascii_letters,digits,.,:-_".to_string());
+    let alphabet = password_alphabet(&chars);
+    if path.is_empty() {
+        return Err(Error::new(ErrorKind::InvalidOperation, "password lookup needs a path"));
+    }
+    let p = if std::path::Path::new(&path).is_absolute() { PathBuf::from(&path) } else { base.join(&path) };
+    if path == "/dev/null" {
+        return Ok(random_string(&alphabet, length));
+    }
+    if let Ok(existing) = std::fs::read_to_string(&p) {
+        // Ansible stores "password salt=..." when encrypting; the password is the first word.
+        return Ok(existing.lines().next().unwrap_or_default().split(" salt=").next().unwrap_or_default().to_string());
+    }
+    let secret = random_string(&alphabet, length);
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        if let Some(dir) = p.parent() {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        }
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&p)?;
+        f.write_all(format!("{secret}\n").as_bytes())
+    };
+    match write() {
+        Ok(()) => Ok(secret),
+        // Another host's task created it concurrently: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::read_to_string(&p).map(|s| s.lines().next().unwrap_or_default().to_string()).map_err(|e| {
+                Error::new(ErrorKind::InvalidOperation, format!("password lookup: {}: {e}", p.display()))
+            })
+        }
+        Err(e) => Err(Error::new(ErrorKind::InvalidOperation, format!("password lookup: cannot write {}: {e}", p.display()))),
+    }
+}
+
+fn password_alphabet(spec: &str) -> Vec<char> {
+    let mut out: Vec<char> = Vec::new();
+    // Ansible: a comma-separated list of Python `string` constants or literal characters;
+    // ",," stands for a literal comma.
+    let spec = spec.replace(",,", "\u{0}");
+    for part in spec.split(',') {
+        let part = part.replace('\u{0}', ",");
+        let add: String = match part.as_str() {
+            "ascii_letters" => ('a'..='z').chain('A'..='Z').collect(),
+            "ascii_lowercase" => ('a'..='z').collect(),
+            "ascii_uppercase" => ('A'..='Z').collect(),
+            "digits" => ('0'..='9').collect(),
+            "hexdigits" => "0123456789abcdefABCDEF".into(),
+            "octdigits" => "01234567".into(),
+            "punctuation" => "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~".into(),
+            other => other.into(),
+        };
+        for c in add.chars() {
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+    }
+    if out.is_empty() {
+        out = ('a'..='z').chain('A'..='Z').chain('0'..='9').collect();
+    }
+    out
+}
+
+fn random_string(alphabet: &[char], len: usize) -> String {
+    use rand::Rng;
+    let mut rng = rand::rngs::OsRng;
+    (0..len).map(|_| alphabet[rng.gen_range(0..alphabet.len())]).collect()
+}
+
+/// Registered for templates: `lookup(name, *terms, **kw)` and `query`/`q` (always a list).
+pub fn lookup_fn(state: &State, name: String, terms: Rest<MjValue>, kwargs: Kwargs) -> Result<MjValue, Error> {
+    let wantlist = kwargs.get::<Option<bool>>("wantlist")?.unwrap_or(false);
+    let v = lookup(state, &name, &terms, &kwargs)?;
+    if wantlist {
+        return Ok(MjValue::from(v));
+    }
+    Ok(match v.len() {
+        1 => v.into_iter().next().unwrap_or_default(),
+        _ => MjValue::from(v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")),
+    })
+}
+
+pub fn query_fn(state: &State, name: String, terms: Rest<MjValue>, kwargs: Kwargs) -> Result<MjValue, Error> {
+    Ok(MjValue::from(lookup(state, &name, &terms, &kwargs)?))
+}
+
+/// Hex digest used by the `hash`/`checksum` filters.
+pub fn digest(algo: &str, data: &[u8]) -> Result<String, String> {
+    Ok(match algo {
+        "sha1" => hex::encode(sha1::Sha1::digest(data)),
+        "sha256" => hex::encode(sha2::Sha256::digest(data)),
+        "sha512" => hex::encode(sha2::Sha512::digest(data)),
+        "sha224" => hex::encode(sha2::Sha224::digest(data)),
+        "sha384" => hex::encode(sha2::Sha384::digest(data)),
+        "md5" => hex::encode(md5::Md5::digest(data)),
+        other => return Err(format!("unsupported hash type '{other}'")),
+    })
+}
+
+pub fn b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn scope(v: Value) -> (Arc<Templar>, Arc<Scope>) {
+        let t = Arc::new(Templar::new());
+        let s = Scope::new(t.clone(), v.as_object().cloned().unwrap());
+        (t, s)
+    }
+
+    #[test]
+    fn lazy_nested_vars_and_native_types() {
+        let (t, s) = scope(json!({"port": 5432, "host": "db", "dsn": "postgresql://{{ host }}:{{ port }}", "p": "{{ port }}", "l": "{{ [1, 2] }}"}));
+        assert_eq!(t.template_value(&json!("{{ dsn }}/x"), &s).unwrap(), json!("postgresql://db:5432/x"));
+        assert_eq!(t.template_value(&json!("{{ p }}"), &s).unwrap(), json!(5432));
+        assert_eq!(t.template_value(&json!({"a": ["{{ l }}"]}), &s).unwrap(), json!({"a": [[1, 2]]}));
+    }
+
+    #[test]
+    fn undefined_is_an_error_but_default_works() {
+        let (t, s) = scope(json!({"a": {"x": 1}}));
+        let e = t.template_value(&json!("x={{ nope }}"), &s).unwrap_err();
+        assert!(e.contains("'nope' is undefined"), "{e}");
+        let e = t.template_value(&json!("{{ nope }}"), &s).unwrap_err();
+        assert!(e.contains("'nope' is undefined"), "{e}");
+        assert_eq!(t.template_value(&json!("{{ nope.b | default('d') }}"), &s).unwrap(), json!("d"));
+        assert_eq!(t.template_value(&json!("{{ a.y | d(7) }}"), &s).unwrap(), json!(7));
+        assert!(t.eval_bool("nope is defined", &s).is_ok_and(|b| !b));
+    }
+
+    #[test]
+    fn self_reference_is_reported() {
+        let (t, s) = scope(json!({"x": "{{ x }}"}));
+        let e = t.template_value(&json!("{{ x }}"), &s).unwrap_err();
+        assert!(e.contains("recursive"), "{e}");
+    }
+
+    #[test]
+    fn conditionals() {
+        let (t, s) = scope(json!({"flag": "yes", "n": 3, "off": false}));
+        assert!(t.eval_bool("flag | bool", &s).unwrap());
+        assert!(t.eval_bool("n > 2", &s).unwrap());
+        assert!(!t.eval_bool("off", &s).unwrap());
+        assert!(t.eval_bool("{{ n == 3 }}", &s).unwrap());
+        assert!(t.eval_bool("missing", &s).is_err());
+    }
+
+    #[test]
+    fn password_lookup_is_stable_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (t, s) = scope(json!({"d": dir.path().to_str().unwrap()}));
+        let a = t.template_value(&json!("{{ lookup('password', d ~ '/sec/pw length=24 chars=ascii_letters,digits') }}"), &s).unwrap();
+        let b = t.template_value(&json!("{{ lookup('password', d ~ '/sec/pw length=24') }}"), &s).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.as_str().unwrap().len(), 24);
+        assert!(a.as_str().unwrap().chars().all(|c| c.is_ascii_alphanumeric()));
+        let mode = std::fs::metadata(dir.path().join("sec/pw")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn python_methods() {
+        let (t, s) = scope(json!({"csv": "a,b", "m": {"k": 1}}));
+        assert_eq!(t.template_value(&json!("{{ csv.split(',') }}"), &s).unwrap(), json!(["a", "b"]));
+        assert_eq!(t.template_value(&json!("{{ csv.startswith('a') }}"), &s).unwrap(), json!(true));
+    }
+}
