@@ -19,7 +19,9 @@ use crate::connection::{Become, ConnError, ExecResult, HostConn};
 pub mod args;
 pub mod command;
 pub mod copy;
+pub mod file;
 pub mod fileops;
+pub mod template;
 
 
 pub use args::Args;
@@ -137,6 +139,8 @@ pub fn registry() -> Vec<Box<dyn Module>> {
         Box::new(command::Command),
         Box::new(command::Shell),
         Box::new(copy::Copy),
+        Box::new(file::File),
+        Box::new(template::Template),
     ];
 
     v

@@ -1,0 +1,227 @@
+//! `template`: render a controller-side Jinja template with the host's variables and put the
+//! result at `dest` (like `copy` with `content`).
+//!
+//! ```yaml
+//! - name: airflow.cfg
+//!   ansible.builtin.template:
+//!     src: airflow.cfg.j2        # templates/ of the role, then the playbook dir
+//!     dest: /opt/airflow/airflow.cfg
+//!     owner: airflow
+//!     group: airflow
+//!     mode: "0640"
+//!     backup: true
+//! ```
+//! Rendering happens on the controller; then probe (stat + sha256), plan and apply are those of
+//! `copy`, so check mode and `--diff` show exactly the rendered change.
+//!
+//! Deviations: `lstrip_blocks`, `trim_blocks`, `block_*_string`, `variable_*_string`,
+//! `comment_*_string` and `output_encoding` are accepted but the core's renderer settings apply;
+//! `newline_sequence` is honoured by rewriting `\n` after rendering.
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::args::{de_opt_bool, de_opt_mode, de_opt_string};
+use super::copy::{put, IgnoredAttrs, PutOpts, Source};
+use super::fileops::{self, Attrs};
+use super::{parse, Args, FileKind, Module, ModuleError, Outcome, TaskCtx};
+
+/// The Jinja environment overrides are accepted and ignored (never read).
+#[allow(dead_code)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    #[serde(default, deserialize_with = "de_opt_string")]
+    src: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    dest: Option<String>,
+    #[serde(flatten)]
+    attrs: Attrs,
+    #[serde(default, deserialize_with = "de_opt_bool")]
+    force: Option<bool>,
+    #[serde(default, deserialize_with = "de_opt_bool")]
+    backup: Option<bool>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    validate: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_mode")]
+    directory_mode: Option<u32>,
+    #[serde(default, deserialize_with = "de_opt_bool")]
+    follow: Option<bool>,
+    #[serde(default, deserialize_with = "de_opt_bool")]
+    lstrip_blocks: Option<bool>,
+    #[serde(default, deserialize_with = "de_opt_bool")]
+    trim_blocks: Option<bool>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    newline_sequence: Option<String>,
+    #[serde(default)]
+    block_start_string: Option<Value>,
+    #[serde(default)]
+    block_end_string: Option<Value>,
+    #[serde(default)]
+    variable_start_string: Option<Value>,
+    #[serde(default)]
+    variable_end_string: Option<Value>,
+    #[serde(default)]
+    comment_start_string: Option<Value>,
+    #[serde(default)]
+    comment_end_string: Option<Value>,
+    #[serde(default)]
+    output_encoding: Option<Value>,
+    #[serde(flatten)]
+    _ignored: IgnoredAttrs,
+}
+
+const ARGS: &[&str] = &[
+    "src",
+    "dest",
+    "owner",
+    "group",
+    "mode",
+    "force",
+    "backup",
+    "validate",
+    "directory_mode",
+    "follow",
+    "lstrip_blocks",
+    "trim_blocks",
+    "newline_sequence",
+    "block_start_string",
+    "block_end_string",
+    "variable_start_string",
+    "variable_end_string",
+    "comment_start_string",
+    "comment_end_string",
+    "output_encoding",
+    "seuser",
+    "serole",
+    "setype",
+    "selevel",
+    "unsafe_writes",
+    "attributes",
+    "attr",
+];
+
+pub struct Template;
+
+/// Pure: applies `newline_sequence` (`\n`, `\r\n`, `\r`) to rendered text.
+pub fn apply_newlines(text: &str, seq: Option<&str>) -> Result<String, String> {
+    let seq = match seq.unwrap_or("\\n") {
+        "\\n" | "\n" => return Ok(text.to_string()),
+        "\\r\\n" | "\r\n" => "\r\n",
+        "\\r" | "\r" => "\r",
+        other => {
+            return Err(format!(
+                "newline_sequence must be \\n, \\r or \\r\\n, got {other:?}"
+            ))
+        }
+    };
+    Ok(text.replace("\r\n", "\n").replace('\n', seq))
+}
+
+#[async_trait]
+impl Module for Template {
+    fn names(&self) -> &'static [&'static str] {
+        &["template"]
+    }
+    fn arg_names(&self) -> &'static [&'static str] {
+        ARGS
+    }
+    async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
+        let p: Params = parse("template", args)?;
+        let _ = (p.follow, p.lstrip_blocks, p.trim_blocks);
+        let src = p
+            .src
+            .clone()
+            .ok_or_else(|| ModuleError::Args("template: src is required".into()))?;
+        let dest = p
+            .dest
+            .clone()
+            .ok_or_else(|| ModuleError::Args("template: dest is required".into()))?;
+        let path = ctx
+            .env
+            .find_file(FileKind::Templates, &src)
+            .ok_or_else(|| {
+                ModuleError::Controller(format!("template: could not find src {src:?}"))
+            })?;
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            ModuleError::Controller(format!("template: cannot read {}: {e}", path.display()))
+        })?;
+        let rendered = ctx
+            .env
+            .render(&text, &path.display().to_string())
+            .map_err(ModuleError::Controller)?;
+        let rendered =
+            apply_newlines(&rendered, p.newline_sequence.as_deref()).map_err(ModuleError::Args)?;
+        let opts = PutOpts {
+            attrs: p.attrs.clone(),
+            force: p.force.unwrap_or(true),
+            backup: p.backup.unwrap_or(false),
+            validate: p.validate.clone(),
+            directory_mode: p.directory_mode,
+            expect_checksum: None,
+        };
+        // Like Ansible: into a directory `dest`, the file keeps the template's own name.
+        let base = fileops::basename(&src).to_string();
+        put(
+            ctx,
+            &dest,
+            Some(&base),
+            Source::Bytes(rendered.as_bytes()),
+            &opts,
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modules::fileops::testutil;
+    use serde_json::json;
+
+    #[test]
+    fn every_arg_is_accepted() {
+        let m: serde_json::Map<String, Value> =
+            ARGS.iter().map(|k| (k.to_string(), Value::Null)).collect();
+        let r: Result<Params, _> = serde_json::from_value(Value::Object(m));
+        assert!(r.is_ok(), "{r:?}");
+        let r: Result<Params, _> = serde_json::from_value(json!({"src": "a", "dset": "/x"}));
+        assert!(r.unwrap_err().to_string().contains("unknown field"));
+    }
+
+    #[test]
+    fn newline_sequences() {
+        assert_eq!(apply_newlines("a\nb\n", None).unwrap(), "a\nb\n");
+        assert_eq!(
+            apply_newlines("a\nb\n", Some("\\r\\n")).unwrap(),
+            "a\r\nb\r\n"
+        );
+        assert!(apply_newlines("a", Some("x")).is_err());
+    }
+
+    #[tokio::test]
+    async fn local_template_renders_and_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.conf.j2"), "answer={{ x }}\n").unwrap();
+        let env = testutil::Env {
+            dir: dir.path().to_path_buf(),
+        };
+        let conn = testutil::local().await;
+        let dest = dir.path().join("out.conf").display().to_string();
+        let args: Args =
+            serde_json::from_value(json!({"src": "t.conf.j2", "dest": dest, "mode": 0o640}))
+                .unwrap();
+        let o = Template
+            .run(&args, &testutil::ctx(&conn, &env, false))
+            .await
+            .unwrap();
+        assert!(o.changed && !o.failed, "{o:?}");
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "answer=42\n");
+        let o = Template
+            .run(&args, &testutil::ctx(&conn, &env, true))
+            .await
+            .unwrap();
+        assert!(!o.changed, "{o:?}");
+    }
+}
