@@ -10,7 +10,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::args::{de_opt_mode, de_opt_string};
-use super::{FileDiff, ModuleError};
+use super::{FileDiff, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
 
 /// What kind of thing is at a path.
@@ -341,6 +341,111 @@ pub fn write_error(rc: i32, stderr: &str, dest: &str) -> String {
     } else {
         format!("cannot write {dest}: {}", stderr.trim())
     }
+}
+
+/// How [`edit_text`] writes the file back.
+#[derive(Debug, Clone)]
+pub struct EditOpts<'a> {
+    pub path: &'a str,
+    pub attrs: &'a Attrs,
+    pub validate: Option<&'a str>,
+    pub backup: bool,
+    pub create: bool,
+}
+
+/// Probe (stat + content, one round trip), pure edit, apply (one round trip): the shape of
+/// lineinfile and blockinfile. `edit` gets the current text (`None`: no file) and returns the
+/// new text (`None`: leave the content alone) and a message, or an error message.
+pub async fn edit_text<F>(
+    ctx: &TaskCtx<'_>,
+    o: &EditOpts<'_>,
+    edit: F,
+) -> Result<Outcome, ModuleError>
+where
+    F: FnOnce(Option<&str>) -> Result<(Option<String>, String), String>,
+{
+    let script = format!("{}; {}", stat_cmd(o.path, true), content_cmd(o.path));
+    let r = ctx.sh(&script).await?;
+    let state = find_stat(&r.stdout)
+        .ok_or_else(|| ModuleError::Controller(format!("unexpected probe output: {}", r.stdout)))?;
+    if matches!(state.kind, Kind::Dir | Kind::Other) {
+        return Ok(Outcome::failed(format!("{} is not a regular file", o.path)));
+    }
+    let bytes = parse_content(&r.stdout)?;
+    let text = match &bytes {
+        Some(b) => Some(
+            String::from_utf8(b.clone())
+                .map_err(|_| ModuleError::Controller(format!("{} is not UTF-8 text", o.path)))?,
+        ),
+        None => None,
+    };
+    let (new, msg) = match edit(text.as_deref()) {
+        Ok(x) => x,
+        Err(m) => return Ok(Outcome::failed(m).with("path", o.path)),
+    };
+    let new = new.filter(|n| Some(n.as_str()) != text.as_deref());
+    let attrs = match &new {
+        Some(_) => Vec::new(),
+        None if state.exists() => attr_changes(o.attrs, &state),
+        None => Vec::new(),
+    };
+    let changed = new.is_some() || !attrs.is_empty();
+    let msg = match (&new, attrs.is_empty()) {
+        (None, false) if msg.is_empty() => {
+            "ownership, perms or SE linux context changed".to_string()
+        }
+        (None, false) => format!("{msg} and ownership, perms or SE linux context changed"),
+        _ => msg,
+    };
+    let mut out = Outcome::changed(changed)
+        .with_msg(msg.clone())
+        .with("msg", msg)
+        .with("path", o.path);
+    if ctx.diff {
+        if let Some(n) = &new {
+            out.diffs.push(FileDiff {
+                path: o.path.to_string(),
+                before: text.clone().unwrap_or_default(),
+                after: n.clone(),
+            });
+        } else if !attrs.is_empty() {
+            let (before, after) = attr_summary(&state, &attrs);
+            out.diffs.push(FileDiff {
+                path: o.path.to_string(),
+                before,
+                after,
+            });
+        }
+    }
+    if !changed || ctx.check {
+        return Ok(out);
+    }
+    let r = match &new {
+        Some(n) => {
+            let wo = WriteOpts {
+                attrs: o.attrs,
+                validate: o.validate,
+                backup: o.backup && state.exists(),
+                mkdirs: o.create,
+                source: None,
+            };
+            ctx.sh_stdin(&write_script(o.path, &wo)?, n.as_bytes())
+                .await?
+        }
+        None => {
+            ctx.sh(&attr_cmds(&attrs, &quote(o.path), false, false))
+                .await?
+        }
+    };
+    if r.rc != 0 {
+        let mut f = Outcome::failed(write_error(r.rc, &r.stderr, o.path));
+        f.data = out.data;
+        return Ok(f);
+    }
+    if let Some(b) = backup_name(&r.stdout) {
+        out = out.with("backup", b.clone()).with("backup_file", b);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod command;
 pub mod copy;
 pub mod file;
 pub mod fileops;
+pub mod lineinfile;
 pub mod template;
 
 
@@ -139,6 +140,7 @@ pub fn registry() -> Vec<Box<dyn Module>> {
         Box::new(command::Command),
         Box::new(command::Shell),
         Box::new(copy::Copy),
+        Box::new(lineinfile::LineInFile),
         Box::new(file::File),
         Box::new(template::Template),
     ];
