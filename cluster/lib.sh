@@ -1,0 +1,86 @@
+# shellcheck shell=bash
+# Shared settings for the Heirflow local cluster scripts (sourced, not executed).
+
+CLUSTER_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$CLUSTER_DIR/.." && pwd)"
+CACHE_DIR="$REPO_ROOT/.cache"
+
+HF_LABEL="heirflow=1"                  # on every container, network, volume, image we create
+HF_NETWORK="heirflow"
+HF_SUBNET="172.30.0.0/24"
+HF_GATEWAY="172.30.0.1"
+HF_IP_RANGE="172.30.0.192/26"          # Docker's dynamic pool: never overlaps fixed IPs nor the VIP
+HF_FLOATING_IP="172.30.0.100"
+HF_PREFIX="172.30.0"
+HF_DAGS_VOLUME="heirflow-dags"
+HF_DAG_MOUNT="/mnt/airflow-dags"
+HF_APTCACHE_NAME="hf-aptcache"
+HF_APTCACHE_IP="$HF_PREFIX.2"
+HF_APT_PROXY="http://$HF_APTCACHE_IP:3142"
+HF_PIP_CACHE_IN="/var/cache/heirflow-pip"   # pip cache-dir inside hosts (set in the image's /etc/pip.conf)
+HF_PIP_CACHE_HOST="$CACHE_DIR/pip"          # shared, host-side, survives local-down
+HF_APT_CACHE_HOST="$CACHE_DIR/apt-cacher-ng"
+SSH_DIR="$CACHE_DIR/ssh"
+SSH_KEY="$SSH_DIR/id_ed25519"
+SSH_KNOWN_HOSTS="$SSH_DIR/known_hosts"
+INVENTORY_DIR="$REPO_ROOT/inventory/local"
+
+log()  { printf '\033[1;34m==>\033[0m %s\n' "$*"; }
+info() { printf '    %s\n' "$*"; }
+warn() { printf '\033[1;33mWARN:\033[0m %s\n' "$*" >&2; }
+die()  { printf '\033[1;31mERROR:\033[0m %s\n' "$*" >&2; exit 1; }
+now()  { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+need_root() { [ "$(id -u)" = 0 ] || die "run as root (debootstrap, docker)"; }
+
+# Apt-installs the given host packages if any of their commands are missing.
+# usage: ensure_host_pkgs cmd:pkg ...
+ensure_host_pkgs() {
+  local missing=() spec
+  for spec in "$@"; do
+    command -v "${spec%%:*}" >/dev/null 2>&1 || missing+=("${spec#*:}")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing host packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Files whose content defines the image. Changing any of them changes the tag.
+image_recipe_files() {
+  printf '%s\n' "$CLUSTER_DIR/image.sh"
+  find "$CLUSTER_DIR/image" -type f | LC_ALL=C sort
+  find /usr/local/share/ca-certificates -type f 2>/dev/null | LC_ALL=C sort
+}
+
+image_hash() {
+  local f
+  image_recipe_files | while read -r f; do
+    printf '%s\n' "${f#"$REPO_ROOT"/}"; cat "$f"
+  done | sha256sum | cut -c1-12
+}
+
+base_image() { echo "heirflow-base:$(image_hash)"; }
+aptcache_image() { echo "heirflow-aptcache:$(image_hash)"; }
+
+# Host list: "name ip group" lines. Workers: WORKERS env, else 4 with >= 16 GiB free, else 2.
+default_workers() {
+  local avail_kb
+  avail_kb=$(awk '/^MemAvailable:/ { print $2 }' /proc/meminfo)
+  if [ "$avail_kb" -ge $((16 * 1024 * 1024)) ]; then echo 4; else echo 2; fi
+}
+
+cluster_hosts() {
+  local n=${WORKERS:-$(default_workers)} i
+  [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le 39 ] || die "WORKERS must be 1..39 (got '$n')"
+  echo "hf-db1 $HF_PREFIX.11 db"
+  echo "hf-db2 $HF_PREFIX.12 db"
+  echo "hf-queue1 $HF_PREFIX.21 queue"
+  echo "hf-queue2 $HF_PREFIX.22 queue"
+  echo "hf-queue3 $HF_PREFIX.23 queue"
+  echo "hf-sched1 $HF_PREFIX.31 scheduler"
+  echo "hf-sched2 $HF_PREFIX.32 scheduler"
+  for ((i = 1; i <= n; i++)); do echo "hf-worker$i $HF_PREFIX.$((60 + i)) worker"; done
+  echo "hf-web1 $HF_PREFIX.51 web"
+}
