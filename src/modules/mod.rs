@@ -22,6 +22,7 @@ pub mod copy;
 pub mod file;
 pub mod fileops;
 pub mod lineinfile;
+pub mod systemd;
 pub mod template;
 
 
@@ -140,6 +141,8 @@ pub fn registry() -> Vec<Box<dyn Module>> {
         Box::new(command::Command),
         Box::new(command::Shell),
         Box::new(copy::Copy),
+        Box::new(systemd::Service),
+        Box::new(systemd::Systemd),
         Box::new(lineinfile::LineInFile),
         Box::new(file::File),
         Box::new(template::Template),

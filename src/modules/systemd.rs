@@ -1,0 +1,579 @@
+//! `systemd` (alias `systemd_service`) and `service`: start/stop/restart/reload a unit, enable
+//! or disable it, mask it, and reload systemd's configuration.
+//!
+//! ```yaml
+//! - name: scheduler running and enabled
+//!   ansible.builtin.systemd:
+//!     name: airflow-scheduler
+//!     state: started
+//!     enabled: true
+//!     daemon_reload: true
+//! - service: name=nginx state=reloaded
+//! ```
+//! Probe (one round trip; with `daemon_reload`/`daemon_reexec` that runs first, except in check
+//! mode): `systemctl show -p LoadState,ActiveState,SubState,UnitFileState` and `systemctl
+//! is-enabled`. Plan (pure, [`plan`]) follows Ansible: mask/unmask, then enable/disable, then
+//! the state action — `started` starts a unit that is not active/activating, `stopped` stops an
+//! active/activating/deactivating one, `restarted`/`reloaded` always act (start if not running)
+//! and so always report changed. `daemon_reload` alone does not report changed (as Ansible).
+//! Apply: one round trip running the planned `systemctl` commands in order.
+//!
+//! `service` is the same implementation (targets are systemd hosts); it takes `service`'s
+//! arguments (`pattern`, `sleep`, `arguments`, `runlevel`, `use` accepted and ignored).
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::args::{de_opt_bool, de_opt_string};
+use super::{parse, Args, Module, ModuleError, Outcome, TaskCtx};
+use crate::connection::quote;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    #[serde(default, deserialize_with = "de_opt_string")]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    unit: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    state: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_bool")]
+    enabled: Option<bool>,
+    #[serde(default, deserialize_with = "de_opt_bool")]
+    masked: Option<bool>,
+    #[serde(default, deserialize_with = "de_opt_bool")]
+    daemon_reload: Option<bool>,
+    #[serde(default, rename = "daemon-reload", deserialize_with = "de_opt_bool")]
+    daemon_reload2: Option<bool>,
+    #[serde(default, deserialize_with = "de_opt_bool")]
+    daemon_reexec: Option<bool>,
+    #[serde(default, rename = "daemon-reexec", deserialize_with = "de_opt_bool")]
+    daemon_reexec2: Option<bool>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    scope: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_bool")]
+    no_block: Option<bool>,
+    #[serde(default, deserialize_with = "de_opt_bool")]
+    force: Option<bool>,
+}
+
+const SYSTEMD_ARGS: &[&str] = &[
+    "name",
+    "unit",
+    "state",
+    "enabled",
+    "masked",
+    "daemon_reload",
+    "daemon-reload",
+    "daemon_reexec",
+    "daemon-reexec",
+    "scope",
+    "no_block",
+    "force",
+];
+
+/// `service` arguments.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceParams {
+    #[serde(default, deserialize_with = "de_opt_string")]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    state: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_bool")]
+    enabled: Option<bool>,
+    #[serde(default)]
+    pattern: Option<Value>,
+    #[serde(default)]
+    sleep: Option<Value>,
+    #[serde(default)]
+    arguments: Option<Value>,
+    #[serde(default)]
+    args: Option<Value>,
+    #[serde(default)]
+    runlevel: Option<Value>,
+    #[serde(default, rename = "use")]
+    use_: Option<Value>,
+}
+
+const SERVICE_ARGS: &[&str] = &[
+    "name",
+    "state",
+    "enabled",
+    "pattern",
+    "sleep",
+    "arguments",
+    "args",
+    "runlevel",
+    "use",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Started,
+    Stopped,
+    Restarted,
+    Reloaded,
+}
+
+impl State {
+    fn parse(s: &str) -> Result<State, String> {
+        Ok(match s {
+            "started" => State::Started,
+            "stopped" => State::Stopped,
+            "restarted" => State::Restarted,
+            "reloaded" => State::Reloaded,
+            o => {
+                return Err(format!(
+                    "state must be started, stopped, restarted or reloaded; got {o:?}"
+                ))
+            }
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Want {
+    pub state: Option<State>,
+    pub enabled: Option<bool>,
+    pub masked: Option<bool>,
+}
+
+/// What the probe saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub load_state: String,
+    pub active_state: String,
+    pub sub_state: String,
+    pub unit_file_state: String,
+    /// `systemctl is-enabled` output and exit code.
+    pub is_enabled_out: String,
+    pub is_enabled_rc: i32,
+}
+
+impl Observed {
+    pub fn found(&self) -> bool {
+        self.load_state != "not-found"
+    }
+    pub fn running(&self) -> bool {
+        matches!(self.active_state.as_str(), "active" | "activating")
+    }
+    pub fn enabled(&self) -> bool {
+        // Ansible: rc 0 means enabled, except for a bare "indirect" or "alias".
+        self.is_enabled_rc == 0 && !matches!(self.is_enabled_out.trim(), "indirect" | "alias")
+    }
+    pub fn masked(&self) -> bool {
+        self.unit_file_state.starts_with("masked") || self.load_state == "masked"
+    }
+}
+
+/// Pure: the `systemctl` verbs to run, in order.
+pub fn plan(unit: &str, w: &Want, o: &Observed) -> Result<Vec<&'static str>, String> {
+    let mut v = Vec::new();
+    if let Some(m) = w.masked {
+        if m != o.masked() {
+            v.push(if m { "mask" } else { "unmask" });
+        }
+    }
+    let masked_after = w.masked.unwrap_or(o.masked());
+    let found = o.found() || (w.masked == Some(true));
+    if (w.enabled.is_some() || w.state.is_some()) && !found {
+        return Err(format!("Could not find the requested service {unit}: host"));
+    }
+    if let Some(e) = w.enabled {
+        if masked_after && e {
+            return Err(format!("Unable to enable service {unit}: it is masked"));
+        }
+        if e != o.enabled() {
+            v.push(if e { "enable" } else { "disable" });
+        }
+    }
+    if let Some(s) = w.state {
+        // After an unmask the unit's state is what it was.
+        let running = o.running();
+        let act = match s {
+            State::Started if !running => Some("start"),
+            State::Started => None,
+            State::Stopped if running || o.active_state == "deactivating" => Some("stop"),
+            State::Stopped => None,
+            _ if !running => Some("start"),
+            State::Restarted => Some("restart"),
+            State::Reloaded => Some("reload"),
+        };
+        if let Some(a) = act {
+            if masked_after && a != "stop" {
+                return Err(format!("Unable to {a} service {unit}: it is masked"));
+            }
+            v.push(a);
+        }
+    }
+    Ok(v)
+}
+
+fn parse_probe(out: &str) -> Observed {
+    let mut o = Observed {
+        is_enabled_rc: 1,
+        ..Default::default()
+    };
+    for l in out.lines() {
+        if let Some((k, v)) = l.split_once('=') {
+            match k {
+                "LoadState" => o.load_state = v.to_string(),
+                "ActiveState" => o.active_state = v.to_string(),
+                "SubState" => o.sub_state = v.to_string(),
+                "UnitFileState" => o.unit_file_state = v.to_string(),
+                _ => {}
+            }
+        } else if let Some(v) = l.strip_prefix("EN|") {
+            o.is_enabled_out = v.to_string();
+        } else if let Some(v) = l.strip_prefix("ENRC|") {
+            o.is_enabled_rc = v.trim().parse().unwrap_or(1);
+        }
+    }
+    o
+}
+
+struct Job {
+    unit: String,
+    want: Want,
+    daemon_reload: bool,
+    daemon_reexec: bool,
+    scope_flag: &'static str,
+    no_block: bool,
+    force: bool,
+}
+
+async fn run_job(j: Job, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
+    let sc = format!("systemctl{}", j.scope_flag);
+    let q = quote(&j.unit);
+    let mut probe = String::new();
+    if !ctx.check {
+        if j.daemon_reexec {
+            probe.push_str(&format!("{sc} daemon-reexec || exit 1; "));
+        }
+        if j.daemon_reload {
+            probe.push_str(&format!("{sc} daemon-reload || exit 1; "));
+        }
+    }
+    if j.unit.is_empty() {
+        if probe.is_empty() {
+            return Ok(Outcome::ok());
+        }
+        let r = ctx.sh(&probe).await?;
+        if r.rc != 0 {
+            return Ok(Outcome::failed(format!(
+                "daemon-reload failed: {}",
+                r.stderr.trim()
+            )));
+        }
+        return Ok(Outcome::ok());
+    }
+    probe.push_str(&format!(
+        "{sc} show -p LoadState,ActiveState,SubState,UnitFileState -- {q}; e=$({sc} is-enabled -- {q} 2>/dev/null); echo \"ENRC|$?\"; echo \"EN|$e\" | head -n 1"
+    ));
+    let r = ctx.sh(&probe).await?;
+    if r.rc != 0 && !r.stdout.contains("LoadState=") {
+        return Ok(Outcome::failed(format!(
+            "systemctl failed: {}",
+            r.stderr.trim()
+        )));
+    }
+    let obs = parse_probe(&r.stdout);
+    let verbs = match plan(&j.unit, &j.want, &obs) {
+        Ok(v) => v,
+        Err(m) => return Ok(Outcome::failed(m).with("name", j.unit.clone())),
+    };
+    let mut status = Map::new();
+    status.insert("LoadState".into(), obs.load_state.clone().into());
+    status.insert("ActiveState".into(), obs.active_state.clone().into());
+    status.insert("SubState".into(), obs.sub_state.clone().into());
+    status.insert("UnitFileState".into(), obs.unit_file_state.clone().into());
+    let mut out = Outcome::changed(!verbs.is_empty())
+        .with("name", j.unit.clone())
+        .with("status", Value::Object(status));
+    if let Some(s) = j.want.state {
+        out = out.with(
+            "state",
+            if s == State::Stopped {
+                "stopped"
+            } else {
+                "started"
+            },
+        );
+    }
+    if let Some(e) = j.want.enabled {
+        out = out.with("enabled", e);
+    }
+    if verbs.is_empty() || ctx.check {
+        return Ok(out);
+    }
+    let nb = if j.no_block { " --no-block" } else { "" };
+    let script = verbs
+        .iter()
+        .map(|v| {
+            let f = if j.force && matches!(*v, "enable" | "disable" | "mask") {
+                " --force"
+            } else {
+                ""
+            };
+            format!("{sc}{nb}{f} {v} -- {q}")
+        })
+        .collect::<Vec<_>>()
+        .join(" && ");
+    let r = ctx.sh(&script).await?;
+    if r.rc != 0 {
+        let mut f = Outcome::failed(format!(
+            "Unable to {} service {}: {}",
+            verbs.join("/"),
+            j.unit,
+            r.stderr.trim()
+        ));
+        f.data = out.data;
+        return Ok(f);
+    }
+    Ok(out)
+}
+
+pub struct Systemd;
+pub struct Service;
+
+#[async_trait]
+impl Module for Systemd {
+    fn names(&self) -> &'static [&'static str] {
+        &["systemd", "systemd_service"]
+    }
+    fn arg_names(&self) -> &'static [&'static str] {
+        SYSTEMD_ARGS
+    }
+    async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
+        let p: Params = parse("systemd", args)?;
+        let scope_flag = match p.scope.as_deref().unwrap_or("system") {
+            "system" => "",
+            "user" => " --user",
+            "global" => " --global",
+            o => return Err(ModuleError::Args(format!("systemd: unknown scope {o:?}"))),
+        };
+        let state = p
+            .state
+            .as_deref()
+            .map(State::parse)
+            .transpose()
+            .map_err(|e| ModuleError::Args(format!("systemd: {e}")))?;
+        let unit = p.name.clone().or(p.unit.clone()).unwrap_or_default();
+        let want = Want {
+            state,
+            enabled: p.enabled,
+            masked: p.masked,
+        };
+        let daemon_reload = p.daemon_reload.or(p.daemon_reload2).unwrap_or(false);
+        let daemon_reexec = p.daemon_reexec.or(p.daemon_reexec2).unwrap_or(false);
+        if unit.is_empty() && (want != Want::default()) {
+            return Err(ModuleError::Args("systemd: name is required".into()));
+        }
+        if unit.is_empty() && !daemon_reload && !daemon_reexec {
+            return Err(ModuleError::Args(
+                "systemd: one of name, daemon_reload or daemon_reexec is required".into(),
+            ));
+        }
+        run_job(
+            Job {
+                unit,
+                want,
+                daemon_reload,
+                daemon_reexec,
+                scope_flag,
+                no_block: p.no_block.unwrap_or(false),
+                force: p.force.unwrap_or(false),
+            },
+            ctx,
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl Module for Service {
+    fn names(&self) -> &'static [&'static str] {
+        &["service"]
+    }
+    fn arg_names(&self) -> &'static [&'static str] {
+        SERVICE_ARGS
+    }
+    async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
+        let p: ServiceParams = parse("service", args)?;
+        let _ = (
+            &p.pattern,
+            &p.sleep,
+            &p.arguments,
+            &p.args,
+            &p.runlevel,
+            &p.use_,
+        );
+        let unit = p
+            .name
+            .clone()
+            .ok_or_else(|| ModuleError::Args("service: name is required".into()))?;
+        let state = p
+            .state
+            .as_deref()
+            .map(State::parse)
+            .transpose()
+            .map_err(|e| ModuleError::Args(format!("service: {e}")))?;
+        if state.is_none() && p.enabled.is_none() {
+            return Err(ModuleError::Args(
+                "service: one of state or enabled is required".into(),
+            ));
+        }
+        run_job(
+            Job {
+                unit,
+                want: Want {
+                    state,
+                    enabled: p.enabled,
+                    masked: None,
+                },
+                daemon_reload: false,
+                daemon_reexec: false,
+                scope_flag: "",
+                no_block: false,
+                force: false,
+            },
+            ctx,
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obs(active: &str, enabled: &str, rc: i32) -> Observed {
+        Observed {
+            load_state: "loaded".into(),
+            active_state: active.into(),
+            sub_state: "running".into(),
+            unit_file_state: enabled.into(),
+            is_enabled_out: enabled.into(),
+            is_enabled_rc: rc,
+        }
+    }
+    fn want(state: Option<State>, enabled: Option<bool>) -> Want {
+        Want {
+            state,
+            enabled,
+            masked: None,
+        }
+    }
+
+    #[test]
+    fn every_arg_is_accepted() {
+        let m: Map<String, Value> = SYSTEMD_ARGS
+            .iter()
+            .map(|k| (k.to_string(), Value::Null))
+            .collect();
+        assert!(serde_json::from_value::<Params>(Value::Object(m)).is_ok());
+        let m: Map<String, Value> = SERVICE_ARGS
+            .iter()
+            .map(|k| (k.to_string(), Value::Null))
+            .collect();
+        assert!(serde_json::from_value::<ServiceParams>(Value::Object(m)).is_ok());
+        let r = serde_json::from_value::<Params>(json!({"name": "x", "enable": true}));
+        assert!(r.unwrap_err().to_string().contains("unknown field"));
+    }
+
+    #[test]
+    fn started_and_stopped_are_idempotent() {
+        let s = Some(State::Started);
+        assert_eq!(
+            plan("u", &want(s, None), &obs("inactive", "enabled", 0)).unwrap(),
+            vec!["start"]
+        );
+        assert!(plan("u", &want(s, None), &obs("active", "enabled", 0))
+            .unwrap()
+            .is_empty());
+        assert!(plan("u", &want(s, None), &obs("activating", "enabled", 0))
+            .unwrap()
+            .is_empty());
+        let s = Some(State::Stopped);
+        assert_eq!(
+            plan("u", &want(s, None), &obs("active", "enabled", 0)).unwrap(),
+            vec!["stop"]
+        );
+        assert!(plan("u", &want(s, None), &obs("inactive", "enabled", 0))
+            .unwrap()
+            .is_empty());
+        assert!(plan("u", &want(s, None), &obs("failed", "enabled", 0))
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn restarted_and_reloaded_always_act() {
+        let o = obs("active", "enabled", 0);
+        assert_eq!(
+            plan("u", &want(Some(State::Restarted), None), &o).unwrap(),
+            vec!["restart"]
+        );
+        assert_eq!(
+            plan("u", &want(Some(State::Reloaded), None), &o).unwrap(),
+            vec!["reload"]
+        );
+        let o = obs("inactive", "enabled", 0);
+        assert_eq!(
+            plan("u", &want(Some(State::Reloaded), None), &o).unwrap(),
+            vec!["start"]
+        );
+    }
+
+    #[test]
+    fn enabled_follows_is_enabled() {
+        let w = want(None, Some(true));
+        assert!(plan("u", &w, &obs("active", "enabled", 0))
+            .unwrap()
+            .is_empty());
+        assert!(plan("u", &w, &obs("active", "static", 0))
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            plan("u", &w, &obs("active", "disabled", 1)).unwrap(),
+            vec!["enable"]
+        );
+        assert_eq!(
+            plan("u", &w, &obs("active", "indirect", 0)).unwrap(),
+            vec!["enable"]
+        );
+        let w = want(Some(State::Started), Some(false));
+        assert_eq!(
+            plan("u", &w, &obs("inactive", "enabled", 0)).unwrap(),
+            vec!["disable", "start"]
+        );
+    }
+
+    #[test]
+    fn masking_and_missing_units() {
+        let w = Want {
+            state: None,
+            enabled: None,
+            masked: Some(true),
+        };
+        assert_eq!(
+            plan("u", &w, &obs("inactive", "enabled", 0)).unwrap(),
+            vec!["mask"]
+        );
+        assert!(plan("u", &w, &obs("inactive", "masked", 1))
+            .unwrap()
+            .is_empty());
+        let mut o = obs("inactive", "", 1);
+        o.load_state = "not-found".into();
+        assert!(plan("nope", &want(Some(State::Started), None), &o).is_err());
+    }
+
+    #[test]
+    fn parses_probe_output() {
+        let o = parse_probe("LoadState=loaded\nActiveState=active\nSubState=running\nUnitFileState=enabled\nENRC|0\nEN|enabled\n");
+        assert!(o.running() && o.enabled() && o.found() && !o.masked());
+    }
+}
