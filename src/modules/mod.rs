@@ -16,6 +16,7 @@ use thiserror::Error;
 
 use crate::connection::{Become, ConnError, ExecResult, HostConn};
 
+pub mod apt;
 pub mod args;
 pub mod command;
 pub mod copy;
@@ -141,6 +142,7 @@ pub fn registry() -> Vec<Box<dyn Module>> {
         Box::new(command::Command),
         Box::new(command::Shell),
         Box::new(copy::Copy),
+        Box::new(apt::Apt),
         Box::new(systemd::Service),
         Box::new(systemd::Systemd),
         Box::new(lineinfile::LineInFile),
