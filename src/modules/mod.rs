@@ -23,6 +23,7 @@ pub mod copy;
 pub mod file;
 pub mod fileops;
 pub mod lineinfile;
+pub mod setup;
 pub mod systemd;
 pub mod template;
 
@@ -142,6 +143,7 @@ pub fn registry() -> Vec<Box<dyn Module>> {
         Box::new(command::Command),
         Box::new(command::Shell),
         Box::new(copy::Copy),
+        Box::new(setup::Setup),
         Box::new(apt::Apt),
         Box::new(systemd::Service),
         Box::new(systemd::Systemd),
