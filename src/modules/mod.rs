@@ -24,6 +24,7 @@ pub mod file;
 pub mod fileops;
 pub mod lineinfile;
 pub mod setup;
+pub mod stat;
 pub mod systemd;
 pub mod template;
 
@@ -143,6 +144,7 @@ pub fn registry() -> Vec<Box<dyn Module>> {
         Box::new(command::Command),
         Box::new(command::Shell),
         Box::new(copy::Copy),
+        Box::new(stat::Stat),
         Box::new(setup::Setup),
         Box::new(apt::Apt),
         Box::new(systemd::Service),
