@@ -23,6 +23,7 @@ pub mod copy;
 pub mod file;
 pub mod fileops;
 pub mod lineinfile;
+pub mod pip;
 pub mod setup;
 pub mod stat;
 pub mod systemd;
@@ -144,6 +145,7 @@ pub fn registry() -> Vec<Box<dyn Module>> {
         Box::new(command::Command),
         Box::new(command::Shell),
         Box::new(copy::Copy),
+        Box::new(pip::Pip),
         Box::new(stat::Stat),
         Box::new(setup::Setup),
         Box::new(apt::Apt),
