@@ -22,12 +22,14 @@ pub mod command;
 pub mod copy;
 pub mod file;
 pub mod fileops;
+pub mod group;
 pub mod lineinfile;
 pub mod pip;
 pub mod setup;
 pub mod stat;
 pub mod systemd;
 pub mod template;
+pub mod user;
 
 
 pub use args::Args;
@@ -145,6 +147,8 @@ pub fn registry() -> Vec<Box<dyn Module>> {
         Box::new(command::Command),
         Box::new(command::Shell),
         Box::new(copy::Copy),
+        Box::new(group::Group),
+        Box::new(user::User),
         Box::new(pip::Pip),
         Box::new(stat::Stat),
         Box::new(setup::Setup),

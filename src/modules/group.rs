@@ -1,0 +1,202 @@
+//! `group`: a local group.
+//!
+//! ```yaml
+//! - group:
+//!     name: airflow
+//!     gid: 990
+//!     system: true
+//! ```
+//! Probe (one round trip): `getent group NAME`. Plan (pure, [`plan`]): `groupadd` when missing,
+//! `groupmod -g` when the gid differs, `groupdel` for `state: absent`. Apply: one round trip
+//! unless in check mode.
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::args::{de_opt_bool, de_opt_string, de_opt_u64};
+use super::{parse, Args, Module, ModuleError, Outcome, TaskCtx};
+use crate::connection::quote;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    #[serde(default, deserialize_with = "de_opt_string")]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_u64")]
+    gid: Option<u64>,
+    #[serde(default, deserialize_with = "de_opt_bool")]
+    system: Option<bool>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    state: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_bool")]
+    non_unique: Option<bool>,
+    #[serde(default, deserialize_with = "de_opt_bool")]
+    force: Option<bool>,
+    #[serde(default)]
+    local: Option<Value>,
+    #[serde(default)]
+    gid_min: Option<Value>,
+    #[serde(default)]
+    gid_max: Option<Value>,
+}
+
+const ARGS: &[&str] = &[
+    "name",
+    "gid",
+    "system",
+    "state",
+    "non_unique",
+    "force",
+    "local",
+    "gid_min",
+    "gid_max",
+];
+
+/// Pure: the command to run (`None`: nothing to do). `current` is the gid if the group exists.
+pub fn plan(
+    name: &str,
+    present: bool,
+    gid: Option<u64>,
+    system: bool,
+    non_unique: bool,
+    force: bool,
+    current: Option<u64>,
+) -> Option<String> {
+    let q = quote(name);
+    match (present, current) {
+        (false, None) => None,
+        (false, Some(_)) => Some(format!("groupdel{} {q}", if force { " -f" } else { "" })),
+        (true, None) => {
+            let mut c = String::from("groupadd");
+            if let Some(g) = gid {
+                c.push_str(&format!(" -g {g}"));
+                if non_unique {
+                    c.push_str(" -o");
+                }
+            }
+            if system {
+                c.push_str(" -r");
+            }
+            c.push_str(&format!(" {q}"));
+            Some(c)
+        }
+        (true, Some(cur)) => match gid {
+            Some(g) if g != cur => Some(format!(
+                "groupmod -g {g}{} {q}",
+                if non_unique { " -o" } else { "" }
+            )),
+            _ => None,
+        },
+    }
+}
+
+/// The gid from a `getent group` line.
+pub fn parse_getent(out: &str) -> Option<u64> {
+    out.lines()
+        .find(|l| l.matches(':').count() >= 3)
+        .and_then(|l| l.split(':').nth(2))
+        .and_then(|g| g.parse().ok())
+}
+
+pub struct Group;
+
+#[async_trait]
+impl Module for Group {
+    fn names(&self) -> &'static [&'static str] {
+        &["group"]
+    }
+    fn arg_names(&self) -> &'static [&'static str] {
+        ARGS
+    }
+    async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
+        let p: Params = parse("group", args)?;
+        let _ = (&p.local, &p.gid_min, &p.gid_max);
+        let name = p
+            .name
+            .clone()
+            .ok_or_else(|| ModuleError::Args("group: name is required".into()))?;
+        let present = match p.state.as_deref().unwrap_or("present") {
+            "present" => true,
+            "absent" => false,
+            o => return Err(ModuleError::Args(format!("group: unknown state {o:?}"))),
+        };
+        let r = ctx
+            .sh(&format!("getent group -- {}; true", quote(&name)))
+            .await?;
+        let current = parse_getent(&r.stdout);
+        let system = p.system.unwrap_or(false);
+        let cmd = plan(
+            &name,
+            present,
+            p.gid,
+            system,
+            p.non_unique.unwrap_or(false),
+            p.force.unwrap_or(false),
+            current,
+        );
+        let mut out = Outcome::changed(cmd.is_some())
+            .with("name", name.clone())
+            .with("state", if present { "present" } else { "absent" });
+        if present {
+            out = out.with("system", system);
+            if let Some(g) = p.gid.or(current) {
+                out = out.with("gid", g);
+            }
+        }
+        let Some(cmd) = cmd else { return Ok(out) };
+        if ctx.check {
+            return Ok(out);
+        }
+        let r = ctx
+            .sh(&format!("{cmd} && getent group -- {}", quote(&name)))
+            .await?;
+        if r.rc != 0 {
+            let mut f = Outcome::failed(format!("{cmd}: {}", r.stderr.trim()));
+            f.data = out.data;
+            return Ok(f);
+        }
+        if let Some(g) = parse_getent(&r.stdout) {
+            out = out.with("gid", g);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Map};
+
+    #[test]
+    fn every_arg_is_accepted() {
+        let m: Map<String, Value> = ARGS.iter().map(|k| (k.to_string(), Value::Null)).collect();
+        assert!(serde_json::from_value::<Params>(Value::Object(m)).is_ok());
+        assert!(serde_json::from_value::<Params>(json!({"name": "x", "gdi": 3})).is_err());
+    }
+
+    #[test]
+    fn plans() {
+        assert_eq!(plan("g", true, None, false, false, false, Some(5)), None);
+        assert_eq!(plan("g", true, Some(5), false, false, false, Some(5)), None);
+        assert_eq!(
+            plan("g", true, Some(6), false, false, false, Some(5)).unwrap(),
+            "groupmod -g 6 g"
+        );
+        assert_eq!(
+            plan("g", true, Some(990), true, false, false, None).unwrap(),
+            "groupadd -g 990 -r g"
+        );
+        assert_eq!(
+            plan("g", false, None, false, false, false, Some(5)).unwrap(),
+            "groupdel g"
+        );
+        assert_eq!(plan("g", false, None, false, false, false, None), None);
+    }
+
+    #[test]
+    fn getent_parsing() {
+        assert_eq!(parse_getent("airflow:x:990:bob\n"), Some(990));
+        assert_eq!(parse_getent(""), None);
+    }
+}
