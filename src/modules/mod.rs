@@ -30,6 +30,7 @@ pub mod stat;
 pub mod systemd;
 pub mod template;
 pub mod user;
+pub mod wait_for;
 
 
 pub use args::Args;
@@ -147,6 +148,7 @@ pub fn registry() -> Vec<Box<dyn Module>> {
         Box::new(command::Command),
         Box::new(command::Shell),
         Box::new(copy::Copy),
+        Box::new(wait_for::WaitFor),
         Box::new(group::Group),
         Box::new(user::User),
         Box::new(pip::Pip),
