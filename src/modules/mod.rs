@@ -27,6 +27,7 @@ pub mod lineinfile;
 pub mod pip;
 pub mod setup;
 pub mod stat;
+pub mod sysctl;
 pub mod systemd;
 pub mod template;
 pub mod user;
@@ -148,6 +149,7 @@ pub fn registry() -> Vec<Box<dyn Module>> {
         Box::new(command::Command),
         Box::new(command::Shell),
         Box::new(copy::Copy),
+        Box::new(sysctl::Sysctl),
         Box::new(wait_for::WaitFor),
         Box::new(group::Group),
         Box::new(user::User),
