@@ -18,6 +18,7 @@ use crate::connection::{Become, ConnError, ExecResult, HostConn};
 
 pub mod apt;
 pub mod args;
+pub mod blockinfile;
 pub mod command;
 pub mod copy;
 pub mod file;
@@ -149,6 +150,7 @@ pub fn registry() -> Vec<Box<dyn Module>> {
         Box::new(command::Command),
         Box::new(command::Shell),
         Box::new(copy::Copy),
+        Box::new(blockinfile::BlockInFile),
         Box::new(sysctl::Sysctl),
         Box::new(wait_for::WaitFor),
         Box::new(group::Group),
