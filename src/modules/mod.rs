@@ -23,6 +23,7 @@ pub mod command;
 pub mod copy;
 pub mod file;
 pub mod fileops;
+pub mod get_url;
 pub mod group;
 pub mod lineinfile;
 pub mod pip;
@@ -150,6 +151,7 @@ pub fn registry() -> Vec<Box<dyn Module>> {
         Box::new(command::Command),
         Box::new(command::Shell),
         Box::new(copy::Copy),
+        Box::new(get_url::GetUrl),
         Box::new(blockinfile::BlockInFile),
         Box::new(sysctl::Sysctl),
         Box::new(wait_for::WaitFor),
