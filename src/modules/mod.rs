@@ -26,6 +26,7 @@ pub mod fileops;
 pub mod get_url;
 pub mod group;
 pub mod lineinfile;
+pub mod mount;
 pub mod pip;
 pub mod setup;
 pub mod stat;
@@ -151,6 +152,7 @@ pub fn registry() -> Vec<Box<dyn Module>> {
         Box::new(command::Command),
         Box::new(command::Shell),
         Box::new(copy::Copy),
+        Box::new(mount::Mount),
         Box::new(get_url::GetUrl),
         Box::new(blockinfile::BlockInFile),
         Box::new(sysctl::Sysctl),

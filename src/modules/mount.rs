@@ -1,0 +1,445 @@
+//! `mount` (ansible.posix.mount): an fstab entry and the live mount.
+//!
+//! ```yaml
+//! - mount:
+//!     path: /srv/shared
+//!     src: /dev/vdb1
+//!     fstype: ext4
+//!     opts: noatime
+//!     state: mounted
+//! ```
+//! Probe (one round trip): the mount table lines for `path` (`/proc/self/mounts`) and the fstab
+//! content. Plan (pure, [`plan_fstab`] and [`plan`]) as Ansible's: `present`/`mounted` rewrite
+//! every fstab line for `path` whose fields differ (or append one: `src path fstype opts dump
+//! passno`); `absent` drops those lines, unmounts and removes the empty mount point;
+//! `mounted` creates the mount point and mounts when not mounted, and remounts (or, when the
+//! device or type changed, unmounts and mounts) when the fstab entry changed; `unmounted`
+//! unmounts; `remounted` always remounts (always changed). Apply: one round trip.
+//! Deviations: `ephemeral` is not supported; `boot: false` adds `noauto` to the options.
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::args::{de_opt_bool, de_opt_string};
+use super::fileops::{self, Attrs, WriteOpts};
+use super::{parse, Args, FileDiff, Module, ModuleError, Outcome, TaskCtx};
+use crate::connection::quote;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    #[serde(default, deserialize_with = "de_opt_string")]
+    path: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    src: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    fstype: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    opts: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    dump: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    passno: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    state: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    fstab: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_bool")]
+    backup: Option<bool>,
+    #[serde(default, deserialize_with = "de_opt_bool")]
+    boot: Option<bool>,
+    #[serde(default)]
+    opts_no_log: Option<Value>,
+}
+
+const ARGS: &[&str] = &[
+    "path",
+    "name",
+    "src",
+    "fstype",
+    "opts",
+    "dump",
+    "passno",
+    "state",
+    "fstab",
+    "backup",
+    "boot",
+    "opts_no_log",
+];
+
+/// fstab/mtab escaping of spaces, tabs, newlines and backslashes.
+pub fn escape(s: &str) -> String {
+    s.replace('\\', "\\134")
+        .replace(' ', "\\040")
+        .replace('\t', "\\011")
+        .replace('\n', "\\012")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub src: String,
+    pub path: String,
+    pub fstype: String,
+    pub opts: String,
+    pub dump: String,
+    pub passno: String,
+}
+
+impl Entry {
+    pub fn line(&self) -> String {
+        format!(
+            "{} {} {} {} {} {}\n",
+            escape(&self.src),
+            escape(&self.path),
+            self.fstype,
+            self.opts,
+            self.dump,
+            self.passno
+        )
+    }
+}
+
+/// Pure: new fstab text (`None` if unchanged). `want: None` removes the entries for `path`.
+pub fn plan_fstab(text: &str, path: &str, want: Option<&Entry>) -> Option<String> {
+    let ep = escape(path);
+    let mut out = String::new();
+    let mut found = false;
+    let mut changed = false;
+    for l in text.split_inclusive('\n') {
+        let t = l.trim();
+        let f: Vec<&str> = t.split_whitespace().collect();
+        if t.starts_with('#') || f.len() < 4 || f[1] != ep {
+            out.push_str(l);
+            if !l.ends_with('\n') {
+                out.push('\n');
+            }
+            continue;
+        }
+        found = true;
+        match want {
+            None => changed = true,
+            Some(w) => {
+                let same = f[0] == escape(&w.src)
+                    && f[2] == w.fstype
+                    && f[3] == w.opts
+                    && f.get(4).copied().unwrap_or("0") == w.dump
+                    && f.get(5).copied().unwrap_or("0") == w.passno;
+                if same {
+                    out.push_str(l);
+                    if !l.ends_with('\n') {
+                        out.push('\n');
+                    }
+                } else {
+                    changed = true;
+                    out.push_str(&w.line());
+                }
+            }
+        }
+    }
+    if let (Some(w), false) = (want, found) {
+        out.push_str(&w.line());
+        changed = true;
+    }
+    changed.then_some(out)
+}
+
+/// The mounted source and type of `path` from mount table lines, if mounted.
+pub fn mounted(mounts: &str, path: &str) -> Option<(String, String)> {
+    let ep = escape(path.trim_end_matches('/'));
+    let ep = if ep.is_empty() { "/".to_string() } else { ep };
+    mounts.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() >= 3 && f[1] == ep).then(|| (f[0].to_string(), f[2].to_string()))
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Mount,
+    Remount,
+    Reattach,
+    Unmount,
+}
+
+/// Pure: the live action for `state`.
+pub fn plan(
+    state: &str,
+    fstab_changed: bool,
+    live: Option<&(String, String)>,
+    want: Option<&Entry>,
+) -> Option<Action> {
+    match state {
+        "mounted" => match live {
+            None => Some(Action::Mount),
+            Some((src, fs)) if fstab_changed => match want {
+                Some(w) if (w.src != *src || w.fstype != *fs) => Some(Action::Reattach),
+                _ => Some(Action::Remount),
+            },
+            Some(_) => None,
+        },
+        "unmounted" | "absent" => live.map(|_| Action::Unmount),
+        "remounted" => Some(Action::Remount),
+        _ => None,
+    }
+}
+
+pub struct Mount;
+
+#[async_trait]
+impl Module for Mount {
+    fn names(&self) -> &'static [&'static str] {
+        &["mount"]
+    }
+    fn arg_names(&self) -> &'static [&'static str] {
+        ARGS
+    }
+    async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
+        let p: Params = parse("mount", args)?;
+        let _ = &p.opts_no_log;
+        let path = p
+            .path
+            .clone()
+            .or(p.name.clone())
+            .ok_or_else(|| ModuleError::Args("mount: path is required".into()))?;
+        let path = if path.len() > 1 {
+            path.trim_end_matches('/').to_string()
+        } else {
+            path
+        };
+        let state = p.state.clone().unwrap_or_else(|| "mounted".into());
+        if !matches!(
+            state.as_str(),
+            "mounted" | "present" | "absent" | "unmounted" | "remounted"
+        ) {
+            return Err(ModuleError::Args(format!(
+                "mount: state {state:?} is not supported (mounted, present, absent, unmounted, remounted)"
+            )));
+        }
+        let fstab = p.fstab.clone().unwrap_or_else(|| "/etc/fstab".into());
+        let needs_entry = matches!(state.as_str(), "mounted" | "present");
+        let want = if needs_entry {
+            let src = p.src.clone().ok_or_else(|| {
+                ModuleError::Args(format!("mount: src is required with state={state}"))
+            })?;
+            let fstype = p.fstype.clone().ok_or_else(|| {
+                ModuleError::Args(format!("mount: fstype is required with state={state}"))
+            })?;
+            let mut opts = p.opts.clone().unwrap_or_else(|| "defaults".into());
+            if p.boot == Some(false) && !opts.split(',').any(|o| o == "noauto") {
+                opts = if opts == "defaults" {
+                    "noauto".into()
+                } else {
+                    format!("{opts},noauto")
+                };
+            }
+            Some(Entry {
+                src,
+                path: path.clone(),
+                fstype,
+                opts,
+                dump: p.dump.clone().unwrap_or_else(|| "0".into()),
+                passno: p.passno.clone().unwrap_or_else(|| "0".into()),
+            })
+        } else {
+            None
+        };
+        let probe = format!(
+            "awk -v p={} '$2==p' /proc/self/mounts 2>/dev/null | sed 's/^/M|/'; {}",
+            quote(&escape(&path)),
+            fileops::content_cmd(&fstab)
+        );
+        let r = ctx.sh(&probe).await?;
+        let mounts: String = r
+            .stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("M|"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let live = mounted(&mounts, &path);
+        let text = fileops::parse_content(&r.stdout)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let new_fstab = match state.as_str() {
+            "mounted" | "present" => plan_fstab(&text, &path, want.as_ref()),
+            "absent" => plan_fstab(&text, &path, None),
+            _ => None,
+        };
+        let action = plan(&state, new_fstab.is_some(), live.as_ref(), want.as_ref());
+        let changed = new_fstab.is_some() || action.is_some();
+        let mut out = Outcome::changed(changed)
+            .with("name", path.clone())
+            .with("fstab", fstab.clone());
+        if let Some(w) = &want {
+            out = out
+                .with("src", w.src.clone())
+                .with("fstype", w.fstype.clone())
+                .with("opts", w.opts.clone())
+                .with("dump", w.dump.clone())
+                .with("passno", w.passno.clone());
+        }
+        if ctx.diff {
+            if let Some(n) = &new_fstab {
+                out.diffs.push(FileDiff {
+                    path: fstab.clone(),
+                    before: text.clone(),
+                    after: n.clone(),
+                });
+            }
+        }
+        if !changed || ctx.check {
+            return Ok(out);
+        }
+        let qp = quote(&path);
+        let t_flag = if fstab != "/etc/fstab" {
+            format!("-T {} ", quote(&fstab))
+        } else {
+            String::new()
+        };
+        let mut s = String::new();
+        if new_fstab.is_some() {
+            let attrs = Attrs::default();
+            let wo = WriteOpts {
+                attrs: &attrs,
+                validate: None,
+                backup: p.backup.unwrap_or(false),
+                mkdirs: false,
+                source: None,
+            };
+            s.push_str(&format!(
+                "( {} ) || exit 1; ",
+                fileops::write_script(&fstab, &wo)?
+            ));
+        }
+        // Mount through the fstab entry (`-T` for a non-default fstab), as Ansible does.
+        let mount_cmd = format!("mount {t_flag}{qp}");
+        match action {
+            Some(Action::Mount) => {
+                s.push_str(&format!(
+                    "mkdir -p -- {qp} || exit 2; {mount_cmd} || exit 2; "
+                ));
+            }
+            Some(Action::Remount) => {
+                let o = want
+                    .as_ref()
+                    .map(|w| format!("remount,{}", w.opts))
+                    .unwrap_or_else(|| "remount".into());
+                s.push_str(&format!(
+                    "mount -o {} {qp} || {{ umount {qp} && {mount_cmd}; }} || exit 2; ",
+                    quote(&o)
+                ));
+            }
+            Some(Action::Reattach) => {
+                s.push_str(&format!("umount {qp} && {mount_cmd} || exit 2; "));
+            }
+            Some(Action::Unmount) => {
+                s.push_str(&format!("umount {qp} || exit 3; "));
+            }
+            None => {}
+        }
+        if state == "absent" {
+            s.push_str(&format!("rmdir -- {qp} 2>/dev/null; "));
+        }
+        s.push_str("true");
+        let r = match &new_fstab {
+            Some(n) => ctx.sh_stdin(&s, n.as_bytes()).await?,
+            None => ctx.sh(&s).await?,
+        };
+        if r.rc != 0 {
+            let what = match r.rc {
+                2 => "Error mounting",
+                3 => "Error unmounting",
+                _ => "Error writing the fstab for",
+            };
+            let mut f = Outcome::failed(format!("{what} {path}: {}", r.stderr.trim()));
+            f.data = out.data;
+            return Ok(f);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Map};
+
+    fn entry() -> Entry {
+        Entry {
+            src: "/dev/vdb1".into(),
+            path: "/srv/data".into(),
+            fstype: "ext4".into(),
+            opts: "noatime".into(),
+            dump: "0".into(),
+            passno: "0".into(),
+        }
+    }
+
+    #[test]
+    fn every_arg_is_accepted() {
+        let m: Map<String, Value> = ARGS.iter().map(|k| (k.to_string(), Value::Null)).collect();
+        assert!(serde_json::from_value::<Params>(Value::Object(m)).is_ok());
+        assert!(
+            serde_json::from_value::<Params>(json!({"path": "/x", "fs_type": "ext4"})).is_err()
+        );
+    }
+
+    #[test]
+    fn fstab_plans() {
+        let w = entry();
+        let base = "# fstab\nUUID=1 / ext4 defaults 0 1\n";
+        assert_eq!(
+            plan_fstab(base, "/srv/data", Some(&w)).unwrap(),
+            format!("{base}/dev/vdb1 /srv/data ext4 noatime 0 0\n")
+        );
+        let with = format!("{base}/dev/vdb1   /srv/data  ext4 noatime\n");
+        assert_eq!(plan_fstab(&with, "/srv/data", Some(&w)), None);
+        let mut w2 = entry();
+        w2.opts = "defaults".into();
+        assert_eq!(
+            plan_fstab(&with, "/srv/data", Some(&w2)).unwrap(),
+            format!("{base}/dev/vdb1 /srv/data ext4 defaults 0 0\n")
+        );
+        assert_eq!(plan_fstab(&with, "/srv/data", None).unwrap(), base);
+        assert_eq!(plan_fstab(base, "/srv/data", None), None);
+    }
+
+    #[test]
+    fn spaces_are_escaped() {
+        let mut w = entry();
+        w.path = "/srv/my data".into();
+        assert_eq!(w.line(), "/dev/vdb1 /srv/my\\040data ext4 noatime 0 0\n");
+        let t = w.line();
+        assert_eq!(plan_fstab(&t, "/srv/my data", Some(&w)), None);
+        assert!(mounted("/dev/vdb1 /srv/my\\040data ext4 rw 0 0\n", "/srv/my data").is_some());
+    }
+
+    #[test]
+    fn live_actions() {
+        let w = entry();
+        let live = ("/dev/vdb1".to_string(), "ext4".to_string());
+        assert_eq!(plan("mounted", false, None, Some(&w)), Some(Action::Mount));
+        assert_eq!(plan("mounted", false, Some(&live), Some(&w)), None);
+        assert_eq!(
+            plan("mounted", true, Some(&live), Some(&w)),
+            Some(Action::Remount)
+        );
+        let other = ("/dev/vdc1".to_string(), "ext4".to_string());
+        assert_eq!(
+            plan("mounted", true, Some(&other), Some(&w)),
+            Some(Action::Reattach)
+        );
+        assert_eq!(plan("present", true, None, Some(&w)), None);
+        assert_eq!(
+            plan("unmounted", false, Some(&live), None),
+            Some(Action::Unmount)
+        );
+        assert_eq!(plan("unmounted", false, None, None), None);
+        assert_eq!(
+            plan("remounted", false, Some(&live), None),
+            Some(Action::Remount)
+        );
+    }
+}
