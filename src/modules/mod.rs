@@ -33,6 +33,7 @@ pub mod stat;
 pub mod sysctl;
 pub mod systemd;
 pub mod template;
+pub mod unarchive;
 pub mod user;
 pub mod wait_for;
 
@@ -152,6 +153,7 @@ pub fn registry() -> Vec<Box<dyn Module>> {
         Box::new(command::Command),
         Box::new(command::Shell),
         Box::new(copy::Copy),
+        Box::new(unarchive::Unarchive),
         Box::new(mount::Mount),
         Box::new(get_url::GetUrl),
         Box::new(blockinfile::BlockInFile),
