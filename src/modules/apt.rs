@@ -22,7 +22,9 @@
 //!
 //! As in Ansible: `update_cache` alone reports changed whenever it refreshed the lists (use
 //! `cache_valid_time` for idempotence); with packages, only package changes count.
-//! Deviations: `deb`, `upgrade` (dist/full/safe), `build-dep` and `fixed` are not supported
+//! Check mode with `update_cache` due simulates against the current lists; if that fails
+//! (packages not known before the refresh) it predicts changed instead of failing (Ansible
+//! fails there). Deviations: `deb`, `upgrade` (dist/full/safe), `build-dep` and `fixed` are not supported
 //! (clear error); version pins with wildcards are matched on the host by apt itself.
 
 use async_trait::async_trait;
@@ -358,7 +360,7 @@ impl Module for Apt {
             String::new()
         };
         let mut probe = String::from(
-            "for f in /var/lib/apt/periodic/update-success-stamp /var/lib/apt/lists; do if [ -e $f ]; then echo \"CACHE|$(stat -c %Y $f)|$(date +%s)\"; break; fi; done",
+            "for f in /var/lib/apt/periodic/update-success-stamp /var/lib/apt/lists; do if [ -e $f ]; then echo \"CACHE|$(stat -c %Y $f)|$(date +%s)\"; break; fi; done; ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1 || echo NOLISTS",
         );
         if !names.is_empty() {
             probe.push_str(&format!(
@@ -373,11 +375,17 @@ impl Module for Apt {
         let stamp = parse_probe(&r.stdout, &mut info);
         let mut out = Outcome::ok();
         let mut cache_updated = false;
+        // Lists that were never downloaded are stale whatever their directory's mtime says.
+        let stamp = if r.stdout.lines().any(|l| l == "NOLISTS") {
+            None
+        } else {
+            stamp
+        };
         if update && cache_stale(stamp, p.cache_valid_time) {
             cache_updated = true;
             if !ctx.check {
                 let script = format!(
-                    "LANG=C apt-get update -q -o DPkg::Lock::Timeout={lock} >/dev/null || exit 1{policy}"
+                    "i=0; while :; do out=$(LANG=C apt-get update -q -o DPkg::Lock::Timeout={lock} 2>&1) && break; case \"$out\" in *'Could not get lock'*) i=$((i+1)); if [ $i -ge {lock} ]; then echo \"$out\" >&2; exit 1; fi; sleep 1;; *) echo \"$out\" >&2; exit 1;; esac; done{policy}"
                 );
                 let r = ctx.sh(&script).await?;
                 if r.rc != 0 {
@@ -472,6 +480,13 @@ impl Module for Apt {
                         .collect(),
                 ),
             );
+        if r.rc != 0 && ctx.check && cache_updated {
+            // The real run refreshes the lists first; a simulation against stale lists cannot
+            // know the packages yet. Predict the install instead of failing.
+            out.changed = true;
+            out.msg = "the package lists would be refreshed first; predicting the install".into();
+            return Ok(out);
+        }
         if r.rc != 0 {
             out.failed = true;
             let last = r.stderr.trim().lines().last().unwrap_or("").to_string();

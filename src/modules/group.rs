@@ -149,7 +149,10 @@ impl Module for Group {
             return Ok(out);
         }
         let r = ctx
-            .sh(&format!("{cmd} && getent group -- {}", quote(&name)))
+            .sh(&format!(
+                "{cmd} && {{ getent group -- {} || true; }}",
+                quote(&name)
+            ))
             .await?;
         if r.rc != 0 {
             let mut f = Outcome::failed(format!("{cmd}: {}", r.stderr.trim()));
