@@ -33,7 +33,7 @@ use crate::connection::quote;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Params {
-    #[serde(default, deserialize_with = "de_opt_string")]
+    #[serde(default, deserialize_with = "de_content")]
     content: Option<String>,
     #[serde(default, deserialize_with = "de_opt_string")]
     src: Option<String>,
@@ -178,6 +178,57 @@ impl Module for Copy {
                 .await
             }
         }
+    }
+}
+
+/// `content` as Ansible takes it: a string as is; a list or dict dumped as JSON the way Python's
+/// `json.dumps` does (`", "` and `": "` separators, non-ASCII escaped).
+fn de_content<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let v = Value::deserialize(d)?;
+    Ok(match v {
+        Value::Null => None,
+        Value::String(s) => Some(s),
+        Value::Bool(b) => Some(if b { "True" } else { "False" }.into()),
+        Value::Number(n) => Some(n.to_string()),
+        other => Some(py_json(&other)),
+    })
+}
+
+/// Python `json.dumps` formatting.
+pub fn py_json(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => {
+            let mut o = String::from("\"");
+            for c in s.chars() {
+                match c {
+                    '"' => o.push_str("\\\""),
+                    '\\' => o.push_str("\\\\"),
+                    '\n' => o.push_str("\\n"),
+                    '\r' => o.push_str("\\r"),
+                    '\t' => o.push_str("\\t"),
+                    c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
+                        let mut buf = [0u16; 2];
+                        for u in c.encode_utf16(&mut buf) {
+                            o.push_str(&format!("\\u{:04x}", u));
+                        }
+                    }
+                    c => o.push(c),
+                }
+            }
+            o.push('"');
+            o
+        }
+        Value::Array(a) => format!("[{}]", a.iter().map(py_json).collect::<Vec<_>>().join(", ")),
+        Value::Object(m) => format!(
+            "{{{}}}",
+            m.iter()
+                .map(|(k, v)| format!("{}: {}", py_json(&Value::String(k.clone())), py_json(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -393,8 +444,7 @@ pub async fn put(
     };
     let mut out = Outcome::changed(plan.changed())
         .with("dest", obs.path.clone())
-        .with("checksum", want_sha.clone())
-        .with("changed", plan.changed());
+        .with("checksum", want_sha.clone());
     if let Source::Remote(s) = &src {
         out = out.with("src", *s);
     }
@@ -618,6 +668,14 @@ mod tests {
         o.parent_exists = false;
         assert!(plan("aa", &o, &opts, false).is_err());
         assert!(plan("aa", &o, &opts, true).unwrap().mkdir);
+    }
+
+    #[test]
+    fn dict_content_is_python_json() {
+        let p: Params =
+            serde_json::from_value(json!({"dest": "/x", "content": {"a": [1, "é"], "b": true}}))
+                .unwrap();
+        assert_eq!(p.content.unwrap(), "{\"a\": [1, \"\\u00e9\"], \"b\": true}");
     }
 
     #[test]
