@@ -754,6 +754,22 @@ mod live {
         )
         .await;
         converge("wait_for", &conn, &env, json!({"port": 22, "timeout": 5})).await;
+        let m = json!({"path": "/tmp/hfl/m", "src": "tmpfs", "fstype": "tmpfs", "opts": "size=1m", "fstab": "/tmp/hfl/fstab", "state": "mounted"});
+        converge("mount", &conn, &env, m.clone()).await;
+        let mut m2 = m.clone();
+        m2["opts"] = json!("size=2m");
+        converge("mount", &conn, &env, m2).await;
+        converge(
+            "mount",
+            &conn,
+            &env,
+            json!({"path": "/tmp/hfl/m", "fstab": "/tmp/hfl/fstab", "state": "absent"}),
+        )
+        .await;
+        let stat = crate::modules::lookup(&reg, "stat").unwrap();
+        let o = run(stat, &conn, &env, &json!({"path": "/etc/hostname"}), false).await;
+        eprintln!("stat: {}", o.data["stat"]);
+        assert_eq!(o.data["stat"]["isreg"], true);
         converge(
             "pip",
             &conn,

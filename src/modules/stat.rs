@@ -80,7 +80,7 @@ fn script(path: &str, follow: bool, algo: Option<&str>, mime: bool) -> String {
     let q = quote(path);
     let l = if follow { "-L " } else { "" };
     let mut s = format!(
-        "if [ -e {q} ] || [ -L {q} ]; then stat {l}-c 'T|%F|%a|%u|%g|%U|%G|%s|%X|%Y|%Z|%i|%h|%d|%b|%B|%t,%T' -- {q} || exit 1; "
+        "if [ -e {q} ] || [ -L {q} ]; then stat {l}-c 'T|%F|%a|%u|%g|%U|%G|%s|%X|%Y|%Z|%i|%h|%d|%b|%o|%t,%T' -- {q} || exit 1; "
     );
     s.push_str(&format!(
         "if [ -L {q} ]; then echo \"L|$(readlink -- {q})\"; echo \"LS|$(readlink -f -- {q})\"; fi; "
