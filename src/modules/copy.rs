@@ -17,6 +17,7 @@
 //! round trip): upload through stdin into a temp file beside `dest`, set attributes, run
 //! `validate`, `mv` into place. Check mode stops after the plan.
 //!
+//! `mode: preserve` uses the controller file's mode (with `remote_src`/`content` it is ignored).
 //! Deviations: `checksum` is the sha256 of the content (Ansible returns sha1); `src` must be a
 //! file (directories are refused with a clear error); `decrypt`/`local_follow` are accepted and
 //! ignored.
@@ -118,7 +119,8 @@ impl Module for Copy {
         ARGS
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
-        let p: Params = parse("copy", args)?;
+        let (args, preserve) = take_preserve(args);
+        let p: Params = parse("copy", &args)?;
         let _ = (p.local_follow, p.decrypt, p.follow);
         let dest = p
             .dest
@@ -168,6 +170,10 @@ impl Module for Copy {
                 let data = std::fs::read(&path).map_err(|e| {
                     ModuleError::Controller(format!("copy: cannot read {}: {e}", path.display()))
                 })?;
+                let mut opts = opts.clone();
+                if preserve {
+                    opts.attrs.mode = local_mode(&path);
+                }
                 put(
                     ctx,
                     &dest,
@@ -230,6 +236,25 @@ pub fn py_json(v: &Value) -> String {
                 .join(", ")
         ),
     }
+}
+
+/// `mode: preserve` (copy/template): taken out of the arguments; the caller then uses the
+/// controller file's own mode.
+pub fn take_preserve(args: &Args) -> (Args, bool) {
+    let mut a = args.clone();
+    let preserve = matches!(a.get("mode"), Some(Value::String(s)) if s == "preserve");
+    if preserve {
+        a.remove("mode");
+    }
+    (a, preserve)
+}
+
+/// Permission bits of a controller file.
+pub fn local_mode(path: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o7777)
 }
 
 /// Shared by copy and template.
@@ -668,6 +693,16 @@ mod tests {
         o.parent_exists = false;
         assert!(plan("aa", &o, &opts, false).is_err());
         assert!(plan("aa", &o, &opts, true).unwrap().mkdir);
+    }
+
+    #[test]
+    fn mode_preserve_is_taken_out() {
+        let a: Args =
+            serde_json::from_value(json!({"src": "x", "dest": "/y", "mode": "preserve"})).unwrap();
+        let (b, p) = take_preserve(&a);
+        assert!(p && !b.contains_key("mode"));
+        let a: Args = serde_json::from_value(json!({"mode": "0644"})).unwrap();
+        assert!(!take_preserve(&a).1);
     }
 
     #[test]

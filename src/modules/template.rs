@@ -11,7 +11,7 @@
 //!     mode: "0640"
 //!     backup: true
 //! ```
-//! Rendering happens on the controller; then probe (stat + sha256), plan and apply are those of
+//! `mode: preserve` gives the file the template's own mode. Rendering happens on the controller; then probe (stat + sha256), plan and apply are those of
 //! `copy`, so check mode and `--diff` show exactly the rendered change.
 //!
 //! Deviations: `lstrip_blocks`, `trim_blocks`, `block_*_string`, `variable_*_string`,
@@ -128,7 +128,8 @@ impl Module for Template {
         ARGS
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
-        let p: Params = parse("template", args)?;
+        let (args, preserve) = super::copy::take_preserve(args);
+        let p: Params = parse("template", &args)?;
         let _ = (p.follow, p.lstrip_blocks, p.trim_blocks);
         let src = p
             .src
@@ -153,8 +154,12 @@ impl Module for Template {
             .map_err(ModuleError::Controller)?;
         let rendered =
             apply_newlines(&rendered, p.newline_sequence.as_deref()).map_err(ModuleError::Args)?;
+        let mut attrs = p.attrs.clone();
+        if preserve {
+            attrs.mode = super::copy::local_mode(&path);
+        }
         let opts = PutOpts {
-            attrs: p.attrs.clone(),
+            attrs,
             force: p.force.unwrap_or(true),
             backup: p.backup.unwrap_or(false),
             validate: p.validate.clone(),
