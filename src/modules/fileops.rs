@@ -548,6 +548,49 @@ mod tests {
     }
 
     #[test]
+    fn registry_names_and_args_are_unique() {
+        let reg = crate::modules::registry();
+        let mut names = std::collections::BTreeSet::new();
+        for m in &reg {
+            for n in m.names() {
+                assert!(names.insert(*n), "module name {n} registered twice");
+                assert!(crate::modules::lookup(&reg, &format!("ansible.builtin.{n}")).is_some());
+            }
+            let mut args = std::collections::BTreeSet::new();
+            for a in m.arg_names() {
+                assert!(
+                    args.insert(*a),
+                    "{:?}: argument {a} listed twice",
+                    m.names()
+                );
+            }
+        }
+        for n in [
+            "copy",
+            "template",
+            "file",
+            "lineinfile",
+            "blockinfile",
+            "stat",
+            "apt",
+            "systemd",
+            "systemd_service",
+            "service",
+            "user",
+            "group",
+            "get_url",
+            "unarchive",
+            "pip",
+            "mount",
+            "sysctl",
+            "wait_for",
+            "setup",
+        ] {
+            assert!(names.contains(n), "{n} is not registered");
+        }
+    }
+
+    #[test]
     fn validate_needs_placeholder() {
         let a = Attrs::default();
         let o = WriteOpts {

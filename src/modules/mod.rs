@@ -150,26 +150,26 @@ pub trait Module: Send + Sync {
 /// All native modules.
 pub fn registry() -> Vec<Box<dyn Module>> {
     let v: Vec<Box<dyn Module>> = vec![
+        Box::new(apt::Apt),
+        Box::new(blockinfile::BlockInFile),
         Box::new(command::Command),
         Box::new(command::Shell),
         Box::new(copy::Copy),
-        Box::new(unarchive::Unarchive),
-        Box::new(mount::Mount),
+        Box::new(file::File),
         Box::new(get_url::GetUrl),
-        Box::new(blockinfile::BlockInFile),
-        Box::new(sysctl::Sysctl),
-        Box::new(wait_for::WaitFor),
         Box::new(group::Group),
-        Box::new(user::User),
+        Box::new(lineinfile::LineInFile),
+        Box::new(mount::Mount),
         Box::new(pip::Pip),
-        Box::new(stat::Stat),
         Box::new(setup::Setup),
-        Box::new(apt::Apt),
+        Box::new(stat::Stat),
+        Box::new(sysctl::Sysctl),
         Box::new(systemd::Service),
         Box::new(systemd::Systemd),
-        Box::new(lineinfile::LineInFile),
-        Box::new(file::File),
         Box::new(template::Template),
+        Box::new(unarchive::Unarchive),
+        Box::new(user::User),
+        Box::new(wait_for::WaitFor),
     ];
 
     v
