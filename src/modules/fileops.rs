@@ -364,8 +364,21 @@ pub async fn edit_text<F>(
 where
     F: FnOnce(Option<&str>) -> Result<(Option<String>, String), String>,
 {
-    let script = format!("{}; {}", stat_cmd(o.path, true), content_cmd(o.path));
+    let q = quote(o.path);
+    let script = format!(
+        "{}; {}; if [ -L {q} ]; then echo \"R|$(readlink -f -- {q})\"; fi",
+        stat_cmd(o.path, true),
+        content_cmd(o.path)
+    );
     let r = ctx.sh(&script).await?;
+    // Edit through a symlink (e.g. /etc/resolv.conf): write to its target, keep the link.
+    let real = r
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("R|"))
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(|| o.path.to_string());
     let state = find_stat(&r.stdout)
         .ok_or_else(|| ModuleError::Controller(format!("unexpected probe output: {}", r.stdout)))?;
     if matches!(state.kind, Kind::Dir | Kind::Other) {
@@ -429,11 +442,11 @@ where
                 mkdirs: o.create,
                 source: None,
             };
-            ctx.sh_stdin(&write_script(o.path, &wo)?, n.as_bytes())
+            ctx.sh_stdin(&write_script(&real, &wo)?, n.as_bytes())
                 .await?
         }
         None => {
-            ctx.sh(&attr_cmds(&attrs, &quote(o.path), false, false))
+            ctx.sh(&attr_cmds(&attrs, &quote(&real), false, false))
                 .await?
         }
     };

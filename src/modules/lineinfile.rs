@@ -601,6 +601,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn local_lineinfile_through_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = testutil::Env {
+            dir: dir.path().to_path_buf(),
+        };
+        let conn = testutil::local().await;
+        let real = dir.path().join("real.conf");
+        std::fs::write(&real, "a=1\n").unwrap();
+        let link = dir.path().join("link.conf");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let args: Args =
+            serde_json::from_value(json!({"path": link.display().to_string(), "line": "b=2"}))
+                .unwrap();
+        let o = LineInFile
+            .run(&args, &testutil::ctx(&conn, &env, false))
+            .await
+            .unwrap();
+        assert!(o.changed && !o.failed, "{o:?}");
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read_to_string(&real).unwrap(), "a=1\nb=2\n");
+    }
+
+    #[tokio::test]
     async fn local_lineinfile() {
         let dir = tempfile::tempdir().unwrap();
         let env = testutil::Env {
