@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Removes everything cluster/up.sh created: containers, network, volumes, generated inventory
 # files and known_hosts (all Docker objects are found by the label heirflow=1).
-# Keeps the cached images, the SSH key and the host-side apt/pip caches in .cache/.
-# usage: cluster/down.sh [--clean]   (--clean also removes the images and the apt/pip/debootstrap caches)
+# Keeps the cached images, the SSH key and the host-side apt/PyPI caches in .cache/.
+# usage: cluster/down.sh [--clean]   (--clean also removes the images and the apt/PyPI/debootstrap caches)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need_root
@@ -23,7 +23,7 @@ rmdir "$INVENTORY_DIR/group_vars" "$INVENTORY_DIR" 2>/dev/null || true
 if [ "${1:-}" = "--clean" ]; then
   mapfile -t imgs < <(docker images -q --filter "label=$HF_LABEL" | sort -u)
   if [ ${#imgs[@]} -gt 0 ]; then log "removing ${#imgs[@]} images"; docker rmi -f "${imgs[@]}" >/dev/null; fi
-  log "removing host caches (apt, pip, debootstrap)"
-  rm -rf "$HF_APT_CACHE_HOST" "$HF_PIP_CACHE_HOST" "$CACHE_DIR/debootstrap" "$CACHE_DIR/image-build-seconds"
+  log "removing host caches (apt, PyPI mirror, debootstrap)"
+  rm -rf "$HF_APT_CACHE_HOST" "$HF_DEVPI_HOST" "$CACHE_DIR/pip" "$CACHE_DIR/debootstrap" "$CACHE_DIR/image-build-seconds"
 fi
 log "cluster down in $(elapsed "$T0") s"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the Heirflow local-cluster base image (Debian 12 + systemd + sshd) with debootstrap
-# and `docker import` (no registry needed), plus the apt cache image derived from it.
+# and `docker import` (no registry needed), plus the cache-services image (apt-cacher-ng, devpi-server) derived from it.
 # Cached: images are tagged by a hash of this recipe; existing tags are not rebuilt.
 # usage: cluster/image.sh [--force]      (--force rebuilds even if the tag exists)
 set -euo pipefail
@@ -32,8 +32,15 @@ log "image recipe hash: ${BASE#*:}"
 
 image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
 
+# drop images of older recipes (keep only the current tags; images still used by containers stay)
+drop_old_images() {
+  docker images --filter "label=$HF_LABEL" --format '{{.Repository}}:{{.Tag}}' \
+    | grep -vxF -e "$BASE" -e "$APTC" | grep -v '<none>' | xargs -r docker rmi >/dev/null 2>&1 || true
+}
+
 if [ "$FORCE" = 0 ] && image_exists "$BASE" && image_exists "$APTC"; then
   info "$BASE and $APTC already exist (cached)"
+  drop_old_images
   log "image ready in $(elapsed "$T0") s (cached)"
   exit 0
 fi
@@ -62,7 +69,6 @@ if [ "$FORCE" = 1 ] || ! image_exists "$BASE"; then
   fi
   chroot "$ROOTFS" update-ca-certificates >/dev/null
   install -m 0644 "$CLUSTER_DIR/image/pip.conf" "$ROOTFS/etc/pip.conf"
-  install -d -m 1777 "$ROOTFS/var/cache/heirflow-pip"
   # per-container SSH host keys, generated at boot
   rm -f "$ROOTFS"/etc/ssh/ssh_host_*
   install -D -m 0644 "$CLUSTER_DIR/image/ssh-hostkeys.conf" "$ROOTFS/etc/systemd/system/ssh.service.d/10-heirflow-hostkeys.conf"
@@ -88,27 +94,32 @@ if [ "$FORCE" = 1 ] || ! image_exists "$BASE"; then
 fi
 
 if [ "$FORCE" = 1 ] || ! image_exists "$APTC"; then
-  log "building $APTC (apt-cacher-ng on top of the base image)"
+  # One image, two cluster services (separate containers, see up.sh):
+  #   apt-cacher-ng  (apt proxy, caches .debs)
+  #   devpi-server   (PyPI mirror, caches wheels/sdists; needed because this machine's egress
+  #                   proxy strips Cache-Control, so pip's own HTTP cache stores nothing)
+  log "building $APTC (apt-cacher-ng + devpi-server on top of the base image)"
   t=$(now)
-  B=hf-imagebuild-aptcache
+  B=hf-imagebuild-cache
   docker rm -f "$B" >/dev/null 2>&1 || true
   docker run --name "$B" --label "$HF_LABEL" "$BASE" sh -ec '
     printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends apt-cacher-ng >/dev/null
-    rm -f /usr/sbin/policy-rc.d; rm -rf /var/lib/apt/lists/*' \
-    || { docker rm -f "$B" >/dev/null 2>&1; die "apt-cacher-ng install failed"; }
+    rm -f /usr/sbin/policy-rc.d; rm -rf /var/lib/apt/lists/*
+    python3 -m venv /opt/devpi
+    /opt/devpi/bin/pip install -q --no-cache-dir "devpi-server==6.*"
+    /opt/devpi/bin/devpi-server --version' \
+    || { docker rm -f "$B" >/dev/null 2>&1; die "cache image build failed"; }
   docker commit \
-    -c 'CMD ["/usr/sbin/apt-cacher-ng", "-c", "/etc/apt-cacher-ng", "ForeGround=1", "CacheDir=/var/cache/apt-cacher-ng", "LogDir=/var/log/apt-cacher-ng"]' \
+    -c 'CMD ["/usr/sbin/apt-cacher-ng", "-c", "/etc/apt-cacher-ng", "ForeGround=1", "ConnectProto=v4", "CacheDir=/var/cache/apt-cacher-ng", "LogDir=/var/log/apt-cacher-ng"]' \
+    -c 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt' \
     -c 'LABEL heirflow=1' "$B" "$APTC" >/dev/null
   docker rm "$B" >/dev/null
-  info "apt cache image done in $(elapsed "$t") s"
+  info "cache image done in $(elapsed "$t") s"
 fi
 
-# drop images of older recipes (keep only the current tag)
-docker images --filter "label=$HF_LABEL" --format '{{.Repository}}:{{.Tag}}' \
-  | grep -vxF -e "$BASE" -e "$APTC" | grep -v '<none>' | xargs -r docker rmi >/dev/null 2>&1 || true
-
+drop_old_images
 T=$(elapsed "$T0")
 mkdir -p "$CACHE_DIR"; echo "$T" > "$CACHE_DIR/image-build-seconds"
 log "images $BASE, $APTC built in $T s"

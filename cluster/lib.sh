@@ -17,9 +17,11 @@ HF_DAG_MOUNT="/mnt/airflow-dags"
 HF_APTCACHE_NAME="hf-aptcache"
 HF_APTCACHE_IP="$HF_PREFIX.2"
 HF_APT_PROXY="http://$HF_APTCACHE_IP:3142"
-HF_PIP_CACHE_IN="/var/cache/heirflow-pip"   # pip cache-dir inside hosts (set in the image's /etc/pip.conf)
-HF_PIP_CACHE_HOST="$CACHE_DIR/pip"          # shared, host-side, survives local-down
-HF_APT_CACHE_HOST="$CACHE_DIR/apt-cacher-ng"
+HF_PYPI_NAME="hf-pypi"
+HF_PYPI_IP="$HF_PREFIX.3"
+HF_PIP_INDEX="http://$HF_PYPI_IP:3141/root/pypi/+simple/"   # devpi-server mirror of pypi.org
+HF_APT_CACHE_HOST="$CACHE_DIR/apt-cacher-ng"   # host-side caches: survive local-down
+HF_DEVPI_HOST="$CACHE_DIR/devpi"
 SSH_DIR="$CACHE_DIR/ssh"
 SSH_KEY="$SSH_DIR/id_ed25519"
 SSH_KNOWN_HOSTS="$SSH_DIR/known_hosts"
@@ -62,7 +64,7 @@ image_hash() {
 }
 
 base_image() { echo "heirflow-base:$(image_hash)"; }
-aptcache_image() { echo "heirflow-aptcache:$(image_hash)"; }
+aptcache_image() { echo "heirflow-cache:$(image_hash)"; }
 
 # Host list: "name ip group" lines. Workers: WORKERS env, else 4 with >= 16 GiB free, else 2.
 default_workers() {

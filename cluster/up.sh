@@ -36,8 +36,7 @@ if ! docker volume inspect "$HF_DAGS_VOLUME" >/dev/null 2>&1; then
   log "creating volume $HF_DAGS_VOLUME (shared DAG folder)"
   docker volume create --label "$HF_LABEL" "$HF_DAGS_VOLUME" >/dev/null
 fi
-mkdir -p "$HF_PIP_CACHE_HOST" "$HF_APT_CACHE_HOST"
-chmod 1777 "$HF_PIP_CACHE_HOST"
+mkdir -p "$HF_APT_CACHE_HOST" "$HF_DEVPI_HOST"
 
 # state of a container: missing | running | stopped
 cstate() {
@@ -46,20 +45,32 @@ cstate() {
   [ "$s" = true ] && echo running || echo stopped
 }
 
-# --- apt cache (apt-cacher-ng; cache kept on the host in .cache/apt-cacher-ng) ---
-if [ "$(cstate "$HF_APTCACHE_NAME")" != missing ] && \
-   [ "$(docker inspect -f '{{.Config.Image}}' "$HF_APTCACHE_NAME")" != "$APTC" ]; then
-  info "$HF_APTCACHE_NAME runs an older image: recreating it"
-  docker rm -f "$HF_APTCACHE_NAME" >/dev/null
-fi
-case $(cstate "$HF_APTCACHE_NAME") in
-  missing)
-    log "starting $HF_APTCACHE_NAME ($HF_APTCACHE_IP:3142)"
-    docker run -d --name "$HF_APTCACHE_NAME" --hostname "$HF_APTCACHE_NAME" \
-      --network "$HF_NETWORK" --ip "$HF_APTCACHE_IP" --label "$HF_LABEL" --label heirflow.role=aptcache \
-      --restart unless-stopped -v "$HF_APT_CACHE_HOST:/var/cache/apt-cacher-ng" "$APTC" >/dev/null ;;
-  stopped) log "starting stopped $HF_APTCACHE_NAME"; docker start "$HF_APTCACHE_NAME" >/dev/null ;;
-esac
+# --- cache services (one image; caches kept on the host in .cache/, they survive local-down) ---
+# usage: service NAME IP DESCRIPTION -- docker-run-args... IMAGE [CMD...]
+service() {
+  local name=$1 ip=$2 desc=$3; shift 4
+  if [ "$(cstate "$name")" != missing ] && [ "$(docker inspect -f '{{.Config.Image}}' "$name")" != "$APTC" ]; then
+    info "$name runs an older image: recreating it"; docker rm -f "$name" >/dev/null
+  fi
+  case $(cstate "$name") in
+    missing)
+      log "starting $name ($desc)"
+      docker run -d --name "$name" --hostname "$name" --network "$HF_NETWORK" --ip "$ip" \
+        --label "$HF_LABEL" --label heirflow.role=cache --restart unless-stopped "$@" >/dev/null ;;
+    stopped) log "starting stopped $name"; docker start "$name" >/dev/null ;;
+  esac
+}
+# Remap-debrep: the packaged default (file:deb_mirror*.gz backends) answers "503 Host not found"
+# for deb.debian.org on a cold cache here, and apt then hangs on the closed connection.
+service "$HF_APTCACHE_NAME" "$HF_APTCACHE_IP" "apt proxy $HF_APT_PROXY" -- \
+  -v "$HF_APT_CACHE_HOST:/var/cache/apt-cacher-ng" "$APTC" \
+  /usr/sbin/apt-cacher-ng -c /etc/apt-cacher-ng ForeGround=1 ConnectProto=v4 \
+  CacheDir=/var/cache/apt-cacher-ng LogDir=/var/log/apt-cacher-ng \
+  "Remap-debrep=deb.debian.org/debian ftp.debian.org/debian /debian ; deb.debian.org/debian"
+service "$HF_PYPI_NAME" "$HF_PYPI_IP" "PyPI mirror $HF_PIP_INDEX" -- \
+  -v "$HF_DEVPI_HOST:/var/lib/devpi" "$APTC" sh -ec '
+    [ -e /var/lib/devpi/.serverversion ] || /opt/devpi/bin/devpi-init --serverdir /var/lib/devpi >/dev/null
+    exec /opt/devpi/bin/devpi-server --serverdir /var/lib/devpi --host 0.0.0.0 --port 3141'
 
 # --- hosts ---
 # Flags for systemd as PID 1 under Docker 20.10 / cgroup v1 (see cluster/README.md):
@@ -68,42 +79,53 @@ SYSTEMD_FLAGS=(--cap-add ALL --cap-drop SYS_RESOURCE
   --cgroupns=private --tmpfs /run --tmpfs /run/lock --stop-signal SIGRTMIN+3)
 
 declare -A WANT=()
+STALE=()
 for line in "${HOSTS[@]}"; do
   read -r name ip group <<< "$line"; WANT[$name]=1
   state=$(cstate "$name")
   if [ "$state" != missing ]; then
     cur_ip=$(docker inspect -f "{{(index .NetworkSettings.Networks \"$HF_NETWORK\").IPAddress}}" "$name" 2>/dev/null || true)
     img=$(docker inspect -f '{{.Config.Image}}' "$name")
-    [ "$img" = "$BASE" ] || warn "$name runs $img, not $BASE (make local-down && make local-up to rebuild)"
+    [ "$img" = "$BASE" ] || STALE+=("$name")
   fi
   case $state in
     running) [ -z "$cur_ip" ] && warn "$name is running but not attached to $HF_NETWORK (partition test left over?)"; continue ;;
     stopped) log "starting stopped $name"; docker start "$name" >/dev/null; continue ;;
   esac
-  mounts=(-v "$HF_PIP_CACHE_HOST:$HF_PIP_CACHE_IN")
+  mounts=()
   case $group in scheduler|worker|web) mounts+=(-v "$HF_DAGS_VOLUME:$HF_DAG_MOUNT") ;; esac
   log "creating $name ($ip, $group)"
   docker run -d --name "$name" --hostname "$name" --network "$HF_NETWORK" --ip "$ip" \
     --label "$HF_LABEL" --label "heirflow.group=$group" \
-    "${SYSTEMD_FLAGS[@]}" "${mounts[@]}" "$BASE" /sbin/init >/dev/null
+    "${SYSTEMD_FLAGS[@]}" ${mounts[@]+"${mounts[@]}"} "$BASE" /sbin/init >/dev/null
 done
+
+[ ${#STALE[@]} -eq 0 ] || warn "${STALE[*]} run an older image than $BASE (kept as is; make local-down && make local-up recreates them)"
 
 # workers beyond WORKERS (after scaling down)
 for name in $(docker ps -a --filter "label=$HF_LABEL" --filter label=heirflow.group=worker --format '{{.Names}}'); do
   if [ -z "${WANT[$name]:-}" ]; then log "removing surplus $name"; docker rm -f "$name" >/dev/null; fi
 done
 
-# --- per-host environment facts: root's authorized key, apt proxy (idempotent) ---
+# --- per-host environment facts: root's authorized key, apt proxy, pip index (idempotent) ---
 APT_PROXY_CONF="// Heirflow local cluster: apt through the cluster's apt-cacher-ng ($HF_APTCACHE_NAME).
 // https sources are fetched directly.
 Acquire::http::Proxy \"$HF_APT_PROXY\";"
+PIP_CONF="# Heirflow local cluster: pip through the cluster's PyPI mirror ($HF_PYPI_NAME, devpi-server).
+# (/etc/pip.conf, from the image, sets the CA bundle; pip merges both files.)
+[global]
+index-url = $HF_PIP_INDEX
+trusted-host = $HF_PYPI_IP
+timeout = 60"
 for line in "${HOSTS[@]}"; do
   read -r name ip group <<< "$line"
   docker exec -i "$name" sh -ec '
-    umask 077; mkdir -p /root/.ssh
-    cat > /root/.ssh/authorized_keys.new; mv /root/.ssh/authorized_keys.new /root/.ssh/authorized_keys
-    printf "%s\n" "$1" > /etc/apt/apt.conf.d/01heirflow-proxy; chmod 644 /etc/apt/apt.conf.d/01heirflow-proxy' \
-    sh "$APT_PROXY_CONF" <<< "$PUBKEY" &
+    umask 022; mkdir -p /root/.ssh /etc/xdg/pip; chmod 700 /root/.ssh
+    cat > /root/.ssh/authorized_keys.new; chmod 600 /root/.ssh/authorized_keys.new
+    mv /root/.ssh/authorized_keys.new /root/.ssh/authorized_keys
+    printf "%s\n" "$1" > /etc/apt/apt.conf.d/01heirflow-proxy
+    printf "%s\n" "$2" > /etc/xdg/pip/pip.conf' \
+    sh "$APT_PROXY_CONF" "$PIP_CONF" <<< "$PUBKEY" &
 done
 wait
 
@@ -173,11 +195,11 @@ heirflow_dag_storage: volume
 heirflow_dag_mount: $HF_DAG_MOUNT
 # Informational (already configured on every host by cluster/up.sh, roles need not act on them):
 heirflow_apt_proxy: "$HF_APT_PROXY"
-heirflow_pip_cache_dir: $HF_PIP_CACHE_IN
+heirflow_pip_index_url: "$HF_PIP_INDEX"
 YAML
 mv "$INVENTORY_DIR/group_vars/all.yml.tmp" "$INVENTORY_DIR/group_vars/all.yml"
 
-log "cluster up: ${#HOSTS[@]} hosts + $HF_APTCACHE_NAME in $(elapsed "$T0") s"
+log "cluster up: ${#HOSTS[@]} hosts + $HF_APTCACHE_NAME + $HF_PYPI_NAME in $(elapsed "$T0") s"
 for line in "${HOSTS[@]}"; do read -r name ip group <<< "$line"; printf '    %-11s %-13s %s\n' "$name" "$ip" "$group"; done
 info "inventory: $INVENTORY_DIR/hosts.ini   floating IP (free): $HF_FLOATING_IP"
 info "ssh: ssh -i $SSH_KEY -o UserKnownHostsFile=$SSH_KNOWN_HOSTS root@<ip>"
