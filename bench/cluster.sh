@@ -11,7 +11,7 @@ source cluster/lib.sh
 RUNS=${RUNS:-3}
 
 median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-timeit() { local t; t=$(now); "$@" >/dev/null 2>&1 || { echo "FAILED: $*" >&2; return 1; }; elapsed "$t"; }
+timeit() { local t; t=$(now); "$@" >/dev/null 2>&1 || { echo "FAILED: $*" >&2; return 1; }; elapsed "$t"; echo; }
 
 echo "# heirflow local cluster benchmark ($(nproc) cores, $(awk '/MemTotal/ { printf "%.1f GiB", $2/1048576 }' /proc/meminfo), docker $(docker version -f '{{.Server.Version}}'))"
 if [ "${BENCH_COLD:-0}" = 1 ]; then
