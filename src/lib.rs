@@ -10,3 +10,6 @@ pub mod inventory;
 pub mod vars;
 pub mod filters;
 pub mod template;
+pub mod playbook;
+pub mod report;
+pub mod runner;

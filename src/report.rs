@@ -1,0 +1,256 @@
+//! What the user sees: per-task result lines, live per-host progress on a terminal (plain lines
+//! otherwise), diffs, the final PLAY RECAP, or one JSON document with `--json`.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indexmap::IndexMap;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{json, Map, Value};
+
+use crate::modules::FileDiff;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    Changed,
+    Skipped,
+    Failed,
+    Unreachable,
+}
+
+/// One host's result for one task (or one loop item).
+#[derive(Debug, Clone)]
+pub struct HostResult {
+    pub status: Status,
+    pub ignored: bool,
+    pub item: Option<String>,
+    pub msg: String,
+    pub diffs: Vec<FileDiff>,
+    pub result: Value,
+    pub no_log: bool,
+    pub delegated: Option<String>,
+}
+
+/// Per-host counters of the recap.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Stats {
+    pub ok: u32,
+    pub changed: u32,
+    pub unreachable: u32,
+    pub failed: u32,
+    pub skipped: u32,
+    pub rescued: u32,
+    pub ignored: u32,
+}
+
+pub struct Reporter {
+    json: bool,
+    verbosity: u8,
+    diff: bool,
+    progress: Option<MultiProgress>,
+    bars: Mutex<HashMap<String, (ProgressBar, Instant)>>,
+    log: Mutex<Vec<Value>>,
+    started: Instant,
+}
+
+impl Reporter {
+    pub fn new(json: bool, verbosity: u8, diff: bool) -> Reporter {
+        let tty = std::io::stdout().is_terminal() && !json;
+        let progress = tty.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stdout_with_hz(8)));
+        Reporter { json, verbosity, diff, progress, bars: Mutex::default(), log: Mutex::default(), started: Instant::now() }
+    }
+
+    fn print(&self, s: &str) {
+        if self.json {
+            return;
+        }
+        match &self.progress {
+            Some(mp) => {
+                let _ = mp.println(s);
+            }
+            None => println!("{s}"),
+        }
+    }
+
+    fn banner(kind: &str, name: &str) -> String {
+        let head = format!("{kind} [{name}] ");
+        let width = 79usize.saturating_sub(head.chars().count()).max(3);
+        format!("\n{head}{}", "*".repeat(width))
+    }
+
+    pub fn play_start(&self, name: &str) {
+        self.print(&Self::banner("PLAY", name));
+        lock(&self.log).push(json!({"play": name, "tasks": []}));
+    }
+
+    pub fn task_start(&self, kind: &str, name: &str) {
+        self.print(&Self::banner(kind, name));
+        if let Some(Value::Object(play)) = lock(&self.log).last_mut() {
+            if let Some(Value::Array(tasks)) = play.get_mut("tasks") {
+                tasks.push(json!({"task": name, "hosts": {}}));
+            }
+        }
+    }
+
+    /// Marks a host busy with a task (live progress line on a terminal).
+    pub fn host_busy(&self, host: &str, task: &str) {
+        let Some(mp) = &self.progress else { return };
+        let mut bars = lock(&self.bars);
+        let entry = bars.entry(host.to_string()).or_insert_with(|| {
+            let pb = mp.add(ProgressBar::new_spinner());
+            pb.set_style(ProgressStyle::with_template("{spinner} {prefix:<16} {wide_msg} {elapsed:>4}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+            pb.set_prefix(host.to_string());
+            pb.enable_steady_tick(Duration::from_millis(120));
+            (pb, Instant::now())
+        });
+        entry.0.reset_elapsed();
+        entry.0.set_message(task.to_string());
+        entry.1 = Instant::now();
+    }
+
+    pub fn host_idle(&self, host: &str) {
+        if let Some((pb, _)) = lock(&self.bars).get(host) {
+            pb.set_message("…");
+        }
+    }
+
+    pub fn clear_progress(&self) {
+        let mut bars = lock(&self.bars);
+        for (_, (pb, _)) in bars.drain() {
+            pb.finish_and_clear();
+        }
+    }
+
+    pub fn host_result(&self, host: &str, r: &HostResult) {
+        let who = match &r.delegated {
+            Some(d) => format!("[{host} -> {d}]"),
+            None => format!("[{host}]"),
+        };
+        let item = r.item.as_ref().map(|i| format!(" => (item={i})")).unwrap_or_default();
+        let detail = |r: &HostResult| -> String {
+            if r.no_log {
+                return "the output has been hidden due to 'no_log: true' for this result".into();
+            }
+            let mut m = match &r.result {
+                Value::Object(m) => m.clone(),
+                _ => Map::new(),
+            };
+            if !r.msg.is_empty() {
+                m.insert("msg".into(), Value::String(r.msg.clone()));
+            }
+            serde_json::to_string(&Value::Object(m)).unwrap_or_default()
+        };
+        let line = match r.status {
+            Status::Ok => format!("ok: {who}{item}"),
+            Status::Changed => format!("changed: {who}{item}"),
+            Status::Skipped => format!("skipping: {who}{item}"),
+            Status::Unreachable => format!("fatal: {who}: UNREACHABLE! => {}", if r.msg.is_empty() { detail(r) } else { r.msg.clone() }),
+            Status::Failed if r.ignored => format!("failed: {who}{item} => {}\n...ignoring", detail(r)),
+            Status::Failed => format!("fatal: {who}{item}: FAILED! => {}", detail(r)),
+        };
+        let mut out = line;
+        if matches!(r.status, Status::Ok | Status::Changed) && !r.no_log {
+            if let Some(msg) = r.result.get("msg").filter(|_| r.result.get("__debug").is_some()) {
+                let shown = match msg {
+                    Value::String(s) => serde_json::to_string(s).unwrap_or_default(),
+                    other => serde_json::to_string_pretty(other).unwrap_or_default(),
+                };
+                out = format!("ok: {who}{item} => {{\n    \"msg\": {shown}\n}}");
+            } else if self.verbosity > 0 {
+                out.push_str(&format!(" => {}", detail(r)));
+            }
+        }
+        if self.diff && !r.no_log {
+            for d in &r.diffs {
+                out.push('\n');
+                out.push_str(&render_diff(d));
+            }
+        }
+        self.print(&out);
+        if let Some(Value::Object(play)) = lock(&self.log).last_mut() {
+            if let Some(Value::Array(tasks)) = play.get_mut("tasks") {
+                if let Some(Value::Object(t)) = tasks.last_mut() {
+                    if let Some(Value::Object(hosts)) = t.get_mut("hosts") {
+                        let mut res = if r.no_log { json!({"censored": "no_log"}) } else { r.result.clone() };
+                        if let Value::Object(m) = &mut res {
+                            m.insert("status".into(), json!(format!("{:?}", r.status).to_lowercase()));
+                            if r.ignored {
+                                m.insert("ignored".into(), json!(true));
+                            }
+                        }
+                        match hosts.get_mut(host) {
+                            Some(Value::Array(items)) => items.push(res),
+                            Some(existing) => {
+                                let prev = existing.take();
+                                *existing = Value::Array(vec![prev, res]);
+                            }
+                            None => {
+                                hosts.insert(host.to_string(), res);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn note(&self, msg: &str) {
+        self.print(msg);
+    }
+
+    pub fn warn(&self, msg: &str) {
+        if self.json {
+            eprintln!("[WARNING]: {msg}");
+        } else {
+            self.print(&format!("[WARNING]: {msg}"));
+        }
+    }
+
+    pub fn recap(&self, stats: &IndexMap<String, Stats>) {
+        self.clear_progress();
+        if self.json {
+            let doc = json!({"plays": *lock(&self.log), "stats": stats, "elapsed_s": self.started.elapsed().as_secs_f64()});
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            return;
+        }
+        println!("{}", Self::banner("PLAY RECAP", "").replace("PLAY RECAP [] ", "PLAY RECAP "));
+        let width = stats.keys().map(|h| h.len()).max().unwrap_or(0).max(16);
+        for (h, s) in stats {
+            println!(
+                "{h:<width$} : ok={:<4} changed={:<4} unreachable={:<4} failed={:<4} skipped={:<4} rescued={:<4} ignored={}",
+                s.ok, s.changed, s.unreachable, s.failed, s.skipped, s.rescued, s.ignored
+            );
+        }
+        println!("\nelapsed: {:.1}s", self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// A unified diff with file names, like `ansible-playbook --diff`.
+pub fn render_diff(d: &FileDiff) -> String {
+    let diff = similar::TextDiff::from_lines(&d.before, &d.after);
+    let mut s = format!("--- before: {}\n+++ after: {}\n", d.path, d.path);
+    for hunk in diff.unified_diff().context_radius(3).iter_hunks() {
+        s.push_str(&hunk.to_string());
+    }
+    s.trim_end().to_string()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_shows_changed_lines() {
+        let d = FileDiff { path: "/etc/x".into(), before: "a\nb\n".into(), after: "a\nc\n".into() };
+        let s = render_diff(&d);
+        assert!(s.contains("--- before: /etc/x"));
+        assert!(s.contains("-b\n+c"), "{s}");
+    }
+}
