@@ -13,3 +13,4 @@ pub mod template;
 pub mod playbook;
 pub mod report;
 pub mod runner;
+pub mod cli;
