@@ -737,6 +737,14 @@ impl Runner {
                 None => value_label(&item),
             };
             let (mut res, status) = self.run_item(ctx, task, host, &iscope, Some(label.clone()), no_log).await;
+            // set_fact in a loop: each item sees the facts set by the previous ones.
+            if let Some(Value::Object(facts)) = res.get("__set_facts") {
+                let mut st = lock(&self.state);
+                let hs = st.entry(host.to_string()).or_default();
+                for (k, v) in facts {
+                    hs.host_facts.insert(k.clone(), v.clone());
+                }
+            }
             self.report_item(host, task, &res, status, Some(label), no_log);
             match status {
                 Status::Changed => {

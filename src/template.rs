@@ -175,7 +175,8 @@ pub fn is_template(s: &str) -> bool {
 
 /// `"{{ expr }}"` alone → `Some("expr")`: such values keep their native type.
 fn single_expression(s: &str) -> Option<&str> {
-    let t = s.trim();
+    // Only spaces may surround it: "{{ v }}\n" must render to text with its newline.
+    let t = s.trim_matches(' ');
     let inner = t.strip_prefix("{{")?.strip_suffix("}}")?;
     if inner.contains("{{") || inner.contains("}}") || inner.contains("{%") {
         return None;
