@@ -44,7 +44,27 @@ fn to_json(v: &Value, kw: Kwargs) -> Result<String, Error> {
     let sort = kw.get::<Option<bool>>("sort_keys")?.unwrap_or(false);
     kw.assert_all_used()?;
     let j = json_of(v)?;
-    serde_json::to_string(&if sort { sort_keys(j) } else { j }).map_err(|e| err(e.to_string()))
+    let j = if sort { sort_keys(j) } else { j };
+    let mut buf = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, PyJson);
+    serde::Serialize::serialize(&j, &mut ser).map_err(|e| err(e.to_string()))?;
+    String::from_utf8(buf).map_err(|e| err(e.to_string()))
+}
+
+/// Python's `json.dumps` separators (`", "` and `": "`), so `to_json` output (and the files
+/// rendered from it) is byte-identical to Ansible's.
+struct PyJson;
+
+impl serde_json::ser::Formatter for PyJson {
+    fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
+    }
+    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
+    }
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b": ")
+    }
 }
 
 fn to_nice_json(v: &Value, kw: Kwargs) -> Result<String, Error> {
@@ -414,7 +434,7 @@ mod tests {
     fn ansible_filters() {
         assert_eq!(render("{{ 'yes' | bool }}", json!({})), json!(true));
         assert_eq!(render("{{ 'off' | bool }}", json!({})), json!(false));
-        assert_eq!(render("{{ m | to_json }}", json!({"m": {"b": 1, "a": [1]}})), json!("{\"b\":1,\"a\":[1]}"));
+        assert_eq!(render("{{ m | to_json }}", json!({"m": {"b": 1, "a": [1]}})), json!("{\"b\": 1, \"a\": [1]}"));
         assert_eq!(render("{{ {'b': 1, 'a': 2} | to_nice_json }}", json!({})), json!("{\n    \"a\": 2,\n    \"b\": 1\n}"));
         assert_eq!(render("{{ {'a': 1} | to_nice_yaml }}", json!({})), json!("a: 1\n"));
         assert_eq!(render("{{ '{\"x\": 2}' | from_json }}", json!({})), json!({"x": 2}));
