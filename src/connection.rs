@@ -119,7 +119,7 @@ impl HostConn {
         full.push_str(script);
         let mut line = format!("sh -c {}", quote(&full));
         if let Some(b) = become_ {
-            if !(b.user == self.login_user) {
+            if b.user != self.login_user {
                 line = format!("sudo -H -n -u {} -- {}", quote(&b.user), line);
             }
         }
