@@ -10,6 +10,12 @@ FORCE=0
 [ "${1:-}" = "--force" ] && FORCE=1
 need_root
 
+# One build at a time: the test fixture and local-up may both call this script, and a second
+# build would delete the first one's root filesystem under it.
+mkdir -p "$CACHE_DIR"
+exec 9>"$CACHE_DIR/image.lock"
+flock 9
+
 SUITE=bookworm
 MIRROR=http://deb.debian.org/debian   # same as cluster/image/debian.sources (the host's working apt mirror)
 PACKAGES=systemd,systemd-sysv,dbus,openssh-server,iproute2,iputils-ping,iputils-arping,python3,python3-venv,sudo,ca-certificates,curl,procps,netcat-openbsd,gnupg,less,tar,gzip,xz-utils
