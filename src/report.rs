@@ -90,7 +90,8 @@ impl Reporter {
         self.print(&Self::banner(kind, name));
         if let Some(Value::Object(play)) = lock(&self.log).last_mut() {
             if let Some(Value::Array(tasks)) = play.get_mut("tasks") {
-                tasks.push(json!({"task": name, "hosts": {}}));
+                // start_s: seconds since the run began (consecutive starts give each task's duration)
+                tasks.push(json!({"task": name, "start_s": self.started.elapsed().as_secs_f64(), "hosts": {}}));
             }
         }
     }

@@ -539,7 +539,7 @@ impl Runner {
             let items = match self.loop_items(task, &scope) {
                 Ok(i) => i,
                 Err(e) => {
-                    self.fail_host(h, &task.display_name(), &e);
+                    self.fail_host(h, task, &e);
                     failed.insert(h.clone());
                     continue;
                 }
@@ -565,7 +565,7 @@ impl Runner {
                     Ok(true) => {}
                     Ok(false) => continue,
                     Err(e) => {
-                        self.fail_host(h, &task.display_name(), &e);
+                        self.fail_host(h, task, &e);
                         failed.insert(h.clone());
                         continue;
                     }
@@ -574,7 +574,7 @@ impl Runner {
                     Action::IncludeTasks { file } => match self.templar.template_value(&json!(file), &iscope) {
                         Ok(v) => v.as_str().unwrap_or_default().to_string(),
                         Err(e) => {
-                            self.fail_host(h, &task.display_name(), &e);
+                            self.fail_host(h, task, &e);
                             failed.insert(h.clone());
                             continue;
                         }
@@ -612,7 +612,7 @@ impl Runner {
                 }
                 Err(e) => {
                     for h in group_hosts {
-                        self.fail_host(&h, &task.display_name(), &e.to_string());
+                        self.fail_host(&h, task, &e.to_string());
                         failed.insert(h);
                     }
                 }
@@ -621,8 +621,9 @@ impl Runner {
         failed
     }
 
-    fn fail_host(&self, host: &str, _task: &str, msg: &str) {
-        let r = HostResult { status: Status::Failed, ignored: false, item: None, msg: msg.to_string(), diffs: vec![], result: json!({}), no_log: false, delegated: None };
+    /// Fails `host` at `task` with a controller-side error (template, loop, include).
+    fn fail_host(&self, host: &str, task: &Task, msg: &str) {
+        let r = HostResult { status: Status::Failed, ignored: false, item: None, msg: located(task, host, msg), diffs: vec![], result: json!({}), no_log: false, delegated: None };
         self.reporter.host_result(host, &r);
         self.stat(host, |s| s.failed += 1);
         lock(&self.state).entry(host.to_string()).or_default().failed = true;
@@ -660,16 +661,18 @@ impl Runner {
     }
 
     async fn run_task_kind(self: &Arc<Self>, ctx: &Arc<PlayCtx>, task: &Task, hosts: &[String], inc: &IncludeVars, kind: &str) -> HashSet<String> {
-        self.reporter.task_start(kind, &task.display_name());
+        let title = self.task_title(ctx, task, hosts, inc);
+        self.reporter.task_start(kind, &title);
         let run_hosts: Vec<String> = if task.opts.run_once { hosts.iter().take(1).cloned().collect() } else { hosts.to_vec() };
         let futures = run_hosts.iter().map(|h| {
             let this = self.clone();
             let ctx = ctx.clone();
             let inc = inc.clone();
             let h = h.clone();
+            let title = title.clone();
             async move {
                 let _permit = this.sem.acquire().await;
-                this.reporter.host_busy(&h, &task.display_name());
+                this.reporter.host_busy(&h, &title);
                 let r = this.run_on_host(&ctx, task, &h, &inc).await;
                 this.reporter.host_idle(&h);
                 (h, r)
@@ -696,11 +699,27 @@ impl Runner {
         failed
     }
 
+    /// The task's name for banners, templated like Ansible with the first host's variables
+    /// (`Install PostgreSQL {{ postgres_version }}`); the raw name when that fails.
+    fn task_title(self: &Arc<Self>, ctx: &Arc<PlayCtx>, task: &Task, hosts: &[String], inc: &IncludeVars) -> String {
+        let raw = task.display_name();
+        let Some(first) = hosts.first() else { return raw };
+        if !raw.contains("{{") {
+            return raw;
+        }
+        let scope = self.scope(ctx, first, Some(task), inc, None);
+        match self.templar.template_value(&json!(raw), &scope) {
+            Ok(Value::String(s)) => s,
+            Ok(other) => value_label(&other),
+            Err(_) => raw,
+        }
+    }
+
     /// One task on one host (all loop items). Returns (registered value, failed?).
     async fn run_on_host(self: &Arc<Self>, ctx: &Arc<PlayCtx>, task: &Task, host: &str, inc: &IncludeVars) -> (Option<Value>, bool) {
         let scope = self.scope(ctx, host, Some(task), inc, None);
         let fail_now = |this: &Arc<Self>, msg: String| -> (Option<Value>, bool) {
-            this.fail_host(host, &task.display_name(), &msg);
+            this.fail_host(host, task, &msg);
             (None, true)
         };
         let items = match self.loop_items(task, &scope) {
@@ -870,7 +889,7 @@ impl Runner {
 
     /// One iteration: conditions, templated args, the action, changed_when/failed_when/until.
     async fn run_item(self: &Arc<Self>, ctx: &Arc<PlayCtx>, task: &Task, host: &str, scope: &Arc<Scope>, _label: Option<String>, _no_log: bool) -> (Value, Status) {
-        let err = |msg: String| (json!({"failed": true, "msg": msg}), Status::Failed);
+        let err = |msg: String| (json!({"failed": true, "msg": located(task, host, &msg)}), Status::Failed);
         match self.conditions_hold(&task.opts.when, scope) {
             Ok(true) => {}
             Ok(false) => return (json!({"changed": false, "skipped": true, "skip_reason": "Conditional result was False"}), Status::Skipped),
@@ -976,7 +995,7 @@ impl Runner {
     }
 
     async fn run_action(self: &Arc<Self>, ctx: &Arc<PlayCtx>, task: &Task, host: &str, scope: &Arc<Scope>) -> (Value, Status) {
-        let err = |msg: String| (json!({"failed": true, "msg": msg}), Status::Failed);
+        let err = |msg: String| (json!({"failed": true, "msg": located(task, host, &msg)}), Status::Failed);
         let tmpl_args = |args: &Map<String, Value>| -> Result<Map<String, Value>, String> {
             match self.templar.template_value(&Value::Object(args.clone()), scope)? {
                 Value::Object(mut m) => {
@@ -1228,6 +1247,11 @@ impl TaskEnv for Env {
         }
         cands.into_iter().find(|c| c.exists())
     }
+}
+
+/// A controller-side error as the user sees it: where the task is, which task, which host.
+fn located(task: &Task, host: &str, msg: &str) -> String {
+    format!("{}: task '{}' on {host}: {msg}", task.loc, task.display_name())
 }
 
 fn fixed_of(scope: &Arc<Scope>) -> HashMap<String, minijinja::Value> {

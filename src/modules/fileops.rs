@@ -272,7 +272,13 @@ pub fn write_script(dest: &str, o: &WriteOpts) -> Result<String, ModuleError> {
             q
         ));
     }
-    s.push_str(&format!("mv -f -- \"$t\" {q}; trap - EXIT"));
+    // A bind-mounted file (Docker's /etc/hosts) cannot be replaced by rename (EBUSY); like
+    // Ansible, write it in place only when unsafe writes are allowed (ANSIBLE_UNSAFE_WRITES=1).
+    s.push_str(&format!(
+        "if ! mv -f -- \"$t\" {q} 2>/dev/null; then \
+         if [ \"${{ANSIBLE_UNSAFE_WRITES:-}}\" = 1 ] && [ -f {q} ]; then cat -- \"$t\" > {q}; rm -f -- \"$t\"; \
+         else mv -f -- \"$t\" {q}; fi; fi; trap - EXIT"
+    ));
     Ok(s)
 }
 

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Cluster integration test (issue 3): local cluster up -> hfplay deploys playbooks/site.yml ->
+# every component is redundant -> a 16-task DAG succeeds on >= 2 workers -> a second run and a
+# --check run report changed=0 on every host -> make local-down leaves nothing behind.
+# usage: tests/cluster/deploy-test.sh [--keep]   (--keep: leave the cluster up at the end)
+# Prints the timings it measured; exits non-zero at the first failed check.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+need_root
+KEEP=0; [ "${1:-}" = --keep ] && KEEP=1
+OUT=$(mktemp -d /tmp/heirflow-deploy-test.XXXXXX)
+cd "$REPO_ROOT"
+
+secs() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+step "build hfplay"
+cargo build --release -q --bin hfplay
+
+step "local cluster up"
+t=$(now); make -s local-up > "$OUT/up.log" 2>&1 || { tail -30 "$OUT/up.log"; fail "make local-up"; }
+T_UP=$(secs "$t"); pass "cluster up in $T_UP s"
+
+step "deploy: hfplay playbooks/site.yml -i inventory/local"
+t=$(now)
+"$HFPLAY" playbooks/site.yml -i inventory/local > "$OUT/deploy.log" 2>&1 || { tail -60 "$OUT/deploy.log"; fail "deploy (log: $OUT/deploy.log)"; }
+T_DEPLOY=$(secs "$t"); pass "deployed in $T_DEPLOY s"; tail -16 "$OUT/deploy.log"
+
+step "redundancy"
+db_hosts=($(group_hosts db)); queue_hosts=($(group_hosts queue)); workers=($(group_hosts worker))
+sync=$(hpsql "select count(*) from pg_stat_replication where state = 'streaming' and sync_state = 'sync'")
+[ "$sync" -ge 1 ] || fail "no synchronous standby streaming (pg_stat_replication: $(hpsql 'select application_name, state, sync_state from pg_stat_replication'))"
+pass "Postgres: $sync synchronous standby streaming"
+running=$(hssh "${queue_hosts[0]}" "rabbitmqctl cluster_status --formatter json" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["running_nodes"]))')
+[ "$running" -eq "${#queue_hosts[@]}" ] || fail "RabbitMQ: $running of ${#queue_hosts[@]} nodes running in the cluster"
+pass "RabbitMQ: $running nodes in one cluster"
+api_ok=0
+for h in $(group_hosts scheduler) $(group_hosts web); do
+  if hssh "$h" "curl -fsS -m 5 http://127.0.0.1:8080/api/v2/monitor/health" > /dev/null; then api_ok=$((api_ok + 1)); fi
+done
+[ "$api_ok" -ge 2 ] || fail "only $api_ok api-servers healthy"
+pass "api-servers healthy: $api_ok"
+alive() { hpsql "select count(distinct hostname) from job where job_type = '$1' and state = 'running' and latest_heartbeat > now() - interval '60 seconds'"; }
+n=$(alive TriggererJob); [ "$n" -ge 2 ] || fail "triggerers alive: $n (want >= 2)"; pass "triggerers alive: $n"
+sched_ok=0
+for h in $(group_hosts scheduler); do
+  hssh "$h" "systemctl is-active --quiet airflow-scheduler || systemctl is-active --quiet heir-scheduler" && sched_ok=$((sched_ok + 1))
+done
+[ "$sched_ok" -ge 2 ] || fail "scheduler services active: $sched_ok (want 2)"
+pass "schedulers running (or standing by as heirs): $sched_ok"
+pong=$(hssh "${workers[0]}" "cd /opt/airflow && sudo -u airflow env AIRFLOW_HOME=/opt/airflow /opt/airflow/venv/bin/celery -A airflow.providers.celery.executors.celery_executor.app inspect ping -t 10 -j" 2>/dev/null | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' || echo 0)
+[ "$pong" -eq "${#workers[@]}" ] || fail "celery inspect ping: $pong of ${#workers[@]} workers answered"
+pass "celery workers answering ping: $pong"
+
+step "DAG heirflow_smoke (16 tasks) on the workers"
+t=$(now)
+run_id=$(scripts/smoke-dag.sh --print-run-id | tail -1) || fail "smoke DAG run failed"
+T_DAG=$(secs "$t")
+hosts=$(hpsql "select count(*), count(distinct hostname) from task_instance where dag_id = 'heirflow_smoke' and run_id = '$run_id' and state = 'success'")
+IFS='|' read -r ntasks nhosts <<< "$hosts"
+[ "$ntasks" -ge 10 ] || fail "only $ntasks successful task instances"
+[ "$nhosts" -ge 2 ] || fail "all tasks ran on $nhosts worker(s)"
+pass "$ntasks tasks succeeded on $nhosts different workers in $T_DAG s: $(hpsql "select string_agg(distinct hostname, ' ') from task_instance where dag_id = 'heirflow_smoke' and run_id = '$run_id'")"
+
+check_zero() {  # check_zero FILE LABEL
+  local bad
+  bad=$(json_changed "$1" | awk '$2 != 0 || $3 != 0 || $4 != 0')
+  if [ -n "$bad" ]; then
+    python3 - "$1" <<'PY' >&2
+import json, sys
+d = json.load(open(sys.argv[1]))
+for p in d["plays"]:
+    for t in p["tasks"]:
+        for h, r in t["hosts"].items():
+            if isinstance(r, dict) and (r.get("changed") or r.get("failed")):
+                print("  changed/failed:", h, "|", t["task"])
+PY
+    fail "$2: hosts with changes or failures: $bad"
+  fi
+}
+
+step "second run: changed=0 on every host"
+t=$(now); "$HFPLAY" playbooks/site.yml -i inventory/local --json > "$OUT/rerun.json" 2> "$OUT/rerun.err" || true
+T_RERUN=$(secs "$t"); check_zero "$OUT/rerun.json" "re-run"; pass "re-run: changed=0 on $(json_changed "$OUT/rerun.json" | wc -l) hosts in $T_RERUN s"
+
+step "--check: changed=0 on every host"
+t=$(now); "$HFPLAY" playbooks/site.yml -i inventory/local --check --json > "$OUT/check.json" 2> "$OUT/check.err" || true
+T_CHECK=$(secs "$t"); check_zero "$OUT/check.json" "--check"; pass "--check: changed=0 in $T_CHECK s"
+
+if [ "$KEEP" = 1 ]; then
+  echo "cluster kept (--keep)"
+else
+  step "make local-down leaves nothing"
+  make -s local-down > "$OUT/down.log" 2>&1 || { tail -20 "$OUT/down.log"; fail "make local-down"; }
+  left="$(docker ps -aq --filter "label=$HF_LABEL")$(docker network ls -q --filter "label=$HF_LABEL")$(docker volume ls -q --filter "label=$HF_LABEL")"
+  left+="$(docker ps -aq --filter name='^hf-')$(docker network ls -q --filter name='^heirflow$')$(docker volume ls -q --filter name='^heirflow')"
+  [ -z "$left" ] || fail "left behind: $left"
+  pass "no container, network or volume left"
+fi
+
+step "figures"
+printf 'cluster up %s s | deploy %s s | DAG %s s | no-change re-run %s s | --check %s s\n' \
+  "$T_UP" "$T_DEPLOY" "$T_DAG" "$T_RERUN" "$T_CHECK"
+rm -rf "$OUT"
