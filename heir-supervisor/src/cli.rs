@@ -1,0 +1,219 @@
+//! Command-line interface: parses arguments and hands over to the concern's module.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::news::DEFAULT_EXCHANGE;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "heir-supervisor",
+    version,
+    about = "Heirflow succession: the oldest live member runs the singleton; the next takes over"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Join a group and run CMD while holding its lease.
+    Run(RunArgs),
+    /// Show members, heir, epoch and check-in ages of each group.
+    Status(StatusArgs),
+    /// Live terminal view of groups and the succession news.
+    Interface(InterfaceArgs),
+    /// Automatic PostgreSQL failover with a floating IP (on the DB hosts).
+    Db(crate::db::DbArgs),
+    /// Internal: the fencing guard that owns the child (started by `run`).
+    #[command(hide = true)]
+    Guard(GuardArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DsnArgs {
+    /// Metadata database (libpq `key=value` or `postgresql://` URL).
+    #[arg(long, env = "HEIR_DSN", hide_env_values = true)]
+    pub dsn: Option<String>,
+    /// Read the DSN from this file (keeps passwords out of `ps`).
+    #[arg(long, env = "HEIR_DSN_FILE", conflicts_with = "dsn")]
+    pub dsn_file: Option<PathBuf>,
+}
+
+impl DsnArgs {
+    pub fn resolve(&self) -> Result<Option<String>> {
+        if let Some(d) = &self.dsn {
+            return Ok(Some(d.clone()));
+        }
+        if let Some(p) = &self.dsn_file {
+            let s = std::fs::read_to_string(p)
+                .with_context(|| format!("reading --dsn-file {}", p.display()))?;
+            return Ok(Some(s.trim().to_string()));
+        }
+        Ok(None)
+    }
+
+    pub fn require(&self) -> Result<String> {
+        self.resolve()?
+            .ok_or_else(|| anyhow!("no database given: use --dsn, --dsn-file or HEIR_DSN"))
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NewsArgs {
+    /// RabbitMQ URL(s) for succession news, vhost included
+    /// (`amqp://user:pass@q1:5672/heirflow-news`); comma-separate one per node.
+    #[arg(
+        long = "news-url",
+        env = "HEIR_NEWS_URL",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub urls: Vec<String>,
+    /// Topic exchange of the news.
+    #[arg(long = "news-exchange", env = "HEIR_NEWS_EXCHANGE", default_value = DEFAULT_EXCHANGE)]
+    pub exchange: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Group name (`scheduler`, `dag-processor`, ...).
+    #[arg(long)]
+    pub group: String,
+    #[command(flatten)]
+    pub dsn: DsnArgs,
+    /// Member name (default: the host name). One live instance per name and group.
+    #[arg(long = "member-id", env = "HEIR_MEMBER_ID")]
+    pub member_id: Option<String>,
+    /// Lease and check-in time to live, seconds (`3`, `2.5`, `1500ms`).
+    #[arg(long, default_value = "3", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// Check-in / renewal interval.
+    #[arg(long, default_value = "0.5", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// The child is stopped this long before the lease could expire (local monotonic clock).
+    #[arg(long, default_value = "1", value_parser = parse_duration)]
+    pub margin: Duration,
+    /// When fencing: SIGTERM to the child's group, SIGKILL after this.
+    #[arg(long = "fence-grace", default_value = "0.3", value_parser = parse_duration)]
+    pub fence_grace: Duration,
+    /// On SIGTERM: how long the child may take to stop before SIGKILL.
+    #[arg(long = "stop-timeout", default_value = "20", value_parser = parse_duration)]
+    pub stop_timeout: Duration,
+    /// After the child failed while leading, wait this long before leading again.
+    #[arg(long = "hold-off", default_value = "2", value_parser = parse_duration)]
+    pub hold_off: Duration,
+    /// Warm standby: start CMD at once on every member; CMD prepares itself, then waits for a
+    /// line `go <epoch>` on its stdin, sent when this member takes the lease.
+    #[arg(long)]
+    pub warm: bool,
+    #[command(flatten)]
+    pub news: NewsArgs,
+    /// The command to supervise.
+    #[arg(last = true, required = true, num_args = 1..)]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub dsn: DsnArgs,
+    /// Only this group.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InterfaceArgs {
+    #[command(flatten)]
+    pub dsn: DsnArgs,
+    #[command(flatten)]
+    pub news: NewsArgs,
+    /// Only this group.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Database poll interval.
+    #[arg(long, default_value = "1", value_parser = parse_duration)]
+    pub refresh: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct GuardArgs {
+    #[arg(long = "fence-grace-ms", default_value_t = 300)]
+    pub fence_grace_ms: u64,
+    #[arg(long)]
+    pub warm: bool,
+    #[arg(last = true, required = true, num_args = 1..)]
+    pub command: Vec<OsString>,
+}
+
+/// `3` / `0.5` / `2s` / `1500ms` → Duration.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (seconds, e.g. 3, 0.5, 1500ms)"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("{s:?} must be a non-negative number of seconds"));
+    }
+    Ok(Duration::from_secs_f64(v * scale))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn run_takes_the_command_after_dashes() {
+        let cli = Cli::try_parse_from([
+            "heir-supervisor",
+            "run",
+            "--group",
+            "g",
+            "--dsn",
+            "host=x",
+            "--",
+            "sleep",
+            "--x",
+            "1",
+        ])
+        .unwrap();
+        let Command::Run(r) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(r.command, vec!["sleep", "--x", "1"]);
+        assert_eq!(r.ttl, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn db_subcommand_takes_anything() {
+        let cli = Cli::try_parse_from(["heir-supervisor", "db", "--whatever", "x"]).unwrap();
+        assert!(matches!(cli.command, Command::Db(_)));
+    }
+}

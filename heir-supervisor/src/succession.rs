@@ -1,0 +1,474 @@
+//! The supervisor loop of `heir-supervisor run`.
+//!
+//! Each cycle, every `interval` (or at once when another member NOTIFYs a change):
+//! 1. **fence check** — if I lead and my local deadline passed, the child is stopped (the guard
+//!    does it on its own too, even when this process is frozen);
+//! 2. **observe** — check in (register again if my row lapsed), read members and lease;
+//! 3. **decide** — `rules::decide`, a pure function, with its reason logged when it changes;
+//! 4. **act** — renew / acquire / fence / stop the child / leave, each a conditional statement
+//!    that the database can refuse.
+//!
+//! The deadline: a renewal (or acquisition) *sent* at local monotonic time `t` makes the lease
+//! valid in the database until at least `t + ttl` on its clock, since the statement executes
+//! after it was sent. The child may run until `t + ttl - margin`; the margin covers the
+//! TERM→KILL escalation and clock-rate differences.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::child::{Guard, GuardEvent, GuardSpec};
+use crate::clock::{dur_ns, mono_ns, until};
+use crate::news::{Event, News};
+use crate::registry::{CheckIn, Identity, Registry, View};
+use crate::rules::{decide, Action, Local, Me};
+
+/// Everything `run` needs, validated by the CLI.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub group: String,
+    pub member: String,
+    pub dsn: String,
+    pub ttl: Duration,
+    pub interval: Duration,
+    pub margin: Duration,
+    pub fence_grace: Duration,
+    pub stop_timeout: Duration,
+    pub hold_off: Duration,
+    pub warm: bool,
+    pub command: Vec<OsString>,
+    pub news_urls: Vec<String>,
+    pub news_exchange: String,
+}
+
+impl RunConfig {
+    /// The timing rules that make fencing sound.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.ttl < Duration::from_millis(500) {
+            return Err("--ttl must be at least 0.5 s".into());
+        }
+        if self.margin >= self.ttl {
+            return Err("--margin must be smaller than --ttl".into());
+        }
+        if self.fence_grace >= self.margin {
+            return Err("--fence-grace must be smaller than --margin".into());
+        }
+        if self.interval.is_zero() || self.interval * 2 > self.ttl - self.margin {
+            return Err(format!(
+                "--interval ({:?}) must be at most half of ttl - margin ({:?}), \
+                 so that one missed renewal does not fence the leader",
+                self.interval,
+                self.ttl - self.margin
+            ));
+        }
+        if self.command.is_empty() {
+            return Err("missing the command to supervise (after --)".into());
+        }
+        Ok(())
+    }
+}
+
+struct Supervisor {
+    cfg: RunConfig,
+    me: Identity,
+    reg: Registry,
+    news: News,
+    guard: Guard,
+    local: Local,
+    /// Local monotonic deadline of my lease (ns), while leading.
+    deadline_ns: Option<u64>,
+    child_pid: Option<i32>,
+    stop_sent: bool,
+    hold_off_until: Option<Instant>,
+    warm_respawn_at: Option<Instant>,
+    was_heir: bool,
+    db_down_since: Option<Instant>,
+    last_reason: String,
+    next_purge: Instant,
+}
+
+/// Run the supervisor until SIGTERM/SIGINT; returns the process exit code.
+pub async fn run(cfg: RunConfig) -> Result<i32> {
+    let host = crate::hostname();
+    let pid = std::process::id();
+    let me = Identity {
+        group: cfg.group.clone(),
+        member: cfg.member.clone(),
+        instance: format!("{host}:{pid}:{}", mono_ns()),
+        host: host.clone(),
+        pid: pid as i32,
+        ttl: cfg.ttl,
+    };
+    let (notify_tx, mut notify_rx) = mpsc::unbounded_channel();
+    let reg = Registry::new(&cfg.dsn, Some(notify_tx))?;
+    let news = News::start(cfg.news_urls.clone(), cfg.news_exchange.clone());
+    let spec = GuardSpec {
+        command: cfg.command.clone(),
+        warm: cfg.warm,
+        fence_grace: cfg.fence_grace,
+        env: vec![
+            ("HEIR_GROUP".into(), cfg.group.clone()),
+            ("HEIR_MEMBER".into(), cfg.member.clone()),
+        ],
+    };
+    let (guard, mut guard_rx) = Guard::start(&spec)?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+
+    crate::log::info(&format!(
+        "member {} of group {}: ttl {:?}, interval {:?}, margin {:?}{}",
+        me.member,
+        me.group,
+        cfg.ttl,
+        cfg.interval,
+        cfg.margin,
+        if cfg.warm { ", warm standby" } else { "" }
+    ));
+    let mut s = Supervisor {
+        me,
+        reg,
+        news,
+        guard,
+        local: Local::default(),
+        deadline_ns: None,
+        child_pid: None,
+        stop_sent: false,
+        hold_off_until: None,
+        warm_respawn_at: if cfg.warm { Some(Instant::now()) } else { None },
+        was_heir: false,
+        db_down_since: None,
+        last_reason: String::new(),
+        next_purge: Instant::now() + Duration::from_secs(60),
+        cfg,
+    };
+
+    let mut tick = tokio::time::interval(s.cfg.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let code = loop {
+        let fence_in = s
+            .deadline_ns
+            .map(until)
+            .unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            _ = tick.tick() => {}
+            Some(group) = notify_rx.recv() => {
+                if group != s.me.group { continue; }
+            }
+            ev = guard_rx.recv() => {
+                match ev {
+                    Some(ev) => s.on_guard(ev).await?,
+                    None => return Err(anyhow::anyhow!("guard reports ended")),
+                }
+            }
+            _ = sigterm.recv() => s.on_signal("SIGTERM").await,
+            _ = sigint.recv() => s.on_signal("SIGINT").await,
+            _ = tokio::time::sleep(fence_in) => {}
+        }
+        if let Some(code) = s.cycle().await? {
+            break code;
+        }
+    };
+    s.news.flush(Duration::from_secs(1)).await;
+    s.guard.shutdown(Duration::from_secs(3)).await;
+    Ok(code)
+}
+
+impl Supervisor {
+    fn event(&self, kind: &str, reason: impl Into<String>) -> Event {
+        Event {
+            kind: kind.to_string(),
+            group: self.me.group.clone(),
+            member: self.me.member.clone(),
+            host: self.me.host.clone(),
+            pid: std::process::id(),
+            ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            epoch: self.local.leading,
+            child_pid: self.child_pid,
+            reason: reason.into(),
+            dropped_before: 0,
+        }
+    }
+
+    fn say(&self, kind: &str, reason: impl Into<String>) {
+        self.news.publish(self.event(kind, reason));
+    }
+
+    async fn on_signal(&mut self, name: &str) {
+        if self.local.shutting_down {
+            crate::log::warn(&format!("second {name}: killing the child now"));
+            let _ = self.guard.kill().await;
+            return;
+        }
+        crate::log::info(&format!("{name}: handing over"));
+        self.local.shutting_down = true;
+    }
+
+    async fn on_guard(&mut self, ev: GuardEvent) -> Result<()> {
+        match ev {
+            GuardEvent::Started { pid, .. } => {
+                self.child_pid = Some(pid);
+                self.guard.child_pgid = Some(pid);
+                self.local.child_alive = true;
+                let what = match self.local.leading {
+                    Some(e) => format!("child running as leader of epoch {e}"),
+                    None => "warm standby child started".to_string(),
+                };
+                self.say("child_started", what);
+            }
+            GuardEvent::Fenced { pid, .. } => {
+                if self.local.leading.is_some() {
+                    self.say(
+                        "fenced",
+                        format!("lease not renewed before the deadline: guard stopping pid {pid}"),
+                    );
+                    self.lose_lease();
+                }
+            }
+            GuardEvent::Exited { pid, how, .. } => {
+                self.local.child_alive = false;
+                self.child_pid = None;
+                self.guard.child_pgid = None;
+                self.stop_sent = false;
+                self.say("child_stopped", format!("pid {pid} exited ({how})"));
+                if self.local.leading.is_some() && !self.local.shutting_down {
+                    // The singleton failed while I led: give the next heir its chance and go to
+                    // the back of the line (a lone member takes over again after the hold-off).
+                    self.say("released", "child exited while leading: stepping down");
+                    if let Err(e) = self.db(|r, me| Box::pin(r.release(me, true))).await {
+                        crate::log::warn(&format!("releasing after child exit: {e:#}"));
+                    }
+                    self.lose_lease();
+                    self.hold_off_until = Some(Instant::now() + self.cfg.hold_off);
+                }
+                if self.cfg.warm && !self.local.shutting_down {
+                    self.warm_respawn_at = Some(Instant::now() + Duration::from_secs(1));
+                }
+            }
+            GuardEvent::GuardLost(why) => {
+                return Err(anyhow::anyhow!("the guard process is gone: {why}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn lose_lease(&mut self) {
+        self.local.leading = None;
+        self.deadline_ns = None;
+    }
+
+    /// Run one registry operation with the cycle's timeout; a failure drops the connection.
+    async fn db<T>(
+        &mut self,
+        op: impl for<'a> FnOnce(
+            &'a mut Registry,
+            &'a Identity,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<T>> + Send + 'a>,
+        >,
+    ) -> Result<T> {
+        let limit = self.cfg.ttl - self.cfg.margin;
+        let res = tokio::time::timeout(limit, op(&mut self.reg, &self.me)).await;
+        let res = match res {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::anyhow!("database did not answer within {limit:?}")),
+        };
+        if res.is_err() {
+            self.reg.reset();
+        }
+        res
+    }
+
+    /// One observe → decide → act cycle. `Some(code)`: the supervisor is done.
+    async fn cycle(&mut self) -> Result<Option<i32>> {
+        // 1. fence check on the local clock
+        if let Some(deadline) = self.deadline_ns {
+            if mono_ns() >= deadline {
+                self.say(
+                    "fenced",
+                    "could not renew the lease before the local deadline",
+                );
+                let _ = self.guard.stop(self.cfg.fence_grace).await;
+                self.lose_lease();
+            }
+        }
+        if let Some(t) = self.hold_off_until {
+            if Instant::now() >= t {
+                self.hold_off_until = None;
+            }
+        }
+        self.local.holding_off = self.hold_off_until.is_some();
+        if self.cfg.warm
+            && !self.local.child_alive
+            && self.local.leading.is_none()
+            && !self.local.shutting_down
+            && self.warm_respawn_at.is_some_and(|t| Instant::now() >= t)
+        {
+            self.warm_respawn_at = None;
+            self.guard.spawn_standby().await?;
+        }
+
+        // 2. observe
+        let observed = self
+            .db(|r, me| {
+                Box::pin(async move {
+                    let c = r.check_in(me).await?;
+                    let v = r.view(&me.group).await?;
+                    Ok((c, v))
+                })
+            })
+            .await;
+        let (checkin, view) = match observed {
+            Ok(x) => {
+                if let Some(since) = self.db_down_since.take() {
+                    self.say(
+                        "db_reachable",
+                        format!(
+                            "database answers again after {:.1}s",
+                            since.elapsed().as_secs_f64()
+                        ),
+                    );
+                }
+                x
+            }
+            Err(e) => {
+                if self.db_down_since.is_none() {
+                    self.db_down_since = Some(Instant::now());
+                    self.say("db_unreachable", format!("{e:#}"));
+                }
+                // Shutting down without a lease or child: our row lapses by itself.
+                if self.local.shutting_down
+                    && self.local.leading.is_none()
+                    && !self.local.child_alive
+                {
+                    return Ok(Some(0));
+                }
+                return Ok(None);
+            }
+        };
+        match checkin {
+            CheckIn::Registered(seq) => {
+                self.say("joined", format!("registered in line with seq {seq}"));
+            }
+            CheckIn::NameTaken => {
+                self.note(format!(
+                    "member name {} is held by another live instance; waiting for it to lapse",
+                    self.me.member
+                ));
+            }
+            CheckIn::Alive(_) => {}
+        }
+        self.track_heir(&view);
+
+        // 3. decide
+        let me = Me {
+            member: &self.me.member,
+            instance: &self.me.instance,
+        };
+        let decision = decide(&view, &me, &self.local);
+        self.note(decision.reason.clone());
+
+        // 4. act
+        match decision.action {
+            Action::Wait => {}
+            Action::Renew(epoch) => self.renew(epoch).await,
+            Action::Acquire => self.acquire().await?,
+            Action::Fence => {
+                self.say("fenced", decision.reason);
+                let _ = self.guard.kill().await;
+                self.lose_lease();
+            }
+            Action::StopChild(epoch) => {
+                self.renew(epoch).await;
+                if !self.stop_sent {
+                    self.stop_sent = true;
+                    self.guard.stop(self.cfg.stop_timeout).await?;
+                }
+            }
+            Action::Leave => {
+                let _ = self.guard.kill().await;
+                let res = self.db(|r, me| Box::pin(r.release(me, true))).await;
+                match res {
+                    Ok(()) => self.say("left", "released the lease and deregistered"),
+                    Err(e) => self.say(
+                        "left",
+                        format!("could not deregister ({e:#}): the row lapses"),
+                    ),
+                }
+                self.lose_lease();
+                return Ok(Some(0));
+            }
+        }
+        if self.local.leading.is_some() && Instant::now() >= self.next_purge {
+            self.next_purge = Instant::now() + Duration::from_secs(60);
+            let _ = self
+                .db(|r, me| Box::pin(r.purge(&me.group, Duration::from_secs(600))))
+                .await;
+        }
+        Ok(None)
+    }
+
+    async fn renew(&mut self, epoch: i64) {
+        let sent = mono_ns();
+        match self.db(|r, me| Box::pin(r.renew(me, epoch))).await {
+            Ok(true) => {
+                let deadline = sent + dur_ns(self.cfg.ttl - self.cfg.margin);
+                self.deadline_ns = Some(deadline);
+                if let Err(e) = self.guard.renew(deadline).await {
+                    crate::log::error(&format!("{e:#}"));
+                }
+            }
+            Ok(false) => {
+                self.say(
+                    "fenced",
+                    format!("lease of epoch {epoch} could not be renewed"),
+                );
+                let _ = self.guard.kill().await;
+                self.lose_lease();
+            }
+            Err(e) => self.note(format!("renewal failed (deadline unchanged): {e:#}")),
+        }
+    }
+
+    async fn acquire(&mut self) -> Result<()> {
+        let sent = mono_ns();
+        match self.db(|r, me| Box::pin(r.acquire(me))).await {
+            Ok(Some(epoch)) => {
+                let deadline = sent + dur_ns(self.cfg.ttl - self.cfg.margin);
+                self.local.leading = Some(epoch);
+                self.deadline_ns = Some(deadline);
+                self.say("leader", format!("took the lease: epoch {epoch}"));
+                self.guard.lead(epoch, deadline).await?;
+            }
+            Ok(None) => self.note("lease acquisition refused by the database".into()),
+            Err(e) => self.note(format!("acquisition failed: {e:#}")),
+        }
+        Ok(())
+    }
+
+    fn track_heir(&mut self, view: &View) {
+        let is_heir = view
+            .heir()
+            .is_some_and(|h| h.member == self.me.member && h.instance == self.me.instance);
+        if is_heir && !self.was_heir {
+            self.say("heir", "first in the line of succession");
+        }
+        self.was_heir = is_heir;
+    }
+
+    /// Log a decision's reason when it changes (not every cycle).
+    fn note(&mut self, reason: String) {
+        // Compare without the numbers ("for 1.3s more"), so a steady state logs once.
+        let key: String = reason
+            .chars()
+            .filter(|c| !c.is_ascii_digit() && *c != '.')
+            .collect();
+        if key != self.last_reason {
+            crate::log::info(&reason);
+            self.last_reason = key;
+        }
+    }
+}
