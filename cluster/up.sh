@@ -130,6 +130,16 @@ done
 wait
 
 # --- host keys (read over docker exec: a trusted channel, no TOFU), then wait for ssh logins ---
+# A fresh devpi answers "project does not exist" to requests that arrive while it fetches
+# PyPI's project list for the first time: warm it with one request before any host uses it.
+log "waiting for the PyPI mirror"
+for ((i = 0; ; i++)); do
+  docker exec "$HF_PYPI_NAME" python3 -c "import urllib.request as u; u.urlopen('$HF_PIP_INDEX' + 'pip/', timeout=120).read()" \
+    >/dev/null 2>&1 && break
+  [ "$i" -lt 60 ] || die "PyPI mirror $HF_PIP_INDEX does not answer (docker logs $HF_PYPI_NAME)"
+  sleep 2
+done
+
 log "waiting for sshd on ${#HOSTS[@]} hosts"
 hostkey() {  # prints "name,ip <pubkey>" lines once the host generated its keys
   local i

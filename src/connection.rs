@@ -130,7 +130,10 @@ impl HostConn {
                 run_child_local(cmd, stdin).await
             }
             Transport::Ssh(session) => {
-                let mut cmd = session.raw_command(&line);
+                // The openssh crate turns remote exit status 127 into an error indistinguishable
+                // from a broken session, so the real status travels as a stderr trailer.
+                let wrapped = format!("{line}; printf '\\n{RC_TRAILER}%d\\n' $? >&2");
+                let mut cmd = session.raw_command(&wrapped);
                 cmd.stdin(if stdin.is_some() { openssh::Stdio::piped() } else { openssh::Stdio::null() });
                 cmd.stdout(openssh::Stdio::piped());
                 cmd.stderr(openssh::Stdio::piped());
@@ -142,8 +145,10 @@ impl HostConn {
                     }
                 }
                 let out = child.wait_with_output().await.map_err(|e| self.unreachable(e))?;
-                // ssh reports a lost connection as exit status 255.
-                let rc = out.status.code().unwrap_or(255);
+                let mut stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+                let trailer = take_rc_trailer(&mut stderr);
+                // ssh reports a lost connection as exit status 255 (and no trailer).
+                let rc = trailer.unwrap_or_else(|| out.status.code().unwrap_or(255));
                 if rc == 255 && self.check_alive().await.is_err() {
                     return Err(ConnError::Unreachable(format!(
                         "{}: connection lost",
@@ -153,7 +158,7 @@ impl HostConn {
                 Ok(ExecResult {
                     rc,
                     stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                    stderr,
                 })
             }
         }
@@ -240,5 +245,30 @@ mod tests {
         let r = conn.run("read x; echo \"$GREETING $x\"; exit 3", Some(b"bob\n"), None, &env).await.unwrap();
         assert_eq!(r.rc, 3);
         assert_eq!(r.stdout, "hi there bob\n");
+    }
+}
+
+const RC_TRAILER: &str = "@@hfplay-rc=";
+
+/// Removes the exit-status trailer (`\n@@hfplay-rc=N\n`) from stderr and returns N.
+fn take_rc_trailer(stderr: &mut String) -> Option<i32> {
+    let at = stderr.rfind(&format!("\n{RC_TRAILER}"))?;
+    let rc = stderr[at + 1 + RC_TRAILER.len()..].trim_end().parse().ok()?;
+    stderr.truncate(at);
+    Some(rc)
+}
+
+#[cfg(test)]
+mod rc_trailer_tests {
+    use super::*;
+
+    #[test]
+    fn trailer_is_removed_and_parsed() {
+        let mut e = "oops\n\n@@hfplay-rc=127\n".to_string();
+        assert_eq!(take_rc_trailer(&mut e), Some(127));
+        assert_eq!(e, "oops\n");
+        let mut none = "no trailer".to_string();
+        assert_eq!(take_rc_trailer(&mut none), None);
+        assert_eq!(none, "no trailer");
     }
 }

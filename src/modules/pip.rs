@@ -361,7 +361,10 @@ impl Module for Pip {
             }
         }
         // 2. probe installed packages (and dry-run what pip would install)
+        // A venv created by this run holds nothing yet: everything will be installed, so a dry
+        // run (which resolves and downloads the whole set) would only double the work.
         let dry_target = match (&p.requirements, state) {
+            _ if venv_created => None,
             (Some(req), State::Present | State::Latest) => Some(format!("-r {}", quote(req))),
             (None, State::Latest) => {
                 Some(names.iter().map(|n| quote(n)).collect::<Vec<_>>().join(" "))
@@ -413,6 +416,9 @@ impl Module for Pip {
             req_todo = true;
         }
         if p.requirements.is_some() && state == State::Absent {
+            req_todo = true;
+        }
+        if p.requirements.is_some() && venv_created && state != State::Absent {
             req_todo = true;
         }
         let changed = venv_created || !todo_names.is_empty() || req_todo;
