@@ -636,18 +636,22 @@ impl Loader<'_> {
                 Kind::Null => Map::new(),
                 Kind::Map(_) => mapping(&arg_node, &module)?,
                 Kind::Str(s) if free_form => {
-                    // `command: cmd creates=/x chdir=/y`: known k=v options are split off.
+                    // `command: cmd creates=/x chdir={{ d }}`: known k=v options are split off;
+                    // the rest stays as written (quotes, newlines).
                     let mut m = Map::new();
-                    let mut words: Vec<String> = Vec::new();
-                    for w in s.split(' ') {
-                        match w.split_once('=') {
-                            Some((k, v)) if ["creates", "removes", "chdir", "executable", "stdin"].contains(&k) && !v.is_empty() => {
-                                m.insert(k.to_string(), Value::String(v.trim_matches(['"', '\'']).to_string()));
+                    let mut rest = String::new();
+                    let mut copied = 0;
+                    for (start, end) in crate::modules::args::arg_spans(s) {
+                        if let Some((k, v)) = crate::modules::args::kv_token(&s[start..end]) {
+                            if ["creates", "removes", "chdir", "executable", "stdin"].contains(&k) && !v.is_empty() {
+                                m.insert(k.to_string(), Value::String(crate::modules::args::unquote(v)));
+                                rest.push_str(&s[copied..start]);
+                                copied = end;
                             }
-                            _ => words.push(w.to_string()),
                         }
                     }
-                    m.insert("_raw_params".into(), Value::String(words.join(" ").trim().to_string()));
+                    rest.push_str(&s[copied..]);
+                    m.insert("_raw_params".into(), Value::String(rest.trim().to_string()));
                     m
                 }
                 Kind::Str(s) => {
