@@ -162,6 +162,20 @@ fn fail<T>(node: &Node, msg: impl Into<String>) -> LoadResult<T> {
     Err(node.err(msg))
 }
 
+/// Fails on the first string under `node` whose template syntax is broken (see
+/// [`crate::template::check_syntax`]); `condition` reads plain strings as expressions.
+fn check_templates(node: &Node, condition: bool) -> LoadResult<()> {
+    match &node.kind {
+        Kind::Str(s) => crate::template::check_syntax(s, condition).or_else(|e| fail(node, e)),
+        Kind::Seq(items) => items.iter().try_for_each(|i| check_templates(i, condition)),
+        Kind::Map(entries) => entries.iter().try_for_each(|(k, v)| {
+            check_templates(k, false)?;
+            check_templates(v, condition)
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn string_of(node: &Node, what: &str) -> LoadResult<String> {
     match &node.kind {
         Kind::Str(s) => Ok(s.clone()),
@@ -302,7 +316,10 @@ impl Loader<'_> {
                 }
                 "gather_facts" => play.gather_facts = crate::modules::args::to_bool(&v.to_value()).unwrap_or(true),
                 "serial" => play.serial = Some(v.to_value()),
-                "vars" => play.vars = mapping(v, "vars")?,
+                "vars" => {
+                    check_templates(v, false)?;
+                    play.vars = mapping(v, "vars")?
+                }
                 "vars_files" => {
                     let list = match &v.kind {
                         Kind::Seq(items) => items.clone(),
@@ -511,10 +528,21 @@ impl Loader<'_> {
         let mut name = None;
         let mut action_keys: Vec<(&Node, &Node)> = Vec::new();
         let mut extra_args: Option<Map<String, Value>> = None;
+        let mut extra_args_node: Option<&Node> = None;
         let mut own_vars = Map::new();
         let (mut block, mut rescue, mut always) = (None, None, None);
         for (k, v) in entries {
             let key = k.key_string();
+            // Template syntax of everything but nested task lists (checked as tasks themselves).
+            match key.as_str() {
+                "block" | "rescue" | "always" => {}
+                "when" | "changed_when" | "failed_when" | "until" => check_templates(v, true)?,
+                "assert" | "ansible.builtin.assert" | "ansible.legacy.assert" => match v.as_map() {
+                    Some(m) => m.iter().try_for_each(|(ak, av)| check_templates(av, ak.as_str() == Some("that")))?,
+                    None => check_templates(v, false)?,
+                },
+                _ => check_templates(v, false)?,
+            }
             match key.as_str() {
                 "name" => name = Some(string_of(v, "name")?),
                 "when" => opts.when.extend(conditions(v)?),
@@ -571,7 +599,10 @@ impl Loader<'_> {
                 "no_log" => opts.no_log = Some(bool_of(v, "no_log")?),
                 "environment" => opts.environment.push(v.to_value()),
                 "vars" => own_vars = mapping(v, "vars")?,
-                "args" => extra_args = Some(mapping(v, "args")?),
+                "args" => {
+                    extra_args = Some(mapping(v, "args")?);
+                    extra_args_node = Some(v);
+                }
                 "until" => opts.until = Some(condition(v)?),
                 "retries" => opts.retries = Some(v.to_value()),
                 "delay" => opts.delay = Some(v.to_value()),
@@ -674,7 +705,13 @@ impl Loader<'_> {
             for k in args.keys() {
                 if !allowed.contains(&k.as_str()) {
                     let hint = suggest(k, allowed.iter().copied()).map(|s| format!(" (did you mean '{s}'?)")).unwrap_or_default();
-                    return fail(&arg_node, format!("unsupported argument '{k}' for module '{short}'{hint}"));
+                    // Point at the key itself when the arguments are a mapping (`args:` wins, as in raw_args).
+                    let key_node = [extra_args_node, Some(&arg_node)]
+                        .into_iter()
+                        .flatten()
+                        .find_map(|n| n.as_map().and_then(|m| m.iter().find(|(kn, _)| kn.key_string() == *k)).map(|(kn, _)| kn))
+                        .unwrap_or(&arg_node);
+                    return fail(key_node, format!("unsupported argument '{k}' for module '{short}'{hint}"));
                 }
             }
             Ok(())

@@ -173,6 +173,26 @@ pub fn is_template(s: &str) -> bool {
     s.contains("{{") || s.contains("{%") || s.contains("{#")
 }
 
+/// Checks the template syntax of a value as hfplay will use it, without rendering: a text
+/// with `{{ }}`/`{% %}` must parse as a template; a condition (`when:` and the like) must parse
+/// as an expression, the way [`Templar::eval_bool`] reads it. Used when files load, so a
+/// syntax error fails before any host is contacted.
+pub fn check_syntax(s: &str, condition: bool) -> Result<(), String> {
+    let env = Environment::new();
+    if condition {
+        let e = s.trim();
+        let e = single_expression(e).unwrap_or(e);
+        if e.is_empty() {
+            return Ok(());
+        }
+        env.compile_expression(e).map(|_| ()).map_err(|e| describe(&e, None))
+    } else if is_template(s) {
+        env.template_from_str(s).map(|_| ()).map_err(|e| describe(&e, None))
+    } else {
+        Ok(())
+    }
+}
+
 /// `"{{ expr }}"` alone → `Some("expr")`: such values keep their native type.
 fn single_expression(s: &str) -> Option<&str> {
     // Only spaces may surround it: "{{ v }}\n" must render to text with its newline.
