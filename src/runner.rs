@@ -496,36 +496,39 @@ impl Runner {
         // Handlers may notify later handlers; bounded passes.
         for _ in 0..10 {
             let handlers = lock(&ctx.handlers).clone();
-            let mut ran_any = false;
-            for h in &handlers {
-                let names: Vec<String> = h.name.iter().cloned().chain(h.opts.listen.iter().cloned()).collect();
-                let role_qualified: Vec<String> = match &h.role {
-                    Some(r) => h.name.iter().map(|n| format!("{} : {}", r.name, n)).collect(),
-                    None => vec![],
-                };
-                let targets: Vec<String> = {
-                    let mut st = lock(&self.state);
-                    hosts
-                        .iter()
-                        .filter(|host| {
-                            let s = st.entry((*host).clone()).or_default();
-                            let hit = s.notified.iter().any(|n| names.contains(n) || role_qualified.contains(n));
-                            if hit {
-                                s.notified.retain(|n| !names.contains(n) && !role_qualified.contains(n));
-                            }
-                            hit
-                        })
-                        .cloned()
-                        .collect()
-                };
-                if targets.is_empty() {
+            // Decide every host's handlers before any runs: one notification can reach several
+            // handlers (`listen`), and a handler notified twice runs once.
+            let mut targets: Vec<Vec<String>> = vec![Vec::new(); handlers.len()];
+            {
+                let mut st = lock(&self.state);
+                for host in hosts {
+                    let s = st.entry(host.clone()).or_default();
+                    if s.notified.is_empty() {
+                        continue;
+                    }
+                    for (i, h) in handlers.iter().enumerate() {
+                        let qualified: Vec<String> = match &h.role {
+                            Some(r) => h.name.iter().map(|n| format!("{} : {}", r.name, n)).collect(),
+                            None => vec![],
+                        };
+                        let hit = s.notified.iter().any(|n| h.name.as_ref() == Some(n) || h.opts.listen.contains(n) || qualified.contains(n));
+                        if hit {
+                            targets[i].push(host.clone());
+                        }
+                    }
+                    s.notified.clear();
+                }
+            }
+            if targets.iter().all(Vec::is_empty) {
+                break;
+            }
+            let mut failed: HashSet<String> = HashSet::new();
+            for (h, hosts_of) in handlers.iter().zip(targets) {
+                let run_on: Vec<String> = hosts_of.into_iter().filter(|x| !failed.contains(x)).collect();
+                if run_on.is_empty() {
                     continue;
                 }
-                ran_any = true;
-                self.run_task_kind(ctx, h, &targets, &Arc::new(HashMap::new()), "RUNNING HANDLER").await;
-            }
-            if !ran_any {
-                break;
+                failed.extend(self.run_task_kind(ctx, h, &run_on, &Arc::new(HashMap::new()), "RUNNING HANDLER").await);
             }
         }
     }
