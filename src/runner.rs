@@ -40,6 +40,8 @@ struct HostState {
     /// set_fact and register results (precedence above play/task vars).
     host_facts: Map<String, Value>,
     notified: Vec<String>,
+    /// The task and result of the host's last failure (`ansible_failed_task/result` in rescue).
+    last_failure: Option<(Value, Value)>,
     failed: bool,
     unreachable: bool,
 }
@@ -302,7 +304,14 @@ impl Runner {
             let to_rescue: Vec<String> = hosts.iter().filter(|h| still_failed.contains(*h)).cloned().collect();
             for h in &to_rescue {
                 // The failure is being handled: the host is no longer failed.
-                lock(&self.state).entry(h.clone()).or_default().failed = false;
+                let mut st = lock(&self.state);
+                let hs = st.entry(h.clone()).or_default();
+                hs.failed = false;
+                if let Some((task, result)) = hs.last_failure.clone() {
+                    hs.host_facts.insert("ansible_failed_task".into(), task);
+                    hs.host_facts.insert("ansible_failed_result".into(), result);
+                }
+                drop(st);
                 self.stat(h, |s| {
                     s.failed = s.failed.saturating_sub(1);
                     s.rescued += 1;
@@ -627,9 +636,13 @@ impl Runner {
     /// Fails `host` at `task` with a controller-side error (template, loop, include).
     fn fail_host(&self, host: &str, task: &Task, msg: &str) {
         let r = HostResult { status: Status::Failed, ignored: false, item: None, msg: located(task, host, msg), diffs: vec![], result: json!({}), no_log: false, delegated: None };
+        let result = json!({"failed": true, "msg": r.msg.clone()});
         self.reporter.host_result(host, &r);
         self.stat(host, |s| s.failed += 1);
-        lock(&self.state).entry(host.to_string()).or_default().failed = true;
+        let mut st = lock(&self.state);
+        let hs = st.entry(host.to_string()).or_default();
+        hs.failed = true;
+        hs.last_failure = Some((failed_task_value(task), result));
     }
 
     fn conditions_hold(&self, conds: &[Value], scope: &Arc<Scope>) -> Result<bool, String> {
@@ -868,6 +881,7 @@ impl Runner {
             }
             Status::Failed if !ignored => {
                 hs.failed = true;
+                hs.last_failure = Some((failed_task_value(task), strip_internal(res)));
                 true
             }
             _ => false,
@@ -1250,6 +1264,25 @@ impl TaskEnv for Env {
         }
         cands.into_iter().find(|c| c.exists())
     }
+}
+
+/// `ansible_failed_task`: the failed task's name and action, as a rescue section sees it.
+fn failed_task_value(task: &Task) -> Value {
+    let action = match &task.action {
+        Action::Module { name, .. } => name.clone(),
+        Action::Debug { .. } => "debug".into(),
+        Action::SetFact { .. } => "set_fact".into(),
+        Action::Assert { .. } => "assert".into(),
+        Action::Fail { .. } => "fail".into(),
+        Action::IncludeVars { .. } => "include_vars".into(),
+        Action::Pause { .. } => "pause".into(),
+        Action::Ping => "ping".into(),
+        Action::IncludeTasks { .. } => "include_tasks".into(),
+        Action::IncludeRole { .. } => "include_role".into(),
+        Action::Block { .. } => "block".into(),
+        Action::Meta(_) => "meta".into(),
+    };
+    json!({"name": task.display_name(), "action": action, "path": task.loc.to_string()})
 }
 
 /// A controller-side error as the user sees it: where the task is, which task, which host.
