@@ -11,7 +11,7 @@
 //! `command` runs argv without a shell (words split like Ansible's `shlex`); `shell` runs the
 //! string with `/bin/sh`. Both report `changed` unless `creates`/`removes` say there is nothing to
 //! do. In check mode they are skipped (Ansible does the same), except when `creates`/`removes`
-//! already decide the outcome.
+//! are given: then the guard decides and check mode reports `ok` or `changed` like the real run.
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -145,6 +145,11 @@ async fn run(use_shell: bool, p: Params, ctx: &TaskCtx<'_>) -> Result<Outcome, M
         }
     }
     if ctx.check {
+        // As Ansible: with creates/removes the guard has decided, so the run is predicted
+        // (changed); without them check mode cannot know and skips the command.
+        if p.creates.is_some() || p.removes.is_some() {
+            return Ok(Outcome::changed(true).with_msg("Command would have run if not in check mode"));
+        }
         let mut o = Outcome::changed(false);
         o.skipped = true;
         o.msg = "command would have run (check mode)".into();

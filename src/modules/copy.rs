@@ -462,7 +462,9 @@ pub async fn put(
             )));
         }
     };
-    let dest_is_dir_path = dest.ends_with('/');
+    // In check mode a missing parent directory is taken as made by an earlier task of the run:
+    // Ansible's copy action reports `changed` there without asking the host either.
+    let dest_is_dir_path = dest.ends_with('/') || (ctx.check && !obs.parent_exists);
     let plan = match plan(&want_sha, &obs, opts, dest_is_dir_path) {
         Ok(p) => p,
         Err(msg) => return Ok(Outcome::failed(msg)),

@@ -358,6 +358,11 @@ impl Module for User {
             .ok_or_else(|| ModuleError::Args("user: name is required".into()))?;
         let r = ctx.sh(&probe_script(&name, &p)).await?;
         let obs = parse_probe(&r.stdout);
+        // As Ansible: in check mode a user still to be created is reported changed before its
+        // groups are looked up (an earlier task of the same run may create them).
+        if ctx.check && !obs.exists && p.state.as_deref() != Some("absent") {
+            return Ok(Outcome::changed(true).with("name", name).with("state", "present"));
+        }
         let cmd = match plan(&name, &p, &obs) {
             Ok(c) => c,
             Err(m) => return Ok(Outcome::failed(m).with("name", name)),
