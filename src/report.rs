@@ -181,6 +181,15 @@ impl Reporter {
                             if r.ignored {
                                 m.insert("ignored".into(), json!(true));
                             }
+                            // As Ansible's json callback: file diffs under "diff" with --diff.
+                            if self.diff && !r.no_log && !r.diffs.is_empty() {
+                                let d: Vec<Value> = r
+                                    .diffs
+                                    .iter()
+                                    .map(|d| json!({"before_header": d.path, "after_header": d.path, "before": d.before, "after": d.after}))
+                                    .collect();
+                                m.insert("diff".into(), Value::Array(d));
+                            }
                         }
                         match hosts.get_mut(host) {
                             Some(Value::Array(items)) => items.push(res),
