@@ -89,6 +89,8 @@ struct Supervisor {
     db_down_since: Option<Instant>,
     last_reason: String,
     next_purge: Instant,
+    /// Heir waiting for a lease held by someone else: look again right when it lapses.
+    wake_at: Option<Instant>,
 }
 
 /// Run the supervisor until SIGTERM/SIGINT; returns the process exit code.
@@ -143,6 +145,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         db_down_since: None,
         last_reason: String::new(),
         next_purge: Instant::now() + Duration::from_secs(60),
+        wake_at: None,
         cfg,
     };
 
@@ -372,8 +375,24 @@ impl Supervisor {
         self.note(decision.reason.clone());
 
         // 4. act
+        self.wake_at = None;
         match decision.action {
-            Action::Wait => {}
+            Action::Wait => {
+                // The heir looks again the moment the current lease lapses (not up to one
+                // interval later): detection ≈ TTL after the leader's last renewal.
+                if let Some(l) = view.lease.as_ref().filter(|l| l.valid) {
+                    let heir = view.heir().is_some_and(|h| {
+                        h.member == self.me.member && h.instance == self.me.instance
+                    });
+                    if heir && l.remaining_s < self.cfg.interval.as_secs_f64() {
+                        self.wake_at = Some(
+                            Instant::now()
+                                + Duration::from_secs_f64(l.remaining_s.max(0.0))
+                                + Duration::from_millis(5),
+                        );
+                    }
+                }
+            }
             Action::Renew(epoch) => self.renew(epoch).await,
             Action::Acquire => self.acquire().await?,
             Action::Fence => {

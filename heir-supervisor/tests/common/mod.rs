@@ -94,6 +94,21 @@ pub struct Cluster {
     started: Instant,
 }
 
+/// The real interpreter (not a version-manager shim, whose start-up would be measured too).
+pub fn python() -> String {
+    static PY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PY.get_or_init(|| {
+        Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "python3".to_string())
+    })
+    .clone()
+}
+
 pub fn dsn() -> Option<String> {
     if std::env::var("HEIR_TEST_SKIP_PG").is_ok_and(|v| v == "1") {
         eprintln!("SKIPPED: HEIR_TEST_SKIP_PG=1 (no Postgres for heir-supervisor tests)");
@@ -167,7 +182,7 @@ impl Cluster {
             ])
             .args(extra)
             .arg("--")
-            .arg("python3")
+            .arg(python())
             .arg(self.dir.join("child.py"))
             .arg(self.records_path())
             .arg(name)
