@@ -23,8 +23,11 @@ start=$(date +%s); last=""
 while :; do
   state=$(hssh "$sched" "$AIRFLOW_CMD dags list-runs heirflow_smoke -o json 2>/dev/null" \
     | python3 -c 'import json,sys
-for r in json.load(sys.stdin):
-    if r["run_id"] == sys.argv[1]: print(r["state"])' "$run_id" || true)
+# the CLI prints warnings on stdout before the JSON document (one line)
+for line in sys.stdin:
+    if line.startswith("["):
+        for r in json.loads(line):
+            if r["run_id"] == sys.argv[1]: print(r["state"])' "$run_id" || true)
   [ "$state" != "$last" ] && { echo "  $(($(date +%s) - start)) s: ${state:-not visible yet}" >&2; last=$state; }
   case "$state" in
     success)

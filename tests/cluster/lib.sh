@@ -26,8 +26,8 @@ hssh() {
 hpsql() {
   local db
   for db in $(group_hosts db); do
-    if [ "$(hssh "$db" "sudo -u postgres psql -Atqc 'select pg_is_in_recovery()'" 2>/dev/null)" = f ]; then
-      hssh "$db" "sudo -u postgres psql -d airflow -Atq -F '|' -c \"$1\""
+    if [ "$(hssh "$db" "cd / && sudo -u postgres psql -Atqc 'select pg_is_in_recovery()'" 2>/dev/null)" = f ]; then
+      hssh "$db" "cd / && sudo -u postgres psql -d airflow -Atq -F '|' -c \"$1\""
       return
     fi
   done
