@@ -882,8 +882,11 @@ pub fn load_task_file(loader: &Loader, path: &Path, role: Option<Arc<Role>>, inh
     loader.task_list(&node, &ctx, inherit)
 }
 
+/// A role loaded at run time: the roles it brought in, its tasks, its handlers.
+pub type RoleTasks = (Vec<Arc<Role>>, Vec<Task>, Vec<Task>);
+
 /// Loads a role's tasks and handlers at run time (dynamic `include_role`).
-pub fn load_role_tasks(loader: &Loader, name: &str, tasks_from: &str, at: &Loc, inherit: &TaskOpts) -> LoadResult<(Vec<Arc<Role>>, Vec<Task>, Vec<Task>)> {
+pub fn load_role_tasks(loader: &Loader, name: &str, tasks_from: &str, at: &Loc, inherit: &TaskOpts) -> LoadResult<RoleTasks> {
     let node = Node { kind: Kind::Null, loc: at.clone() };
     let (mut roles, mut tasks, mut handlers) = (Vec::new(), Vec::new(), Vec::new());
     loader.expand_role(name, tasks_from, &node, inherit, &mut roles, &mut tasks, &mut handlers, 0)?;

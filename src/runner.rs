@@ -57,6 +57,12 @@ struct PlayCtx {
     ended: Mutex<bool>,
 }
 
+/// A host's connection, opened once by the first task that needs it.
+type ConnCell = Arc<OnceCell<Result<Arc<HostConn>, String>>>;
+
+/// Hosts of a dynamic include grouped by (file, loop index), with each host's include vars.
+type IncludeGroups = IndexMap<(String, usize), HashMap<String, Arc<Map<String, Value>>>>;
+
 /// Per-host variables of a dynamic include (its loop item, for one host).
 type IncludeVars = Arc<HashMap<String, Arc<Map<String, Value>>>>;
 
@@ -69,7 +75,7 @@ pub struct Runner {
     opts: RunOptions,
     reporter: Arc<Reporter>,
     sem: Arc<Semaphore>,
-    conns: Mutex<HashMap<String, Arc<OnceCell<Result<Arc<HostConn>, String>>>>>,
+    conns: Mutex<HashMap<String, ConnCell>>,
     state: Mutex<HashMap<String, HostState>>,
     stats: Mutex<IndexMap<String, Stats>>,
     inv_vars: Mutex<HashMap<String, Arc<Map<String, Value>>>>,
@@ -544,7 +550,7 @@ impl Runner {
 
     async fn run_include(self: &Arc<Self>, ctx: &Arc<PlayCtx>, task: &Task, hosts: &[String], inc: &IncludeVars) -> HashSet<String> {
         // Per host: evaluate when/loop, then group hosts by what they include.
-        let mut groups: IndexMap<(String, usize), HashMap<String, Arc<Map<String, Value>>>> = IndexMap::new();
+        let mut groups: IncludeGroups = IndexMap::new();
         let mut failed = HashSet::new();
         for h in hosts {
             let scope = self.scope(ctx, h, Some(task), inc, None);

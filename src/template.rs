@@ -108,15 +108,18 @@ impl Object for Scope {
     }
 }
 
+/// Builds one host's variables for `hostvars` (`None`: not a host of the inventory).
+pub type ScopeBuilder = Box<dyn Fn(&str) -> Option<Arc<Scope>> + Send + Sync>;
+
 /// `hostvars`: every host's variables, built on demand by the runner.
 pub struct HostVars {
     pub hosts: Vec<String>,
-    pub build: Box<dyn Fn(&str) -> Option<Arc<Scope>> + Send + Sync>,
+    pub build: ScopeBuilder,
     cache: Mutex<HashMap<String, MjValue>>,
 }
 
 impl HostVars {
-    pub fn new(hosts: Vec<String>, build: Box<dyn Fn(&str) -> Option<Arc<Scope>> + Send + Sync>) -> Self {
+    pub fn new(hosts: Vec<String>, build: ScopeBuilder) -> Self {
         HostVars { hosts, build, cache: Mutex::default() }
     }
 }
