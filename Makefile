@@ -13,13 +13,18 @@ local-down:   ## remove the cluster's containers, network and volumes (keeps ima
 local-clean:  ## local-down, plus the images and the apt/pip caches
 	cluster/down.sh --clean
 
-.PHONY: build test demo deploy
+.PHONY: build test test-unit test-cluster demo deploy
 
 build:        ## build hfplay (release)
 	cargo build --release
 
-test:         ## all automated tests (unit + CLI); see README for the cluster checks
+test: test-unit test-cluster  ## every test: what .ci/run runs
+
+test-unit:    ## unit tests, hfplay over SSH to its own test containers, heir-supervisor against real Postgres
 	cargo test --release --workspace
+
+test-cluster: ## the local cluster end to end: up, deploy with hfplay, DAG on >= 2 workers, re-run/--check changed=0, down
+	tests/cluster/deploy-test.sh
 
 deploy: build ## deploy Heirflow onto the local cluster with hfplay
 	./target/release/hfplay playbooks/site.yml -i inventory/local
