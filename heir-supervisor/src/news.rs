@@ -150,7 +150,7 @@ impl News {
                         last_error = msg;
                     }
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
                     continue;
                 }
             }

@@ -255,14 +255,12 @@ impl Registry {
         read_view(c, group).await
     }
 
-    /// All groups (for `status` and `interface`).
+    /// All groups that have members, live or dead (for `status` and `interface`); `only`
+    /// shows that group even when it has none.
     pub async fn all_views(&mut self, only: Option<&str>) -> Result<Vec<View>> {
         let c = self.client().await?;
         let rows = c
-            .query(
-                "SELECT grp FROM heirflow_members UNION SELECT grp FROM heirflow_leases ORDER BY 1",
-                &[],
-            )
+            .query("SELECT DISTINCT grp FROM heirflow_members ORDER BY 1", &[])
             .await
             .context("listing groups")?;
         let mut out = Vec::new();

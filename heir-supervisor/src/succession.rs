@@ -175,7 +175,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
             break code;
         }
     };
-    s.news.flush(Duration::from_secs(1)).await;
+    s.news.flush(Duration::from_secs(3)).await;
     s.guard.shutdown(Duration::from_secs(3)).await;
     Ok(code)
 }
@@ -208,6 +208,39 @@ impl Supervisor {
         }
         crate::log::info(&format!("{name}: handing over"));
         self.local.shutting_down = true;
+        // Stop the child now, without waiting for the database: the lease is renewed meanwhile
+        // when possible, and released once the child is gone.
+        if self.local.leading.is_some() && self.local.child_alive && !self.stop_sent {
+            self.stop_sent = true;
+            if let Err(e) = self.guard.stop(self.cfg.stop_timeout).await {
+                crate::log::error(&format!("{e:#}"));
+            }
+        }
+    }
+
+    /// Fence: tell the guard, and signal the child's group directly as well, in case the guard
+    /// itself is stuck. `hard`: the lease is already lost, SIGKILL at once; otherwise SIGTERM
+    /// and SIGKILL after the fence grace (the lease is still ours for `margin`).
+    async fn fence(&mut self, reason: String, hard: bool) {
+        self.say("fenced", reason);
+        let pgid = self.guard.child_pgid;
+        if hard {
+            let _ = self.guard.kill().await;
+            if let Some(p) = pgid {
+                crate::child::kill_group(p, libc::SIGKILL);
+            }
+        } else {
+            let _ = self.guard.stop(self.cfg.fence_grace).await;
+            if let Some(p) = pgid {
+                crate::child::kill_group(p, libc::SIGTERM);
+                let grace = self.cfg.fence_grace;
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    crate::child::kill_group(p, libc::SIGKILL);
+                });
+            }
+        }
+        self.lose_lease();
     }
 
     async fn on_guard(&mut self, ev: GuardEvent) -> Result<()> {
@@ -290,12 +323,11 @@ impl Supervisor {
         // 1. fence check on the local clock
         if let Some(deadline) = self.deadline_ns {
             if mono_ns() >= deadline {
-                self.say(
-                    "fenced",
-                    "could not renew the lease before the local deadline",
-                );
-                let _ = self.guard.stop(self.cfg.fence_grace).await;
-                self.lose_lease();
+                self.fence(
+                    "could not renew the lease before the local deadline".into(),
+                    false,
+                )
+                .await;
             }
         }
         if let Some(t) = self.hold_off_until {
@@ -395,11 +427,7 @@ impl Supervisor {
             }
             Action::Renew(epoch) => self.renew(epoch).await,
             Action::Acquire => self.acquire().await?,
-            Action::Fence => {
-                self.say("fenced", decision.reason);
-                let _ = self.guard.kill().await;
-                self.lose_lease();
-            }
+            Action::Fence => self.fence(decision.reason, true).await,
             Action::StopChild(epoch) => {
                 self.renew(epoch).await;
                 if !self.stop_sent {
@@ -441,12 +469,8 @@ impl Supervisor {
                 }
             }
             Ok(false) => {
-                self.say(
-                    "fenced",
-                    format!("lease of epoch {epoch} could not be renewed"),
-                );
-                let _ = self.guard.kill().await;
-                self.lose_lease();
+                self.fence(format!("lease of epoch {epoch} could not be renewed"), true)
+                    .await
             }
             Err(e) => self.note(format!("renewal failed (deadline unchanged): {e:#}")),
         }
