@@ -14,7 +14,7 @@ cd "$REPO_ROOT"
 secs() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 step "build hfplay"
-cargo build --release -q --bin hfplay
+cargo build --release -q --workspace --bins
 
 step "local cluster up"
 t=$(now); make -s local-up > "$OUT/up.log" 2>&1 || { tail -30 "$OUT/up.log"; fail "make local-up"; }
@@ -41,12 +41,23 @@ done
 pass "api-servers healthy: $api_ok"
 alive() { hpsql "select count(distinct hostname) from job where job_type = '$1' and state = 'running' and latest_heartbeat > now() - interval '60 seconds'"; }
 n=$(alive TriggererJob); [ "$n" -ge 2 ] || fail "triggerers alive: $n (want >= 2)"; pass "triggerers alive: $n"
-sched_ok=0
-for h in $(group_hosts scheduler); do
-  hssh "$h" "systemctl is-active --quiet airflow-scheduler || systemctl is-active --quiet heir-scheduler" && sched_ok=$((sched_ok + 1))
-done
-[ "$sched_ok" -ge 2 ] || fail "scheduler services active: $sched_ok (want 2)"
-pass "schedulers running (or standing by as heirs): $sched_ok"
+# heir mode (default): every scheduler host registered in heir-supervisor's table, one leader
+# per group; native mode: every scheduler's SchedulerJob heartbeating.
+sched_hosts=($(group_hosts scheduler))
+status=$(hssh "${sched_hosts[0]}" '. /etc/heirflow/heir-supervisor.env 2>/dev/null && export HEIR_DSN && heir-supervisor status --json' 2>/dev/null || true)
+if [ -n "$status" ]; then
+  for g in scheduler dag-processor; do
+    read -r live leader < <(python3 -c 'import json,sys
+d = json.loads(sys.argv[1]); g = [x for x in d["groups"] if x["group"] == sys.argv[2]]
+print(sum(m["live"] for m in g[0]["members"]) if g else 0, (g[0]["leader"] or "-") if g else "-")' "$status" "$g")
+    [ "$live" -ge "${#sched_hosts[@]}" ] || fail "heir group $g: $live live members (want ${#sched_hosts[@]})"
+    [ "$leader" != "-" ] || fail "heir group $g has no leader"
+    pass "heir group $g: $live members registered, leader $leader"
+  done
+  n=$(alive SchedulerJob); [ "$n" -ge 1 ] || fail "no scheduler heartbeating"; pass "scheduler heartbeating: $n (the heir)"
+else
+  n=$(alive SchedulerJob); [ "$n" -ge 2 ] || fail "schedulers alive: $n (want 2)"; pass "schedulers alive (native mode): $n"
+fi
 pong=$(hssh "${workers[0]}" "cd /opt/airflow && sudo -u airflow env AIRFLOW_HOME=/opt/airflow /opt/airflow/venv/bin/celery -A airflow.providers.celery.executors.celery_executor.app inspect ping -t 10 -j" 2>/dev/null | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' || echo 0)
 [ "$pong" -eq "${#workers[@]}" ] || fail "celery inspect ping: $pong of ${#workers[@]} workers answered"
 pass "celery workers answering ping: $pong"
