@@ -212,8 +212,17 @@ mod tests {
     }
 
     #[test]
-    fn db_subcommand_takes_anything() {
-        let cli = Cli::try_parse_from(["heir-supervisor", "db", "--whatever", "x"]).unwrap();
+    fn db_subcommand_dispatches() {
+        let cli = Cli::try_parse_from([
+            "heir-supervisor",
+            "db",
+            "status",
+            "--url",
+            "http://h:7433",
+            "--secret-file",
+            "/s",
+        ])
+        .unwrap();
         assert!(matches!(cli.command, Command::Db(_)));
     }
 }

@@ -16,6 +16,7 @@ pub mod registry;
 pub mod rules;
 pub mod status;
 pub mod succession;
+pub mod vip;
 
 /// This host's name (for the default member id and the registry).
 pub fn hostname() -> String {

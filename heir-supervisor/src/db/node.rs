@@ -1,0 +1,469 @@
+//! The node supervisor loop (both DB hosts): observe → decide ([`rules::decide`]) → act.
+//!
+//! Each cycle (every `--interval`) probes the local and the peer PostgreSQL, fetches every
+//! voter's signed view, and hands the reduced observation to the pure decision. Each decision
+//! is logged with its reason when it changes; each action is published as a news event.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use futures_util::future::join_all;
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::http::{self, Secret};
+use super::pg::PgCtl;
+use super::probe::{self, literal, Creds, NodeAddr, PgState};
+use super::rules::{self, Action, Local, Memory, Observed, Params, Peer, VoterSeen};
+use super::view::{NodeReport, Observer, View};
+use crate::news::{Event, News};
+use crate::vip::Vip;
+
+pub struct Node {
+    pub me: NodeAddr,
+    pub peer: NodeAddr,
+    /// Host used to reach the local PostgreSQL.
+    pub local_host: String,
+    pub admin: Creds,
+    pub replication_user: String,
+    pub conninfo_extra: Option<String>,
+    pub sync_names: String,
+    pub witnesses: Vec<String>,
+    pub peer_url: Option<String>,
+    pub secret: Secret,
+    pub interval: Duration,
+    pub probe_timeout: Duration,
+    pub params: Params,
+    pub pg: PgCtl,
+    pub vip: Vip,
+    pub news: News,
+    pub observer: Arc<Observer>,
+}
+
+/// Retry pause after a failed start/rejoin.
+const RETRY_PAUSE: Duration = Duration::from_secs(5);
+
+impl Node {
+    fn stale_limit(&self) -> Duration {
+        self.interval * 3 + self.probe_timeout
+    }
+
+    async fn probe_local(&self) -> Result<PgState> {
+        probe::probe(
+            &self.local_host,
+            self.me.port,
+            &self.admin,
+            true,
+            self.probe_timeout,
+        )
+        .await
+    }
+
+    async fn probe_peer(&self) -> Result<PgState> {
+        probe::probe(
+            &self.peer.host,
+            self.peer.port,
+            &self.admin,
+            true,
+            self.probe_timeout,
+        )
+        .await
+    }
+
+    async fn fetch_views(&self) -> Vec<(bool, Result<View>)> {
+        let mut urls: Vec<(bool, &String)> = self.witnesses.iter().map(|u| (true, u)).collect();
+        if let Some(u) = &self.peer_url {
+            urls.push((false, u));
+        }
+        let timeout = self.interval.mul_f64(0.8).max(Duration::from_millis(300));
+        join_all(urls.into_iter().map(|(is_witness, url)| async move {
+            let res = http::fetch(url, &self.secret, timeout).await.and_then(|b| {
+                serde_json::from_slice::<View>(&b).with_context(|| format!("{url}: bad view JSON"))
+            });
+            (is_witness, res)
+        }))
+        .await
+    }
+
+    fn reduce(&self, is_witness: bool, v: &View) -> VoterSeen {
+        let limit = super::view::ms(self.stale_limit());
+        let fresh = |n: &str| v.nodes.get(n).filter(|s| s.age_ms <= limit);
+        let me = fresh(&self.me.name);
+        let peer = fresh(&self.peer.name);
+        VoterSeen {
+            voter: v.voter.clone(),
+            is_witness,
+            me_reachable: me.is_some_and(|s| s.reachable),
+            peer_down_for: peer
+                .filter(|s| !s.reachable)
+                .map(|s| Duration::from_millis(s.for_ms)),
+            peer_primary_tl: peer
+                .filter(|s| s.reachable && s.primary == Some(true))
+                .map(|s| s.timeline.unwrap_or(0)),
+        }
+    }
+
+    async fn observe(&self) -> (Observed, Option<PgState>) {
+        let alive = self.pg.postmaster().is_some();
+        let (local_res, peer_res, views, vip_held) = tokio::join!(
+            async {
+                if alive {
+                    Some(self.probe_local().await)
+                } else {
+                    None
+                }
+            },
+            self.probe_peer(),
+            self.fetch_views(),
+            self.vip.held()
+        );
+        match &local_res {
+            Some(r) => self.observer.record(&self.me.name, r),
+            None => self
+                .observer
+                .record(&self.me.name, &Err(anyhow!("postmaster not running"))),
+        }
+        self.observer.record(&self.peer.name, &peer_res);
+        let local_state = local_res.as_ref().and_then(|r| r.as_ref().ok()).cloned();
+        let local = match (&local_res, &local_state) {
+            (None, _) => Local::Down {
+                was_primary: !self.pg.standby_signal(),
+            },
+            (Some(_), None) => Local::Unresponsive,
+            (Some(_), Some(st)) if st.in_recovery => Local::Standby,
+            (Some(_), Some(st)) => Local::Primary {
+                timeline: st.timeline.unwrap_or(0),
+                sync_names: st.sync_names.clone(),
+                replicas: st.replicas.clone(),
+            },
+        };
+        let peer = match &peer_res {
+            Err(_) => Peer::Unreachable,
+            Ok(st) if st.in_recovery => Peer::Standby,
+            Ok(st) => Peer::Primary {
+                timeline: st.timeline.unwrap_or(0),
+                sync_names_set: !st.sync_names.trim().is_empty(),
+                me: st.replicas.iter().find(|r| r.name == self.me.name).cloned(),
+            },
+        };
+        let mut voters = Vec::new();
+        let mut peer_report = None;
+        for (is_witness, res) in views {
+            match res {
+                Ok(v) => {
+                    if !is_witness {
+                        peer_report = v.report.clone().filter(|r| r.name == self.peer.name);
+                    }
+                    voters.push(self.reduce(is_witness, &v));
+                }
+                Err(e) => crate::log::warn(&format!("voter: {e:#}")),
+            }
+        }
+        let vip_held = match vip_held {
+            Ok(h) => h,
+            Err(e) => {
+                crate::log::warn(&format!("floating IP state: {e:#}"));
+                false
+            }
+        };
+        (
+            Observed {
+                local,
+                peer,
+                own_peer_down_for: self.observer.down_for(&self.peer.name),
+                voters,
+                peer_report,
+                vip_held,
+            },
+            local_state,
+        )
+    }
+
+    fn event(&self, kind: &str, timeline: Option<u32>, reason: &str) {
+        self.news.publish(Event {
+            kind: kind.to_string(),
+            group: "db".into(),
+            member: self.me.name.clone(),
+            host: crate::hostname(),
+            pid: std::process::id(),
+            ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            epoch: timeline.map(i64::from),
+            child_pid: None,
+            reason: reason.to_string(),
+            dropped_before: 0,
+        });
+    }
+
+    async fn admin(&self, stmts: &[String]) -> Result<()> {
+        probe::exec(
+            &self.local_host,
+            self.me.port,
+            &self.admin,
+            stmts,
+            Duration::from_secs(90),
+        )
+        .await
+    }
+
+    fn primary_conninfo(&self) -> String {
+        let mut s = format!(
+            "host={} port={} user={} application_name={} connect_timeout=2",
+            self.peer.host, self.peer.port, self.replication_user, self.me.name
+        );
+        if let Some(x) = &self.conninfo_extra {
+            s.push(' ');
+            s.push_str(x);
+        }
+        s
+    }
+
+    async fn promote(&self, reason: &str) -> Result<()> {
+        let t0 = Instant::now();
+        // 1. The new primary has no standby yet: do not let its commits wait for one.
+        // 2. Promote (replays every received WAL record first: all acknowledged commits).
+        self.admin(&[
+            "ALTER SYSTEM SET synchronous_standby_names = ''".into(),
+            "SELECT pg_reload_conf()".into(),
+            "SELECT pg_promote(true, 60)".into(),
+        ])
+        .await
+        .context("promoting")?;
+        let mut tl = None;
+        for _ in 0..100 {
+            if let Ok(st) = self.probe_local().await {
+                if !st.in_recovery {
+                    tl = st.timeline;
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let promoted = t0.elapsed();
+        // 3. Take the address before the checkpoint: clients can write meanwhile.
+        if let Err(e) = self.vip.acquire().await {
+            crate::log::error(&format!("promoted, but the floating IP: {e:#}"));
+        }
+        // 4. CHECKPOINT so the old primary can pg_rewind against us (FIELD-NOTES).
+        self.admin(&["CHECKPOINT".into()])
+            .await
+            .context("CHECKPOINT after promotion")?;
+        self.event(
+            "db_promoted",
+            tl,
+            &format!(
+                "{reason}; promoted in {:.2}s, floating IP {}, total {:.2}s",
+                promoted.as_secs_f64(),
+                self.vip.describe(),
+                t0.elapsed().as_secs_f64()
+            ),
+        );
+        Ok(())
+    }
+
+    async fn act(&self, a: Action, reason: &str, local: Option<&PgState>) -> Result<()> {
+        let tl = local.and_then(|s| s.timeline);
+        match a {
+            Action::Promote => self.promote(reason).await?,
+            Action::AcquireVip => {
+                if self.vip.acquire().await? {
+                    self.event(
+                        "vip_acquired",
+                        tl,
+                        &format!("{} on the primary", self.vip.describe()),
+                    );
+                }
+            }
+            Action::ReleaseVip => {
+                if self.vip.release().await? {
+                    self.event(
+                        "vip_released",
+                        tl,
+                        &format!("{}: {reason}", self.vip.describe()),
+                    );
+                }
+            }
+            Action::Fence | Action::Demote => {
+                let _ = self.vip.release().await.map_err(|e| {
+                    crate::log::error(&format!("releasing the floating IP: {e:#}"));
+                });
+                self.pg.stop().await?;
+                let kind = if a == Action::Fence {
+                    "db_fenced"
+                } else {
+                    "db_demoted"
+                };
+                self.event(kind, tl, reason);
+            }
+            Action::Rejoin => {
+                let t0 = Instant::now();
+                let source = format!(
+                    "host={} port={} user={} dbname={}",
+                    self.peer.host, self.peer.port, self.admin.user, self.admin.dbname
+                );
+                let out = self
+                    .pg
+                    .rewind(&source, self.admin.password.as_deref())
+                    .await
+                    .context("rejoining as standby")?;
+                let last = out
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("")
+                    .trim();
+                self.pg.write_standby(&self.primary_conninfo())?;
+                self.pg
+                    .start()
+                    .await
+                    .context("starting as standby after pg_rewind")?;
+                self.event(
+                    "db_rejoined",
+                    None,
+                    &format!(
+                        "pg_rewind from {} ({last}); following it; {:.1}s",
+                        self.peer.name,
+                        t0.elapsed().as_secs_f64()
+                    ),
+                );
+            }
+            Action::StartStandby => {
+                self.pg.start().await?;
+                self.event("db_started", None, "standby started");
+            }
+            Action::StartPrimary => {
+                self.pg.write_primary(&self.sync_names)?;
+                self.pg.start().await?;
+                self.event("db_restarted", None, reason);
+            }
+            Action::RestoreSync => {
+                self.admin(&[
+                    format!(
+                        "ALTER SYSTEM SET synchronous_standby_names = {}",
+                        literal(&self.sync_names)
+                    ),
+                    "SELECT pg_reload_conf()".into(),
+                ])
+                .await?;
+                self.event(
+                    "db_sync_restored",
+                    tl,
+                    &format!("synchronous_standby_names = {}", self.sync_names),
+                );
+            }
+            Action::DegradeSync => {
+                self.admin(&[
+                    "ALTER SYSTEM SET synchronous_standby_names = ''".into(),
+                    "SELECT pg_reload_conf()".into(),
+                ])
+                .await?;
+                self.event("db_sync_degraded", tl, reason);
+            }
+        }
+        Ok(())
+    }
+
+    /// Settings the failover relies on, enforced with ALTER SYSTEM (both nodes):
+    /// * `wal_receiver_status_interval = 1s`: a standby's replies are its liveness;
+    /// * `wal_retrieve_retry_interval = 500ms`: a standby that lost its primary sleeps this
+    ///   long between WAL retries, and a promote request waited for the end of the sleep
+    ///   (measured: 5 s with the default).
+    async fn ensure_settings(&self, st: &PgState) {
+        let mut stmts = Vec::new();
+        if st.status_interval != "1s" {
+            stmts.push("ALTER SYSTEM SET wal_receiver_status_interval = '1s'".to_string());
+        }
+        if st.retry_interval != "500ms" {
+            stmts.push("ALTER SYSTEM SET wal_retrieve_retry_interval = '500ms'".to_string());
+        }
+        if stmts.is_empty() {
+            return;
+        }
+        stmts.push("SELECT pg_reload_conf()".into());
+        match self.admin(&stmts).await {
+            Ok(()) => crate::log::info(&format!(
+                "set wal_receiver_status_interval = 1s (was {}), wal_retrieve_retry_interval = 500ms (was {})",
+                st.status_interval, st.retry_interval
+            )),
+            Err(e) => crate::log::warn(&format!("enforcing replication settings: {e:#}")),
+        }
+    }
+
+    pub async fn run(self) -> Result<i32> {
+        let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut mem = Memory::default();
+        let mut last_line = String::new();
+        let mut last_log = Instant::now();
+        let mut retry_after: Option<Instant> = None;
+        crate::log::info(&format!(
+            "db node {} (peer {}), {} witness(es), floating IP {}",
+            self.me.name,
+            self.peer.name,
+            self.witnesses.len(),
+            self.vip.describe()
+        ));
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = sigterm.recv() => break,
+                _ = sigint.recv() => break,
+            }
+            let (obs, local_state) = self.observe().await;
+            let now = Instant::now();
+            rules::remember(&mut mem, &obs, &self.params, now);
+            let d = rules::decide(&obs, &mem, &self.params, now);
+            self.observer.set_report(NodeReport {
+                name: self.me.name.clone(),
+                state: d.state.to_string(),
+                eligible: rules::eligible(&mem, &self.params, now),
+                timeline: local_state.as_ref().and_then(|s| s.timeline),
+                holds_vip: obs.vip_held,
+                reason: d.reason.clone(),
+            });
+            // Log when the decision changes in kind (durations in the reason do not count).
+            let line = format!(
+                "{} {:?} {}",
+                d.state,
+                d.actions,
+                d.reason
+                    .replace(|c: char| c.is_ascii_digit() || c == '.', "")
+            );
+            if line != last_line
+                || !d.actions.is_empty()
+                || last_log.elapsed() > Duration::from_secs(60)
+            {
+                crate::log::info(&format!("[{}] {:?} — {}", d.state, d.actions, d.reason));
+                last_line = line;
+                last_log = Instant::now();
+            }
+            if let Some(st) = &local_state {
+                self.ensure_settings(st).await;
+            }
+            for a in d.actions {
+                let slow = matches!(
+                    a,
+                    Action::Rejoin | Action::StartPrimary | Action::StartStandby
+                );
+                if slow && retry_after.is_some_and(|t| Instant::now() < t) {
+                    continue;
+                }
+                if let Err(e) = self.act(a, &d.reason, local_state.as_ref()).await {
+                    crate::log::error(&format!("{a:?}: {e:#}"));
+                    self.event("db_action_failed", None, &format!("{a:?}: {e:#}"));
+                    if slow {
+                        retry_after = Some(Instant::now() + RETRY_PAUSE);
+                    }
+                    break;
+                }
+                if slow {
+                    retry_after = None;
+                }
+            }
+        }
+        crate::log::info("stopping; PostgreSQL and the floating IP are left as they are");
+        self.news.flush(Duration::from_secs(2)).await;
+        Ok(0)
+    }
+}
