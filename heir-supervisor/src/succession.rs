@@ -83,6 +83,8 @@ struct Supervisor {
     deadline_ns: Option<u64>,
     child_pid: Option<i32>,
     stop_sent: bool,
+    /// A fenced or stopped child has not exited yet: do not lead again until it has.
+    child_stopping: bool,
     hold_off_until: Option<Instant>,
     warm_respawn_at: Option<Instant>,
     was_heir: bool,
@@ -139,6 +141,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         deadline_ns: None,
         child_pid: None,
         stop_sent: false,
+        child_stopping: false,
         hold_off_until: None,
         warm_respawn_at: if cfg.warm { Some(Instant::now()) } else { None },
         was_heir: false,
@@ -223,6 +226,7 @@ impl Supervisor {
     /// and SIGKILL after the fence grace (the lease is still ours for `margin`).
     async fn fence(&mut self, reason: String, hard: bool) {
         self.say("fenced", reason);
+        self.child_stopping = self.local.child_alive;
         let pgid = self.guard.child_pgid;
         if hard {
             let _ = self.guard.kill().await;
@@ -256,6 +260,7 @@ impl Supervisor {
                 self.say("child_started", what);
             }
             GuardEvent::Fenced { pid, .. } => {
+                self.child_stopping = true;
                 if self.local.leading.is_some() {
                     self.say(
                         "fenced",
@@ -269,6 +274,7 @@ impl Supervisor {
                 self.child_pid = None;
                 self.guard.child_pgid = None;
                 self.stop_sent = false;
+                self.child_stopping = false;
                 self.say("child_stopped", format!("pid {pid} exited ({how})"));
                 if self.local.leading.is_some() && !self.local.shutting_down {
                     // The singleton failed while I led: give the next heir its chance and go to
@@ -335,7 +341,7 @@ impl Supervisor {
                 self.hold_off_until = None;
             }
         }
-        self.local.holding_off = self.hold_off_until.is_some();
+        self.local.holding_off = self.hold_off_until.is_some() || self.child_stopping;
         if self.cfg.warm
             && !self.local.child_alive
             && self.local.leading.is_none()
