@@ -96,12 +96,14 @@ pub struct RunArgs {
     /// Check-in / renewal interval.
     #[arg(long, default_value = "0.5", value_parser = parse_duration)]
     pub interval: Duration,
-    /// The child is stopped this long before the lease could expire (local monotonic clock).
-    #[arg(long, default_value = "1", value_parser = parse_duration)]
-    pub margin: Duration,
-    /// When fencing: SIGTERM to the child's group, SIGKILL after this.
-    #[arg(long = "fence-grace", default_value = "0.3", value_parser = parse_duration)]
-    pub fence_grace: Duration,
+    /// The child is stopped this long before the lease could expire (local monotonic clock)
+    /// [default: the smaller of 1 s and ttl/3].
+    #[arg(long, value_parser = parse_duration)]
+    pub margin: Option<Duration>,
+    /// When fencing: SIGTERM to the child's group, SIGKILL after this
+    /// [default: the smaller of 0.3 s and margin/3].
+    #[arg(long = "fence-grace", value_parser = parse_duration)]
+    pub fence_grace: Option<Duration>,
     /// On SIGTERM: how long the child may take to stop before SIGKILL.
     #[arg(long = "stop-timeout", default_value = "20", value_parser = parse_duration)]
     pub stop_timeout: Duration,
@@ -117,6 +119,20 @@ pub struct RunArgs {
     /// The command to supervise.
     #[arg(last = true, required = true, num_args = 1..)]
     pub command: Vec<OsString>,
+}
+
+impl RunArgs {
+    /// `--margin`, or the smaller of 1 s and ttl/3.
+    pub fn margin(&self) -> Duration {
+        self.margin
+            .unwrap_or_else(|| Duration::from_secs(1).min(self.ttl / 3))
+    }
+
+    /// `--fence-grace`, or the smaller of 0.3 s and margin/3.
+    pub fn fence_grace(&self) -> Duration {
+        self.fence_grace
+            .unwrap_or_else(|| Duration::from_millis(300).min(self.margin() / 3))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -209,6 +225,32 @@ mod tests {
         };
         assert_eq!(r.command, vec!["sleep", "--x", "1"]);
         assert_eq!(r.ttl, Duration::from_secs(3));
+        assert_eq!(r.margin(), Duration::from_secs(1));
+        assert_eq!(r.fence_grace(), Duration::from_millis(300));
+    }
+
+    #[test]
+    fn short_ttl_scales_margin_and_grace() {
+        let cli = Cli::try_parse_from([
+            "heir-supervisor",
+            "run",
+            "--group",
+            "g",
+            "--dsn",
+            "x",
+            "--ttl",
+            "1.5",
+            "--interval",
+            "0.2",
+            "--",
+            "true",
+        ])
+        .unwrap();
+        let Command::Run(r) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(r.margin(), Duration::from_millis(500));
+        assert_eq!(r.fence_grace(), Duration::from_nanos(166_666_666));
     }
 
     #[test]

@@ -37,14 +37,15 @@ fn main() -> ExitCode {
 async fn dispatch(cmd: Command) -> anyhow::Result<i32> {
     match cmd {
         Command::Run(a) => {
+            let (margin, fence_grace) = (a.margin(), a.fence_grace());
             let cfg = RunConfig {
                 member: a.member_id.unwrap_or_else(heir_supervisor::hostname),
                 dsn: a.dsn.require()?,
                 group: a.group,
                 ttl: a.ttl,
                 interval: a.interval,
-                margin: a.margin,
-                fence_grace: a.fence_grace,
+                margin,
+                fence_grace,
                 stop_timeout: a.stop_timeout,
                 hold_off: a.hold_off,
                 warm: a.warm,
