@@ -21,6 +21,7 @@ build:        ## build hfplay (release)
 test: test-unit test-cluster  ## every test: what .ci/run runs
 
 test-unit:    ## unit tests, hfplay over SSH to its own test containers, heir-supervisor against real Postgres
+	scripts/test-deps.sh
 	cargo test --release --workspace
 
 test-cluster: ## the local cluster end to end: up, deploy with hfplay, DAG on >= 2 workers, re-run/--check changed=0, down
