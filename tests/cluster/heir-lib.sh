@@ -1,0 +1,82 @@
+# shellcheck shell=bash
+# Helpers for the heir-supervisor cluster test and benchmark (sourced after lib.sh): status of
+# the succession groups, the Airflow singletons' processes on a host (through `docker exec`, so
+# they work while the host is cut off the network), job heartbeats, lease times.
+# All instants are CLOCK_REALTIME seconds of the one kernel the containers share with us.
+
+HEIR_STATUS_CMD='. /etc/heirflow/heir-supervisor.env && export HEIR_DSN && heir-supervisor status --json'
+
+# heir_status HOST...: status JSON from the first host that answers
+heir_status() {
+  local h out
+  for h in "$@"; do
+    out=$(hssh "$h" "$HEIR_STATUS_CMD" 2>/dev/null) && { printf '%s\n' "$out"; return 0; }
+  done
+  return 1
+}
+
+# group_summary JSON GROUP: "<live members> <leader or -> <epoch> <states member:state,...>"
+group_summary() {
+  python3 -c 'import json,sys
+d = json.loads(sys.argv[1]); g = [x for x in d["groups"] if x["group"] == sys.argv[2]]
+if not g: print(0, "-", 0, "-"); sys.exit()
+g = g[0]; live = [m for m in g["members"] if m["live"]]
+st = ",".join("%s:%s" % (m["member"], "leader" if m["member"] == g["leader"] else ("live" if m["live"] else "dead")) for m in g["members"])
+print(len(live), g["leader"] or "-", g["epoch"] or 0, st or "-")' "$1" "$2"
+}
+
+# wait_group GROUP N TIMEOUT HOST...: until GROUP has N live members and a leader; prints summary
+wait_group() {
+  local g=$1 n=$2 t=$3; shift 3
+  local end=$((SECONDS + t)) s=""
+  while [ $SECONDS -lt $end ]; do
+    s=$(group_summary "$(heir_status "$@" || echo '{"groups":[]}')" "$g")
+    read -r live leader _ <<< "$s"
+    if [ "$live" -ge "$n" ] && [ "$leader" != - ]; then echo "$s"; return 0; fi
+    sleep 0.5
+  done
+  echo "$s"; return 1
+}
+
+# Process view of one group on a host, through docker exec (no network needed). One line per
+# Airflow child of the group's guard: "<pid> <active|standby> <wchan> <threads> <age s>".
+# A warm standby (airflow-warm.py before "go") sits in a pipe read on its stdin with one thread;
+# once it got "go" it runs the Airflow command (more threads, never parked on the stdin pipe).
+heir_procs() {
+  local host=$1 g=$2
+  docker exec "$host" sh -c '
+    for p in $(pgrep -f "airflow-warm.py '"$g"'\$"); do
+      pp=$(awk "{print \$4}" /proc/$p/stat 2>/dev/null) || continue
+      # the group leader of the child tree (its parent is the guard)
+      grep -q "guard" /proc/$pp/cmdline 2>/dev/null || continue
+      w=$(cat /proc/$p/wchan 2>/dev/null); n=$(ls /proc/$p/task 2>/dev/null | wc -l)
+      fd0=$(readlink /proc/$p/fd/0 2>/dev/null)
+      a=$(ps -o etimes= -p $p | tr -d " ")
+      case "$w" in *pipe_read*) s=standby ;; *) s=active ;; esac
+      [ "$n" -gt 1 ] && s=active
+      echo "$p $s ${w:-?} $n $a"
+    done' 2>/dev/null
+}
+# active_count HOST GROUP
+active_count() { heir_procs "$1" "$2" | awk '$2 == "active"' | wc -l; }
+
+# jobs_advancing TYPE SECONDS: hostnames of TYPE jobs whose heartbeat advanced within SECONDS
+jobs_advancing() {
+  local typ=$1 win=$2 a b
+  a=$(hpsql "select id || ':' || extract(epoch from latest_heartbeat) from job where job_type = '$typ' and state = 'running'")
+  sleep "$win"
+  b=$(hpsql "select id || ':' || extract(epoch from latest_heartbeat) || ':' || hostname from job where job_type = '$typ' and state = 'running'")
+  python3 -c 'import sys
+a = dict(l.split(":")[:2] for l in sys.argv[1].split() if l)
+for l in sys.argv[2].split():
+    i, hb, host = l.split(":", 2)
+    if a.get(i) != hb: print(host)' "$a" "$b"
+}
+
+# lease_acquired GROUP: "<epoch> <acquired_at epoch seconds> <holder>"
+lease_acquired() {
+  hpsql "select epoch, extract(epoch from acquired_at), holder from heirflow_leases where grp = '$1'" | tr '|' ' '
+}
+
+fsub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a - b }'; }
+flt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
