@@ -71,7 +71,7 @@ pub struct CommonArgs {
     #[arg(long, default_value = "1", value_parser = parse_duration)]
     pub interval: Duration,
     /// Bound of one probe (connect + query).
-    #[arg(long = "probe-timeout", default_value = "1.5", value_parser = parse_duration)]
+    #[arg(long = "probe-timeout", default_value = "1", value_parser = parse_duration)]
     pub probe_timeout: Duration,
     /// Database the probes connect to.
     #[arg(long, default_value = "postgres")]
@@ -186,10 +186,10 @@ pub struct NodeArgs {
     #[arg(long = "fence-after", default_value = "2", value_parser = parse_duration)]
     pub fence_after: Duration,
     /// A standby may promote only if it was the live synchronous standby this recently.
-    #[arg(long = "sync-window", default_value = "7", value_parser = parse_duration)]
+    #[arg(long = "sync-window", default_value = "10", value_parser = parse_duration)]
     pub sync_window: Duration,
     /// A primary without a live standby this long stops requiring one (> --sync-window).
-    #[arg(long = "degrade-after", default_value = "10", value_parser = parse_duration)]
+    #[arg(long = "degrade-after", default_value = "13", value_parser = parse_duration)]
     pub degrade_after: Duration,
     /// A crashed primary whose standby may promote waits this long before restarting.
     #[arg(long = "restart-hold", default_value = "15", value_parser = parse_duration)]
@@ -365,6 +365,7 @@ async fn run_node(a: NodeArgs) -> Result<i32> {
         vip,
         news: News::start(split_urls(&a.news.urls), a.news.exchange.clone()),
         observer,
+        last_local_error: std::sync::Mutex::new(String::new()),
     };
     node.run().await
 }

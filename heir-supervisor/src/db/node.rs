@@ -38,6 +38,8 @@ pub struct Node {
     pub vip: Vip,
     pub news: News,
     pub observer: Arc<Observer>,
+    /// Last local probe error logged (logged again only when it changes).
+    pub last_local_error: std::sync::Mutex<String>,
 }
 
 /// Retry pause after a failed start/rejoin.
@@ -124,6 +126,15 @@ impl Node {
                 .record(&self.me.name, &Err(anyhow!("postmaster not running"))),
         }
         self.observer.record(&self.peer.name, &peer_res);
+        if let Some(Err(e)) = &local_res {
+            let msg = format!("{e:#}");
+            if let Ok(mut last) = self.last_local_error.lock() {
+                if *last != msg {
+                    crate::log::warn(&format!("local PostgreSQL does not answer: {msg}"));
+                    *last = msg;
+                }
+            }
+        }
         let local_state = local_res.as_ref().and_then(|r| r.as_ref().ok()).cloned();
         let local = match (&local_res, &local_state) {
             (None, _) => Local::Down {

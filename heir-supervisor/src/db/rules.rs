@@ -11,7 +11,9 @@
 //! than `sync_window` < `degrade_after`. Both sides use the same liveness rule (state
 //! `streaming` and a reply within `replica_fresh`), so by the time a primary may acknowledge
 //! commits alone, the standby has stopped being eligible: a standby that could have missed a
-//! commit never promotes. (The margin `degrade_after - sync_window` absorbs probe delays.)
+//! commit never promotes. (The margin `degrade_after - sync_window` absorbs probe delays; the
+//! window itself must cover last sighting → detection → `failover_after` → decision, about 7 s
+//! with the defaults when the primary's host goes silent.)
 //!
 //! # Why no split brain
 //! A standby promotes only when a majority of the voters (itself plus the witnesses) have seen

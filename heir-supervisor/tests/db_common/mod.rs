@@ -268,6 +268,31 @@ impl Pair {
         }
     }
 
+    /// Cut the node's namespace off the network entirely (loopback still works): the
+    /// `docker network disconnect` of a host, in one namespace.
+    pub fn isolate(&self, node: &str, on: bool) {
+        let op = if on { "-A" } else { "-D" };
+        for (chain, iface) in [("INPUT", "-i"), ("OUTPUT", "-o")] {
+            let st = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &self.ns(node),
+                    "iptables",
+                    op,
+                    chain,
+                    "!",
+                    iface,
+                    "lo",
+                    "-j",
+                    "DROP",
+                ])
+                .status()
+                .unwrap();
+            assert!(st.success(), "iptables {op} {chain} in {node}");
+        }
+    }
+
     pub async fn view(&self, url: &str) -> Option<View> {
         let secret = Secret::from_file(&self.secret).ok()?;
         let body = fetch(url, &secret, Duration::from_secs(2)).await.ok()?;
