@@ -293,6 +293,31 @@ impl Pair {
         }
     }
 
+    /// Cut the node's namespace off from the bridge address (the witnesses and the writer
+    /// live there) while the two DB nodes still see each other.
+    pub fn hide_from_witnesses(&self, node: &str, on: bool) {
+        let op = if on { "-A" } else { "-D" };
+        let bridge = format!("{}.1", self.net());
+        for (chain, dir) in [("INPUT", "-s"), ("OUTPUT", "-d")] {
+            let st = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &self.ns(node),
+                    "iptables",
+                    op,
+                    chain,
+                    dir,
+                    &bridge,
+                    "-j",
+                    "DROP",
+                ])
+                .status()
+                .unwrap();
+            assert!(st.success(), "iptables {op} {chain} in {node}");
+        }
+    }
+
     pub async fn view(&self, url: &str) -> Option<View> {
         let secret = Secret::from_file(&self.secret).ok()?;
         let body = fetch(url, &secret, Duration::from_secs(2)).await.ok()?;
