@@ -88,21 +88,13 @@ impl Node {
     }
 
     fn reduce(&self, is_witness: bool, v: &View) -> VoterSeen {
-        let limit = super::view::ms(self.stale_limit());
-        let fresh = |n: &str| v.nodes.get(n).filter(|s| s.age_ms <= limit);
-        let me = fresh(&self.me.name);
-        let peer = fresh(&self.peer.name);
-        VoterSeen {
-            voter: v.voter.clone(),
+        reduce_view(
+            v,
+            &self.me.name,
+            &self.peer.name,
             is_witness,
-            me_reachable: me.is_some_and(|s| s.reachable),
-            peer_down_for: peer
-                .filter(|s| !s.reachable)
-                .map(|s| Duration::from_millis(s.for_ms)),
-            peer_primary_tl: peer
-                .filter(|s| s.reachable && s.primary == Some(true))
-                .map(|s| s.timeline.unwrap_or(0)),
-        }
+            super::view::ms(self.stale_limit()),
+        )
     }
 
     async fn observe(&self) -> (Observed, Option<PgState>) {
@@ -476,5 +468,79 @@ impl Node {
         crate::log::info("stopping; PostgreSQL and the floating IP are left as they are");
         self.news.flush(Duration::from_secs(2)).await;
         Ok(0)
+    }
+}
+
+/// Reduce a voter's view to what the decision needs; node entries older than `limit_ms` are
+/// ignored (a voter whose probes stalled does not vote).
+pub fn reduce_view(v: &View, me: &str, peer: &str, is_witness: bool, limit_ms: u64) -> VoterSeen {
+    let fresh = |n: &str| v.nodes.get(n).filter(|s| s.age_ms <= limit_ms);
+    let me = fresh(me);
+    let peer = fresh(peer);
+    VoterSeen {
+        voter: v.voter.clone(),
+        is_witness,
+        me_reachable: me.is_some_and(|s| s.reachable),
+        peer_down_for: peer
+            .filter(|s| !s.reachable)
+            .map(|s| Duration::from_millis(s.for_ms)),
+        peer_primary_tl: peer
+            .filter(|s| s.reachable && s.primary == Some(true))
+            .map(|s| s.timeline.unwrap_or(0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::view::NodeSeen;
+
+    fn seen(
+        reachable: bool,
+        for_ms: u64,
+        age_ms: u64,
+        primary: Option<bool>,
+        tl: Option<u32>,
+    ) -> NodeSeen {
+        NodeSeen {
+            reachable,
+            for_ms,
+            age_ms,
+            primary,
+            timeline: tl,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn views_reduce_to_votes_and_stale_entries_do_not_vote() {
+        let mut v = View {
+            voter: "w1".into(),
+            kind: "witness".into(),
+            ..View::default()
+        };
+        v.nodes
+            .insert("a".into(), seen(true, 9000, 200, Some(false), None));
+        v.nodes
+            .insert("b".into(), seen(false, 4000, 300, None, None));
+        let r = reduce_view(&v, "a", "b", true, 4500);
+        assert!(r.me_reachable);
+        assert_eq!(r.peer_down_for, Some(Duration::from_secs(4)));
+        assert_eq!(r.peer_primary_tl, None);
+        // The same view seen from b: a is a reachable standby, not a primary.
+        let r = reduce_view(&v, "b", "a", true, 4500);
+        assert!(!r.me_reachable);
+        assert_eq!(r.peer_down_for, None);
+        // Stale entries count for nothing.
+        v.nodes
+            .insert("b".into(), seen(false, 60000, 9000, None, None));
+        assert_eq!(reduce_view(&v, "a", "b", true, 4500).peer_down_for, None);
+        // A newer primary is reported with its timeline.
+        v.nodes
+            .insert("b".into(), seen(true, 1000, 100, Some(true), Some(3)));
+        assert_eq!(
+            reduce_view(&v, "a", "b", true, 4500).peer_primary_tl,
+            Some(3)
+        );
     }
 }

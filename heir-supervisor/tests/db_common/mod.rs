@@ -6,6 +6,7 @@
 //! `HEIR_DB_TESTS_SKIP=1` is set (then they print why and pass).
 #![allow(dead_code)]
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -134,6 +135,14 @@ impl Pair {
             }
             None => Command::new(BIN),
         };
+        // The supervisors die with the test process, even when the watchdog ends it.
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            c.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         let child = c
             .args(args)
             .stdin(Stdio::null())
