@@ -53,11 +53,12 @@ for ((t = 1; t <= TRIALS; t++)); do
   hpsql "update dag set is_paused = true where dag_id = 'heirflow_smoke'" > /dev/null
   hssh "$O" "$AIRFLOW_CMD dags trigger heirflow_smoke -r $run > /dev/null 2>&1" || die_ "trigger failed"
   rm -f "$OUT/gone.t"
-  docker exec "$L" sh -c "while pgrep -g $pg > /dev/null; do sleep 0.01; done; date +%s.%N" > "$OUT/gone.t" &
+  timeout 30 docker exec "$L" sh -c "while pgrep -g $pg > /dev/null; do sleep 0.01; done; date +%s.%N" > "$OUT/gone.t" &
   sleep 0.3
   t_kill=$(hssh "$L" "pkill -9 -f 'heir-supervisor run --group schedule[r]'; date +%s.%N")
   hpsql "update dag set is_paused = false where dag_id = 'heirflow_smoke'" > /dev/null
   wait
+  [ -s "$OUT/gone.t" ] || die_ "trial $t: the old scheduler group $pg still runs on $L 30 s after the kill"
   t_lease=""
   for ((i = 0; i < 150; i++)); do
     read -r ep tl holder <<< "$(lease_acquired scheduler)"

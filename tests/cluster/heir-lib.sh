@@ -39,22 +39,25 @@ wait_group() {
 }
 
 # Process view of one group on a host, through docker exec (no network needed). One line per
-# Airflow child of the group's guard: "<pid> <active|standby> <wchan> <threads> <age s>".
-# A warm standby (airflow-warm.py before "go") sits in a pipe read on its stdin with one thread;
-# once it got "go" it runs the Airflow command (more threads, never parked on the stdin pipe).
+# Airflow child of the group's guard: "<pid> <active|standby> <procs in its group> <threads>
+# <db connections of its group> <age s>". A warm standby (airflow-warm.py before "go": importing
+# Airflow, then parked in a read on its stdin pipe) is one single-threaded process without a
+# database connection; after "go" it runs the Airflow command, which holds connections to the
+# metadata DB (port 5432) and starts threads/processes.
 heir_procs() {
   local host=$1 g=$2
   docker exec "$host" sh -c '
+    conns=$(ss -tnpH state established "( dport = :5432 )" 2>/dev/null)
     for p in $(pgrep -f "airflow-warm.py '"$g"'\$"); do
       pp=$(awk "{print \$4}" /proc/$p/stat 2>/dev/null) || continue
-      # the group leader of the child tree (its parent is the guard)
+      # the top of the child tree (its parent is the guard)
       grep -q "guard" /proc/$pp/cmdline 2>/dev/null || continue
-      w=$(cat /proc/$p/wchan 2>/dev/null); n=$(ls /proc/$p/task 2>/dev/null | wc -l)
-      fd0=$(readlink /proc/$p/fd/0 2>/dev/null)
+      grp=$(pgrep -g $p | tr "\n" " ")
+      np=$(echo $grp | wc -w); n=$(ls /proc/$p/task 2>/dev/null | wc -l); db=0
+      for q in $grp; do db=$((db + $(echo "$conns" | grep -c "pid=$q,"))); done
       a=$(ps -o etimes= -p $p | tr -d " ")
-      case "$w" in *pipe_read*) s=standby ;; *) s=active ;; esac
-      [ "$n" -gt 1 ] && s=active
-      echo "$p $s ${w:-?} $n $a"
+      s=standby; if [ "$np" -gt 1 ] || [ "$n" -gt 1 ] || [ "$db" -gt 0 ]; then s=active; fi
+      echo "$p $s $np $n $db $a"
     done' 2>/dev/null
 }
 # active_count HOST GROUP

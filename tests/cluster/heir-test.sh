@@ -72,7 +72,7 @@ unpause() { hpsql "update dag set is_paused = false where dag_id = 'heirflow_smo
 
 # watch_gone HOST PGID FILE: in the background, the realtime instant the process group is gone
 watch_gone() {
-  docker exec "$1" sh -c "while pgrep -g $2 > /dev/null; do sleep 0.01; done; date +%s.%N" > "$3" 2>/dev/null &
+  timeout 30 docker exec "$1" sh -c "while pgrep -g $2 > /dev/null; do sleep 0.01; done; date +%s.%N" > "$3" 2>/dev/null &
 }
 wait_file() { local end=$((SECONDS + $2)); until [ -s "$1" ]; do [ $SECONDS -lt $end ] || return 1; sleep 0.1; done; }
 wait_sql() {  # wait_sql TIMEOUT SQL: until SQL returns a non-empty value; prints it
