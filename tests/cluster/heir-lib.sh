@@ -63,17 +63,18 @@ heir_procs() {
 # active_count HOST GROUP
 active_count() { heir_procs "$1" "$2" | awk '$2 == "active"' | wc -l; }
 
-# jobs_advancing TYPE SECONDS: hostnames of TYPE jobs whose heartbeat advanced within SECONDS
+# jobs_advancing SECONDS: "<job_type> <hostname>" of the running Airflow jobs whose heartbeat
+# advanced within SECONDS (under load the dag-processor heartbeats only every ~10-15 s)
 jobs_advancing() {
-  local typ=$1 win=$2 a b
-  a=$(hpsql "select id || ':' || extract(epoch from latest_heartbeat) from job where job_type = '$typ' and state = 'running'")
+  local win=$1 a b
+  a=$(hpsql "select id || ':' || extract(epoch from latest_heartbeat) from job where state = 'running'")
   sleep "$win"
-  b=$(hpsql "select id || ':' || extract(epoch from latest_heartbeat) || ':' || hostname from job where job_type = '$typ' and state = 'running'")
+  b=$(hpsql "select id || ':' || extract(epoch from latest_heartbeat) || ':' || job_type || ':' || hostname from job where state = 'running'")
   python3 -c 'import sys
 a = dict(l.split(":")[:2] for l in sys.argv[1].split() if l)
 for l in sys.argv[2].split():
-    i, hb, host = l.split(":", 2)
-    if a.get(i) != hb: print(host)' "$a" "$b"
+    i, hb, typ, host = l.split(":", 3)
+    if a.get(i) != hb: print(typ, host)' "$a" "$b"
 }
 
 # lease_acquired GROUP: "<epoch> <acquired_at epoch seconds> <holder>"
