@@ -29,8 +29,17 @@ def main() -> int:
     if len(parts) > 1:
         os.environ["HEIR_EPOCH"] = parts[1]
     sys.argv = ["airflow", *sys.argv[1:]]
-    airflow_main()
-    return 0
+    try:
+        airflow_main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    # The command has finished its work (the scheduler logs "Exited execute loop" at once on
+    # SIGTERM); the interpreter's teardown then joins leftover non-daemon threads for ~8 s,
+    # which would delay the handover. Leave at once.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
