@@ -112,6 +112,7 @@ pub struct WitnessArgs {
     /// Login of the probes (any role that may connect; no privileges needed).
     #[arg(long = "monitor-user", default_value = "heir_monitor")]
     pub monitor_user: String,
+    /// File holding that login's password.
     #[arg(long = "monitor-password-file")]
     pub monitor_password_file: Option<PathBuf>,
 }
@@ -131,6 +132,7 @@ pub struct NodeArgs {
     /// the peer and `pg_rewind` from it.
     #[arg(long = "admin-user", default_value = "postgres")]
     pub admin_user: String,
+    /// File holding that login's password (none: trust/peer/.pgpass).
     #[arg(long = "admin-password-file")]
     pub admin_password_file: Option<PathBuf>,
     /// Host for the local PostgreSQL (its port comes from --node).

@@ -426,7 +426,8 @@ pub async fn wait_healthy(pair: &Pair, primary: &str, standby: &str, limit: Dura
 
 /// Writes through the floating IP; records each acknowledged commit with its time.
 pub struct Writer {
-    pub acked: Arc<Mutex<Vec<(i64, Instant)>>>,
+    /// (id, issued, acknowledged)
+    pub acked: Arc<Mutex<Vec<(i64, Instant, Instant)>>>,
     pub errors: Arc<Mutex<u64>>,
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
@@ -485,6 +486,7 @@ impl Writer {
                 let Some(c) = &client else { continue };
                 let id = next;
                 next += 1;
+                let issued = Instant::now();
                 // A commit that does not come back within the bound is not acknowledged.
                 let res = tokio::time::timeout(
                     Duration::from_secs(3),
@@ -492,7 +494,7 @@ impl Writer {
                 )
                 .await;
                 match res {
-                    Ok(Ok(1)) => a.lock().unwrap().push((id, Instant::now())),
+                    Ok(Ok(1)) => a.lock().unwrap().push((id, issued, Instant::now())),
                     _ => {
                         *e.lock().unwrap() += 1;
                         client = None;
@@ -519,8 +521,9 @@ impl Writer {
             .lock()
             .unwrap()
             .iter()
-            .map(|(_, at)| *at)
-            .find(|at| *at > t)
+            // Issued after `t`: a commit sent before a kill may be acknowledged just after it.
+            .find(|(_, issued, _)| *issued > t)
+            .map(|(_, _, acked)| *acked)
     }
 
     pub async fn stop(self) -> Vec<i64> {
@@ -530,7 +533,7 @@ impl Writer {
             .lock()
             .unwrap()
             .iter()
-            .map(|(id, _)| *id)
+            .map(|(id, _, _)| *id)
             .collect()
     }
 }
