@@ -3,7 +3,8 @@
 # failover tests (tests/db_*.rs) and bench/db-failover.sh.
 #
 #   tests/pgpair.sh up     (re)create pair $HF_PAIR: netns, bridge, primary a, standby b (sync)
-#   tests/pgpair.sh down   stop everything of pair $HF_PAIR and delete it
+#   tests/pgpair.sh down   stop everything of pair $HF_PAIR and delete it; without HF_PAIR,
+#                          every pair found (the tests use pairs 41..45)
 #   tests/pgpair.sh info   print the pair's variables (shell syntax)
 #
 # Layout of pair N (HF_PAIR, 1..250, default 1):
@@ -20,6 +21,18 @@
 # Superuser `heir`, trust authentication inside 10.213.0.0/16 (test only).
 set -euo pipefail
 
+if [ "${1:-}" = down ] && [ -z "${HF_PAIR:-}" ]; then
+  for d in /tmp/heir-pair-*; do
+    n=${d##*-}
+    case "$n" in ''|*[!0-9]*) continue;; esac
+    HF_PAIR=$n "$0" down
+  done
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^hfp[0-9]+[ab]$' || true); do
+    n=${ns#hfp}; n=${n%[ab]}
+    HF_PAIR=$n "$0" down
+  done
+  exit 0
+fi
 N="${HF_PAIR:-1}"
 case "$N" in ''|*[!0-9]*) echo "pgpair.sh: HF_PAIR must be a number" >&2; exit 2;; esac
 if [ "$N" -lt 1 ] || [ "$N" -gt 250 ]; then echo "pgpair.sh: HF_PAIR must be 1..250" >&2; exit 2; fi
