@@ -51,11 +51,16 @@ one_active() {
 }
 
 healthy() {  # both groups: 2 live members and a leader whose host runs the only active child
-  local g s live leader epoch st host
+  local g s live leader epoch st host i
   for g in scheduler dag-processor; do
     s=$(wait_group "$g" 2 90 "${SCHED[@]}") || fail "group $g not healthy: $s"
     read -r live leader epoch st <<< "$s"
-    host=$(one_active "$g") || fail "group $g: not exactly one active $g process"
+    # a freshly (re)started leader may still be importing Airflow: give it up to 60 s
+    for ((i = 0; ; i++)); do
+      host=$(one_active "$g" 2>"$OUT/one-active.err") && break
+      [ "$i" -lt 30 ] || { cat "$OUT/one-active.err" >&2; fail "group $g: not exactly one active $g process"; }
+      sleep 2
+    done
     [ "$host" = "$leader" ] || fail "group $g: leader $leader but the active process runs on $host"
     pass "group $g: $live members ($st), epoch $epoch; the only active airflow $g runs on $leader"
   done
@@ -168,7 +173,12 @@ for g in "${groups_led[@]}"; do
 done
 [ "${#groups_led[@]}" -gt 0 ] || fail "$L led no group?"
 for g in scheduler dag-processor; do
-  h=$(one_active "$g") || fail "$g: not exactly one active process during the partition"
+  # the new leader's child needs a few seconds after "go" to open its DB connections
+  for ((i = 0; ; i++)); do
+    h=$(one_active "$g" 2>"$OUT/one-active.err") && break
+    [ "$i" -lt 15 ] || { cat "$OUT/one-active.err" >&2; fail "$g: not exactly one active process during the partition"; }
+    sleep 2
+  done
   [ "$h" = "$O" ] || fail "$g runs on $h during the partition (want $O)"
 done
 pass "during the partition: exactly one scheduler and one dag-processor, both on $O"

@@ -21,6 +21,18 @@ def main() -> int:
     from airflow.cli import cli_parser
 
     cli_parser.get_parser()
+    # What the command itself imports before doing any work (scheduler: job runner + executor,
+    # dag-processor: its manager); best effort, a failure here only costs speed.
+    try:
+        if "scheduler" in sys.argv[1:2]:
+            from airflow.executors.executor_loader import ExecutorLoader
+            from airflow.jobs.scheduler_job_runner import SchedulerJobRunner  # noqa: F401
+
+            ExecutorLoader.import_default_executor_cls()
+        elif "dag-processor" in sys.argv[1:2]:
+            from airflow.dag_processing.manager import DagFileProcessorManager  # noqa: F401
+    except Exception as e:  # noqa: BLE001
+        print(f"airflow-warm: pre-import skipped: {e}", file=sys.stderr)
 
     line = sys.stdin.readline()
     if not line.startswith("go"):
