@@ -2,6 +2,8 @@
 //! IP → the synchronous standby is promoted within 10 s, writes resume, no acknowledged commit
 //! is missing, the floating IP moved, and the old primary rejoins as standby with pg_rewind.
 //! Then the same in the other direction (the rejoined node is eligible again).
+//! The pair has Debian's layout (configuration outside the data directory, PostgreSQL started
+//! and stopped by commands), so the rejoin runs pg_rewind --config-file through crash recovery.
 
 mod db_common;
 
@@ -112,7 +114,7 @@ async fn kill_primary_promotes_the_sync_standby_and_the_old_primary_rejoins() {
         return;
     }
     watchdog(Duration::from_secs(300), PAIR);
-    let mut pair = Pair::up(PAIR);
+    let mut pair = Pair::up_debian(PAIR);
     pair.start_witnesses();
     pair.start_node("a");
     pair.start_node("b");

@@ -17,6 +17,10 @@
 # floating IP moves for real (ip addr + gratuitous ARP on a bridge) and a primary<->standby
 # partition is an iptables rule inside one namespace.
 #
+# HF_PAIR_LAYOUT=debian keeps postgresql.conf, pg_hba.conf and pg_ident.conf outside the data
+# directory (in $DIR/etc-a, $DIR/etc-b, with data_directory set), as Debian's clusters do: start
+# with `pg_ctl -D $DIR/etc-N`, stop with `pg_ctl -D $DIR/N`, pg_rewind needs --config-file.
+#
 # Needs root (netns, iptables) and the PostgreSQL 15 server (apt-get install postgresql).
 # Superuser `heir`, trust authentication inside 10.213.0.0/16 (test only).
 set -euo pipefail
@@ -42,6 +46,7 @@ NSA="hfp${N}a"
 NSB="hfp${N}b"
 DIR="${HF_PAIR_DIR:-/tmp/heir-pair-$N}"
 VIP="$NET.100"
+LAYOUT="${HF_PAIR_LAYOUT:-plain}"
 
 bindir() {
   local d
@@ -64,6 +69,7 @@ VIP=$VIP
 A_ADDR=$NET.11
 B_ADDR=$NET.12
 BRIDGE_ADDR=$NET.1
+LAYOUT=$LAYOUT
 PGBIN=$BIN
 INFO
 }
@@ -71,6 +77,27 @@ INFO
 pg() { # pg NS cmd...: run as postgres inside a namespace
   local ns=$1; shift
   ip netns exec "$ns" runuser -u postgres -- "$@"
+}
+
+ctl_dir() { # the directory pg_ctl -D starts from
+  if [ "$LAYOUT" = debian ]; then echo "$DIR/etc-$1"; else echo "$DIR/$1"; fi
+}
+
+etc_dir() { # etc_dir NODE: move/copy the configuration files out of the data directory
+  local n=$1 e="$DIR/etc-$1"
+  mkdir -p "$e"
+  if [ "$n" = a ]; then
+    mv "$DIR/a/postgresql.conf" "$DIR/a/pg_hba.conf" "$DIR/a/pg_ident.conf" "$e/"
+  else
+    cp "$DIR/etc-a/postgresql.conf" "$DIR/etc-a/pg_hba.conf" "$DIR/etc-a/pg_ident.conf" "$e/"
+    sed -i '/^data_directory\|^hba_file\|^ident_file/d' "$e/postgresql.conf"
+  fi
+  cat >>"$e/postgresql.conf" <<CONF
+data_directory = '$DIR/$n'
+hba_file = '$e/pg_hba.conf'
+ident_file = '$e/pg_ident.conf'
+CONF
+  chown -R postgres: "$e"
 }
 
 opts() { # node-specific settings live on the command line (pg_basebackup/pg_rewind copy the conf)
@@ -155,11 +182,13 @@ CONF
 host all all 10.213.0.0/16 trust
 host replication all 10.213.0.0/16 trust
 HBA
-  pg "$NSA" "$BIN/pg_ctl" -D "$DIR/a" -l "$DIR/a.log" -w -t 60 -o "$(opts a)" start >/dev/null \
+  if [ "$LAYOUT" = debian ]; then etc_dir a; fi
+  pg "$NSA" "$BIN/pg_ctl" -D "$(ctl_dir a)" -l "$DIR/a.log" -w -t 60 -o "$(opts a)" start >/dev/null \
     || { tail -20 "$DIR/a.log" >&2; exit 1; }
   pg "$NSB" "$BIN/pg_basebackup" -d "host=$NET.11 user=heir connect_timeout=2" -D "$DIR/b" -X stream -R -c fast \
     >"$DIR/basebackup.log" 2>&1 || { cat "$DIR/basebackup.log" >&2; exit 1; }
-  pg "$NSB" "$BIN/pg_ctl" -D "$DIR/b" -l "$DIR/b.log" -w -t 60 -o "$(opts b)" start >/dev/null \
+  if [ "$LAYOUT" = debian ]; then etc_dir b; fi
+  pg "$NSB" "$BIN/pg_ctl" -D "$(ctl_dir b)" -l "$DIR/b.log" -w -t 60 -o "$(opts b)" start >/dev/null \
     || { tail -20 "$DIR/b.log" >&2; exit 1; }
   wait_sql "$NET.11" "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'b'" sync 30
   info

@@ -78,6 +78,8 @@ pub struct Pair {
     pub n: u8,
     pub dir: PathBuf,
     pub secret: PathBuf,
+    /// Configuration outside the data directory, start/stop by command (Debian's shape).
+    pub debian: bool,
     procs: Vec<(String, Child)>,
 }
 
@@ -102,9 +104,20 @@ impl Pair {
     }
 
     pub fn up(n: u8) -> Pair {
+        Pair::up_layout(n, false)
+    }
+
+    /// A pair with Debian's layout: the node supervisors then use --pg-start-cmd,
+    /// --pg-stop-cmd and --pg-config-file (pg_rewind --config-file).
+    pub fn up_debian(n: u8) -> Pair {
+        Pair::up_layout(n, true)
+    }
+
+    fn up_layout(n: u8, debian: bool) -> Pair {
         let out = Command::new(script())
             .arg("up")
             .env("HF_PAIR", n.to_string())
+            .env("HF_PAIR_LAYOUT", if debian { "debian" } else { "plain" })
             .output()
             .expect("running tests/pgpair.sh");
         assert!(
@@ -120,6 +133,7 @@ impl Pair {
             n,
             dir,
             secret,
+            debian,
             procs: Vec::new(),
         }
     }
@@ -201,8 +215,6 @@ impl Pair {
             format!("{d}/{node}"),
             "--pg-bindir".into(),
             "/usr/lib/postgresql/15/bin".into(),
-            "--pg-ctl-opts".into(),
-            format!("-c cluster_name={node} -k {d}/sock-{node}"),
             "--pg-log".into(),
             format!("{d}/{node}.log"),
             "--vip".into(),
@@ -210,6 +222,20 @@ impl Pair {
             "--vip-dev".into(),
             "eth0".into(),
         ]);
+        let opts = format!("-c cluster_name={node} -k {d}/sock-{node}");
+        if self.debian {
+            let ctl = "runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl";
+            args.extend([
+                "--pg-start-cmd".into(),
+                format!("{ctl} -D {d}/etc-{node} -l {d}/{node}.log -w -t 60 -o '{opts}' start"),
+                "--pg-stop-cmd".into(),
+                format!("{ctl} -D {d}/{node} -m fast -w -t 20 stop"),
+                "--pg-config-file".into(),
+                format!("{d}/etc-{node}/postgresql.conf"),
+            ]);
+        } else {
+            args.extend(["--pg-ctl-opts".into(), opts]);
+        }
         for i in 1..=3 {
             args.push("--witness".into());
             args.push(self.witness_url(i));
