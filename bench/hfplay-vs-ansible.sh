@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# hfplay vs ansible-playbook: the same playbook (bench/hfplay-vs-ansible.yml, 32 tasks: files,
+# templates, line edits, guarded commands, loops, facts) on the same SSH hosts (tests/hosts.sh,
+# 4 containers). Per tool: a fresh run (the bench directory /srv/hfbench removed on every host
+# first) and a no-change re-run, N times, interleaved; prints medians and ansible/hfplay ratios.
+# Every run must exit 0, a fresh run must change something and a re-run nothing (else: error).
+#
+# ansible-core comes from PyPI into .cache/ansible-venv (pinned, installed when missing) and
+# runs with bench/ansible.cfg: pipelining on, ControlMaster/ControlPersist 60 s, forks 16.
+# hfplay is target/release/hfplay (built with cargo build --release when missing or older).
+#
+# usage: bench/hfplay-vs-ansible.sh
+# env:   BENCH_RUNS=5 (runs per measurement)   ANSIBLE_CORE_VERSION=2.19.14
+#        BENCH_KEEP_HOSTS=1 (leave the test hosts running; default: removed at the end if this
+#        script started them)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source cluster/lib.sh
+
+RUNS=${BENCH_RUNS:-5}
+[[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer"
+ANSIBLE_CORE_VERSION=${ANSIBLE_CORE_VERSION:-2.19.14}
+VENV="$CACHE_DIR/ansible-venv"
+PLAYBOOK=bench/hfplay-vs-ansible.yml
+HFPLAY=target/release/hfplay
+OUT_DIR=bench/results
+mkdir -p "$OUT_DIR"
+LOG="$OUT_DIR/hfplay-vs-ansible-$(date -u +%Y%m%dT%H%M%SZ).log"
+
+median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+# --- tools ---
+have=$("$VENV/bin/ansible-playbook" --version 2>/dev/null || true)
+if [[ "$have" != *"[core $ANSIBLE_CORE_VERSION]"* ]]; then
+  log "installing ansible-core==$ANSIBLE_CORE_VERSION into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "ansible-core==$ANSIBLE_CORE_VERSION"
+fi
+if [ ! -x "$HFPLAY" ] || [ -n "$(find src Cargo.toml Cargo.lock -newer "$HFPLAY" -print -quit)" ]; then
+  log "building hfplay (cargo build --release)"
+  cargo build --release -q --bin hfplay
+fi
+
+# --- hosts ---
+STARTED=0
+tests/hosts.sh status || STARTED=1
+INV=$(tests/hosts.sh up 2>/dev/null | tail -1)
+[ -f "$INV" ] || die "tests/hosts.sh up failed (run it alone to see why)"
+cleanup() {
+  if [ "$STARTED" = 1 ] && [ "${BENCH_KEEP_HOSTS:-0}" != 1 ]; then tests/hosts.sh down || true; fi
+}
+trap cleanup EXIT
+mapfile -t HOSTS < <(awk '/^hft-/ { print $1 }' "$INV")
+
+export ANSIBLE_CONFIG="$PWD/bench/ansible.cfg"
+# ControlPersist sockets of this bench only (short path: sockets have a length limit).
+export ANSIBLE_SSH_CONTROL_PATH_DIR=/tmp/hfbench-cp
+mkdir -p "$ANSIBLE_SSH_CONTROL_PATH_DIR"
+
+clean_hosts() {
+  local h
+  for h in "${HOSTS[@]}"; do docker exec "$h" rm -rf /srv/hfbench & done
+  wait
+}
+
+# recap_changed FILE: total changed= over the PLAY RECAP lines (same format for both tools)
+recap_changed() { awk '/ changed=/ { for (i = 1; i <= NF; i++) if ($i ~ /^changed=/) { split($i, a, "="); s += a[2] } } END { print s + 0 }' "$1"; }
+
+# run TOOL KIND: one timed run; prints the seconds
+run() {
+  local tool=$1 kind=$2 out t0 secs changed
+  out=$(mktemp)
+  t0=$(now)
+  case $tool in
+    hfplay) "$HFPLAY" "$PLAYBOOK" -i "$INV" > "$out" 2>&1 || { cat "$out" >&2; die "hfplay $kind run failed"; } ;;
+    ansible) "$VENV/bin/ansible-playbook" -i "$INV" "$PLAYBOOK" > "$out" 2>&1 || { cat "$out" >&2; die "ansible-playbook $kind run failed"; } ;;
+  esac
+  secs=$(elapsed "$t0")
+  changed=$(recap_changed "$out")
+  { echo "### $tool $kind: $secs s, changed=$changed"; cat "$out"; } >> "$LOG"
+  rm -f "$out"
+  case $kind in
+    fresh) [ "$changed" -gt 0 ] || die "$tool fresh run changed nothing (see $LOG)" ;;
+    rerun) [ "$changed" -eq 0 ] || die "$tool re-run changed $changed (not idempotent, see $LOG)" ;;
+  esac
+  echo "$secs"
+}
+
+declare -A T=([hfplay_fresh]="" [hfplay_rerun]="" [ansible_fresh]="" [ansible_rerun]="")
+log "warm-up (not timed): one fresh run and one re-run per tool"
+for tool in hfplay ansible; do clean_hosts; run $tool fresh >/dev/null; run $tool rerun >/dev/null; done
+for ((i = 1; i <= RUNS; i++)); do
+  for tool in hfplay ansible; do
+    clean_hosts
+    T[${tool}_fresh]+="$(run $tool fresh) "
+    T[${tool}_rerun]+="$(run $tool rerun) "
+  done
+  printf '    run %d/%d done\n' "$i" "$RUNS"
+done
+clean_hosts
+
+med() { tr ' ' '\n' <<< "${T[$1]}" | grep . | median; }
+hf=$(med hfplay_fresh); hr=$(med hfplay_rerun); af=$(med ansible_fresh); ar=$(med ansible_rerun)
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a / b }'; }
+{
+  echo
+  echo "# hfplay vs ansible-playbook: $PLAYBOOK ($(grep -c '^    - name:' "$PLAYBOOK") tasks, facts gathered) on ${#HOSTS[@]} SSH hosts"
+  echo "# $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); $("$HFPLAY" --version); ansible-core $ANSIBLE_CORE_VERSION (pipelining, ControlPersist, forks 16); medians of $RUNS"
+  printf '%-16s %12s %12s %10s\n' run hfplay ansible ratio
+  printf '%-16s %11ss %11ss %9sx\n' "fresh run" "$hf" "$af" "$(ratio "$af" "$hf")"
+  printf '%-16s %11ss %11ss %9sx\n' "no-change re-run" "$hr" "$ar" "$(ratio "$ar" "$hr")"
+  echo "all runs (s): hfplay fresh: ${T[hfplay_fresh]}| re-run: ${T[hfplay_rerun]}"
+  echo "              ansible fresh: ${T[ansible_fresh]}| re-run: ${T[ansible_rerun]}"
+  echo "log: $LOG"
+} | tee -a "$LOG"
