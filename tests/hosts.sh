@@ -59,6 +59,7 @@ up() {
   base=$(base_image)
 
   mkdir -p "$SSH_DIR" "$T_DIR"; chmod 700 "$SSH_DIR"
+  exec 8>"$T_DIR/up.lock"; flock 8   # one `up` at a time (tests and bench may start together)
   if [ ! -f "$SSH_KEY" ]; then
     log "generating project SSH key $SSH_KEY" >&2
     ssh-keygen -q -t ed25519 -N '' -C heirflow-local -f "$SSH_KEY"
