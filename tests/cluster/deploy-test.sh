@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Cluster integration test (issue 3): local cluster up -> hfplay deploys playbooks/site.yml ->
 # every component is redundant -> a 16-task DAG succeeds on >= 2 workers -> a second run and a
-# --check run report changed=0 on every host -> make local-down leaves nothing behind.
+# --check run report changed=0 on every host -> heir-supervisor under real faults (issue 4,
+# tests/cluster/heir-test.sh) -> make local-down leaves nothing behind.
 # usage: tests/cluster/deploy-test.sh [--keep]   (--keep: leave the cluster up at the end)
 # Prints the timings it measured; exits non-zero at the first failed check.
 set -euo pipefail
@@ -96,6 +97,9 @@ T_RERUN=$(secs "$t"); check_zero "$OUT/rerun.json" "re-run"; pass "re-run: chang
 step "--check: changed=0 on every host"
 t=$(now); "$HFPLAY" playbooks/site.yml -i inventory/local --check --json > "$OUT/check.json" 2> "$OUT/check.err" || true
 T_CHECK=$(secs "$t"); check_zero "$OUT/check.json" "--check"; pass "--check: changed=0 in $T_CHECK s"
+
+step "heir-supervisor with real faults (tests/cluster/heir-test.sh)"
+"$TESTS_DIR/heir-test.sh" || fail "heir-supervisor cluster test"
 
 if [ "$KEEP" = 1 ]; then
   echo "cluster kept (--keep)"
