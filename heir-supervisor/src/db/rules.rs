@@ -375,13 +375,24 @@ pub fn decide(o: &Observed, m: &Memory, p: &Params, now: Instant) -> Decision {
             }
         }
         Local::Unresponsive => {
-            if o.vip_held {
+            // Keep the address unless another primary exists: a supervisor that merely cannot
+            // log in (wrong password file) must not take the database away from its clients.
+            let other_primary = matches!(o.peer, Peer::Primary { .. })
+                || o.voters.iter().any(|v| v.peer_primary_tl.is_some());
+            if o.vip_held && other_primary {
                 actions.push(Action::ReleaseVip);
             }
             Decision {
                 state: "unresponsive",
                 actions,
-                reason: "postmaster running but not answering queries: waiting".into(),
+                reason: format!(
+                    "postmaster running but not answering my queries: waiting{}",
+                    if other_primary {
+                        "; the peer is primary"
+                    } else {
+                        ""
+                    }
+                ),
             }
         }
         Local::Down { was_primary: false } => {
@@ -844,6 +855,30 @@ mod tests {
         assert!(decide(&down_obs(Peer::Unreachable, None, 1), &old, &p, now)
             .actions
             .is_empty());
+    }
+
+    #[test]
+    fn unresponsive_node_keeps_the_vip_unless_another_primary_exists() {
+        let p = params();
+        let now = Instant::now();
+        let mut o = Observed {
+            local: Local::Unresponsive,
+            peer: Peer::Standby,
+            own_peer_down_for: None,
+            voters: vec![],
+            peer_report: None,
+            vip_held: true,
+        };
+        assert!(decide(&o, &Memory::default(), &p, now).actions.is_empty());
+        o.peer = Peer::Primary {
+            timeline: 2,
+            sync_names_set: false,
+            me: None,
+        };
+        assert_eq!(
+            decide(&o, &Memory::default(), &p, now).actions,
+            vec![Action::ReleaseVip]
+        );
     }
 
     #[test]
