@@ -59,19 +59,43 @@ pub struct TaskOpts {
 #[derive(Debug, Clone)]
 pub enum Action {
     /// A native module with its raw (untemplated) arguments.
-    Module { name: String, args: Map<String, Value> },
-    Block { block: Vec<Task>, rescue: Vec<Task>, always: Vec<Task> },
+    Module {
+        name: String,
+        args: Map<String, Value>,
+    },
+    Block {
+        block: Vec<Task>,
+        rescue: Vec<Task>,
+        always: Vec<Task>,
+    },
     /// Dynamic include: the file is templated and loaded per host at run time.
-    IncludeTasks { file: String },
+    IncludeTasks {
+        file: String,
+    },
     /// Dynamic role include.
-    IncludeRole { name: String, tasks_from: String },
+    IncludeRole {
+        name: String,
+        tasks_from: String,
+    },
     Meta(String),
-    Debug { args: Map<String, Value> },
-    SetFact { args: Map<String, Value> },
-    Assert { args: Map<String, Value> },
-    Fail { args: Map<String, Value> },
-    IncludeVars { args: Map<String, Value> },
-    Pause { args: Map<String, Value> },
+    Debug {
+        args: Map<String, Value>,
+    },
+    SetFact {
+        args: Map<String, Value>,
+    },
+    Assert {
+        args: Map<String, Value>,
+    },
+    Fail {
+        args: Map<String, Value>,
+    },
+    IncludeVars {
+        args: Map<String, Value>,
+    },
+    Pause {
+        args: Map<String, Value>,
+    },
     Ping,
 }
 
@@ -137,19 +161,89 @@ pub struct Playbook {
 
 /// Task keywords hfplay knows (anything else on a task must be its one module).
 const TASK_KEYWORDS: &[&str] = &[
-    "name", "when", "loop", "with_items", "with_list", "with_dict", "with_fileglob", "loop_control", "register", "notify",
-    "listen", "changed_when", "failed_when", "ignore_errors", "ignore_unreachable", "tags", "become", "become_user",
-    "become_method", "run_once", "delegate_to", "delegate_facts", "check_mode", "diff", "no_log", "environment", "vars",
-    "args", "until", "retries", "delay", "block", "rescue", "always", "any_errors_fatal", "debugger", "throttle", "timeout",
-    "collections", "module_defaults", "local_action", "action",
+    "name",
+    "when",
+    "loop",
+    "with_items",
+    "with_list",
+    "with_dict",
+    "with_fileglob",
+    "loop_control",
+    "register",
+    "notify",
+    "listen",
+    "changed_when",
+    "failed_when",
+    "ignore_errors",
+    "ignore_unreachable",
+    "tags",
+    "become",
+    "become_user",
+    "become_method",
+    "run_once",
+    "delegate_to",
+    "delegate_facts",
+    "check_mode",
+    "diff",
+    "no_log",
+    "environment",
+    "vars",
+    "args",
+    "until",
+    "retries",
+    "delay",
+    "block",
+    "rescue",
+    "always",
+    "any_errors_fatal",
+    "debugger",
+    "throttle",
+    "timeout",
+    "collections",
+    "module_defaults",
+    "local_action",
+    "action",
 ];
 
 const PLAY_KEYWORDS: &[&str] = &[
-    "name", "hosts", "become", "become_user", "become_method", "vars", "vars_files", "roles", "pre_tasks", "tasks",
-    "post_tasks", "handlers", "serial", "gather_facts", "tags", "environment", "any_errors_fatal", "max_fail_percentage",
-    "strategy", "check_mode", "no_log", "remote_user", "connection", "force_handlers", "collections", "order",
-    "ignore_errors", "ignore_unreachable", "vars_prompt", "module_defaults", "diff", "timeout", "throttle", "run_once",
-    "gather_subset", "gather_timeout", "fact_path", "debugger",
+    "name",
+    "hosts",
+    "become",
+    "become_user",
+    "become_method",
+    "vars",
+    "vars_files",
+    "roles",
+    "pre_tasks",
+    "tasks",
+    "post_tasks",
+    "handlers",
+    "serial",
+    "gather_facts",
+    "tags",
+    "environment",
+    "any_errors_fatal",
+    "max_fail_percentage",
+    "strategy",
+    "check_mode",
+    "no_log",
+    "remote_user",
+    "connection",
+    "force_handlers",
+    "collections",
+    "order",
+    "ignore_errors",
+    "ignore_unreachable",
+    "vars_prompt",
+    "module_defaults",
+    "diff",
+    "timeout",
+    "throttle",
+    "run_once",
+    "gather_subset",
+    "gather_timeout",
+    "fact_path",
+    "debugger",
 ];
 
 /// What the loader needs besides files: where roles live and which modules exist.
@@ -182,7 +276,10 @@ fn string_of(node: &Node, what: &str) -> LoadResult<String> {
         Kind::Int(i) => Ok(i.to_string()),
         Kind::Float(f) => Ok(f.to_string()),
         Kind::Bool(b) => Ok(b.to_string()),
-        _ => fail(node, format!("'{what}' must be a string, found {}", node.type_name())),
+        _ => fail(
+            node,
+            format!("'{what}' must be a string, found {}", node.type_name()),
+        ),
     }
 }
 
@@ -206,7 +303,13 @@ fn condition(node: &Node) -> LoadResult<Value> {
     match &node.kind {
         Kind::Str(_) | Kind::Bool(_) | Kind::Int(_) => Ok(node.to_value()),
         Kind::Null => Ok(Value::Bool(false)),
-        _ => fail(node, format!("a condition must be an expression string, found {}", node.type_name())),
+        _ => fail(
+            node,
+            format!(
+                "a condition must be an expression string, found {}",
+                node.type_name()
+            ),
+        ),
     }
 }
 
@@ -214,14 +317,20 @@ fn mapping(node: &Node, what: &str) -> LoadResult<Map<String, Value>> {
     match node.to_value() {
         Value::Object(m) => Ok(m),
         Value::Null => Ok(Map::new()),
-        _ => fail(node, format!("'{what}' must be a mapping, found {}", node.type_name())),
+        _ => fail(
+            node,
+            format!("'{what}' must be a mapping, found {}", node.type_name()),
+        ),
     }
 }
 
 fn bool_of(node: &Node, what: &str) -> LoadResult<Value> {
     match &node.kind {
         Kind::Bool(_) | Kind::Str(_) | Kind::Int(_) => Ok(node.to_value()),
-        _ => fail(node, format!("'{what}' must be a boolean, found {}", node.type_name())),
+        _ => fail(
+            node,
+            format!("'{what}' must be a boolean, found {}", node.type_name()),
+        ),
     }
 }
 
@@ -240,36 +349,69 @@ pub fn suggest<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> Opti
         }
         prev[b.len()]
     }
-    known.into_iter().map(|k| (dist(word, k), k)).filter(|(d, _)| *d <= 2).min_by_key(|(d, _)| *d).map(|(_, k)| k)
+    known
+        .into_iter()
+        .map(|k| (dist(word, k), k))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
 }
 
 impl Loader<'_> {
     pub fn load_playbook(&self, path: &Path) -> LoadResult<Playbook> {
         let path = path.to_path_buf();
-        let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
         let mut plays = Vec::new();
         self.load_plays(&path, &mut plays, 0)?;
         let vars_dir = VarsDir::load(&dir)?;
-        Ok(Playbook { path, dir, plays, vars_dir })
+        Ok(Playbook {
+            path,
+            dir,
+            plays,
+            vars_dir,
+        })
     }
 
     fn load_plays(&self, path: &Path, out: &mut Vec<Play>, depth: usize) -> LoadResult<()> {
         if depth > 20 {
-            return Err(LocatedError::new(&Loc::file_only(path), "import_playbook nested too deeply (a cycle?)"));
+            return Err(LocatedError::new(
+                &Loc::file_only(path),
+                "import_playbook nested too deeply (a cycle?)",
+            ));
         }
         let root = yaml::load_file(path)?;
         let items = match &root.kind {
             Kind::Seq(items) => items,
             Kind::Null => return Ok(()),
-            _ => return fail(&root, format!("a playbook must be a list of plays, found {}", root.type_name())),
+            _ => {
+                return fail(
+                    &root,
+                    format!(
+                        "a playbook must be a list of plays, found {}",
+                        root.type_name()
+                    ),
+                )
+            }
         };
         let dir = path.parent().unwrap_or(Path::new("."));
         for item in items {
             if item.as_map().is_none() {
-                return fail(item, format!("a play must be a mapping, found {}", item.type_name()));
+                return fail(
+                    item,
+                    format!("a play must be a mapping, found {}", item.type_name()),
+                );
             }
-            let imp = item.get("import_playbook").or_else(|| item.get("ansible.builtin.import_playbook"));
+            let imp = item
+                .get("import_playbook")
+                .or_else(|| item.get("ansible.builtin.import_playbook"));
             if let Some(imp) = imp {
                 let file = string_of(imp, "import_playbook")?;
                 let p = dir.join(&file);
@@ -302,7 +444,8 @@ impl Loader<'_> {
         };
         // Play-level keywords that tasks inherit.
         let mut inherit = TaskOpts::default();
-        let (mut pre, mut roles_tasks, mut tasks, mut post, mut handlers) = (vec![], vec![], vec![], vec![], vec![]);
+        let (mut pre, mut roles_tasks, mut tasks, mut post, mut handlers) =
+            (vec![], vec![], vec![], vec![], vec![]);
         let mut role_nodes = None;
         for (k, v) in node.as_map().unwrap_or_default() {
             let key = k.key_string();
@@ -314,7 +457,9 @@ impl Loader<'_> {
                         _ => string_of(v, "hosts")?,
                     })
                 }
-                "gather_facts" => play.gather_facts = crate::modules::args::to_bool(&v.to_value()).unwrap_or(true),
+                "gather_facts" => {
+                    play.gather_facts = crate::modules::args::to_bool(&v.to_value()).unwrap_or(true)
+                }
                 "serial" => play.serial = Some(v.to_value()),
                 "vars" => {
                     check_templates(v, false)?;
@@ -326,7 +471,8 @@ impl Loader<'_> {
                         _ => vec![v.clone()],
                     };
                     for f in list {
-                        play.vars_files.push((string_of(&f, "vars_files")?, f.loc.clone()));
+                        play.vars_files
+                            .push((string_of(&f, "vars_files")?, f.loc.clone()));
                     }
                 }
                 "become" => inherit.become_ = Some(bool_of(v, "become")?),
@@ -336,8 +482,14 @@ impl Loader<'_> {
                 "check_mode" => inherit.check_mode = Some(bool_of(v, "check_mode")?),
                 "no_log" => inherit.no_log = Some(bool_of(v, "no_log")?),
                 "ignore_errors" => inherit.ignore_errors = Some(bool_of(v, "ignore_errors")?),
-                "force_handlers" => play.force_handlers = crate::modules::args::to_bool(&v.to_value()).unwrap_or(false),
-                "any_errors_fatal" => play.any_errors_fatal = crate::modules::args::to_bool(&v.to_value()).unwrap_or(false),
+                "force_handlers" => {
+                    play.force_handlers =
+                        crate::modules::args::to_bool(&v.to_value()).unwrap_or(false)
+                }
+                "any_errors_fatal" => {
+                    play.any_errors_fatal =
+                        crate::modules::args::to_bool(&v.to_value()).unwrap_or(false)
+                }
                 "strategy" => {
                     let s = string_of(v, "strategy")?;
                     if s != "linear" && s != "free" {
@@ -350,7 +502,9 @@ impl Loader<'_> {
                 "roles" => role_nodes = Some(v),
                 other if PLAY_KEYWORDS.contains(&other) => {}
                 other => {
-                    let hint = suggest(other, PLAY_KEYWORDS.iter().copied()).map(|s| format!(" (did you mean '{s}'?)")).unwrap_or_default();
+                    let hint = suggest(other, PLAY_KEYWORDS.iter().copied())
+                        .map(|s| format!(" (did you mean '{s}'?)"))
+                        .unwrap_or_default();
                     return fail(k, format!("unknown play keyword '{other}'{hint}"));
                 }
             }
@@ -359,7 +513,11 @@ impl Loader<'_> {
         if play.name.is_empty() {
             play.name = play.hosts.clone();
         }
-        let ctx = Ctx { dir: dir.to_path_buf(), role: None, depth: 0 };
+        let ctx = Ctx {
+            dir: dir.to_path_buf(),
+            role: None,
+            depth: 0,
+        };
         for (k, v) in node.as_map().unwrap_or_default() {
             match k.key_string().as_str() {
                 "pre_tasks" => pre = self.task_list(v, &ctx, &inherit)?,
@@ -379,7 +537,10 @@ impl Loader<'_> {
                 let (name, opts_node) = match &item.kind {
                     Kind::Str(s) => (s.clone(), None),
                     Kind::Map(_) => {
-                        let n = item.get("role").or_else(|| item.get("name")).ok_or_else(|| item.err("a role entry needs 'role'"))?;
+                        let n = item
+                            .get("role")
+                            .or_else(|| item.get("name"))
+                            .ok_or_else(|| item.err("a role entry needs 'role'"))?;
                         (string_of(n, "role")?, Some(item))
                     }
                     _ => return fail(item, "a role entry must be a name or a mapping"),
@@ -406,7 +567,16 @@ impl Loader<'_> {
                     }
                 }
                 let (mut rtasks, mut rhandlers) = (vec![], vec![]);
-                self.expand_role(&name, "main", item, &opts, &mut play.roles, &mut rtasks, &mut rhandlers, 0)?;
+                self.expand_role(
+                    &name,
+                    "main",
+                    item,
+                    &opts,
+                    &mut play.roles,
+                    &mut rtasks,
+                    &mut rhandlers,
+                    0,
+                )?;
                 roles_tasks.extend(rtasks);
                 play.handlers.extend(rhandlers);
             }
@@ -442,7 +612,10 @@ impl Loader<'_> {
                     let (dname, dparams) = match &d.kind {
                         Kind::Str(s) => (s.clone(), Map::new()),
                         Kind::Map(_) => {
-                            let n = d.get("role").or_else(|| d.get("name")).ok_or_else(|| d.err("a dependency needs 'role'"))?;
+                            let n = d
+                                .get("role")
+                                .or_else(|| d.get("name"))
+                                .ok_or_else(|| d.err("a dependency needs 'role'"))?;
                             let mut m = mapping(d, "dependency")?;
                             m.remove("role");
                             m.remove("name");
@@ -461,7 +634,11 @@ impl Loader<'_> {
                 }
             }
         }
-        let role_ctx = Ctx { dir: role.path.join("tasks"), role: Some(role.clone()), depth: 0 };
+        let role_ctx = Ctx {
+            dir: role.path.join("tasks"),
+            role: Some(role.clone()),
+            depth: 0,
+        };
         let file = find_yaml(&role.path.join("tasks"), tasks_from);
         match file {
             Some(f) => {
@@ -469,14 +646,27 @@ impl Loader<'_> {
                 tasks.extend(self.task_list(&node, &role_ctx, opts)?);
             }
             None if tasks_from != "main" => {
-                return fail(at, format!("role '{name}' has no tasks file '{tasks_from}' in {}", role.path.join("tasks").display()))
+                return fail(
+                    at,
+                    format!(
+                        "role '{name}' has no tasks file '{tasks_from}' in {}",
+                        role.path.join("tasks").display()
+                    ),
+                )
             }
             None => {}
         }
-        if !roles.iter().any(|r| Arc::ptr_eq(r, &role) || r.path == role.path) {
+        if !roles
+            .iter()
+            .any(|r| Arc::ptr_eq(r, &role) || r.path == role.path)
+        {
             if let Some(hf) = find_yaml(&role.path.join("handlers"), "main") {
                 let node = yaml::load_file(&hf)?;
-                let hctx = Ctx { dir: role.path.join("handlers"), role: Some(role.clone()), depth: 0 };
+                let hctx = Ctx {
+                    dir: role.path.join("handlers"),
+                    role: Some(role.clone()),
+                    depth: 0,
+                };
                 handlers.extend(self.task_list(&node, &hctx, opts)?);
             }
             roles.push(role.clone());
@@ -492,8 +682,15 @@ impl Loader<'_> {
             .chain(std::iter::once(PathBuf::from(name)))
             .find(|p| p.is_dir())
             .ok_or_else(|| {
-                let searched: Vec<String> = self.roles_path.iter().map(|p| p.display().to_string()).collect();
-                at.err(format!("role '{name}' not found (searched: {})", searched.join(", ")))
+                let searched: Vec<String> = self
+                    .roles_path
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                at.err(format!(
+                    "role '{name}' not found (searched: {})",
+                    searched.join(", ")
+                ))
             })?;
         let load = |sub: &str| -> LoadResult<Map<String, Value>> {
             match find_yaml(&path.join(sub), "main") {
@@ -501,15 +698,28 @@ impl Loader<'_> {
                 None => Ok(Map::new()),
             }
         };
-        let short = Path::new(name).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| name.to_string());
-        Ok(Arc::new(Role { name: short, defaults: load("defaults")?, vars: load("vars")?, path }))
+        let short = Path::new(name)
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_else(|| name.to_string());
+        Ok(Arc::new(Role {
+            name: short,
+            defaults: load("defaults")?,
+            vars: load("vars")?,
+            path,
+        }))
     }
 
     fn task_list(&self, node: &Node, ctx: &Ctx, inherit: &TaskOpts) -> LoadResult<Vec<Task>> {
         let items = match &node.kind {
             Kind::Seq(items) => items,
             Kind::Null => return Ok(vec![]),
-            _ => return fail(node, format!("expected a list of tasks, found {}", node.type_name())),
+            _ => {
+                return fail(
+                    node,
+                    format!("expected a list of tasks, found {}", node.type_name()),
+                )
+            }
         };
         let mut out = Vec::new();
         for item in items {
@@ -519,10 +729,21 @@ impl Loader<'_> {
     }
 
     /// Parses one task entry, appending it (or, for static imports, what it expands to).
-    fn task(&self, node: &Node, ctx: &Ctx, inherit: &TaskOpts, out: &mut Vec<Task>) -> LoadResult<()> {
+    fn task(
+        &self,
+        node: &Node,
+        ctx: &Ctx,
+        inherit: &TaskOpts,
+        out: &mut Vec<Task>,
+    ) -> LoadResult<()> {
         let entries = match node.as_map() {
             Some(e) => e,
-            None => return fail(node, format!("a task must be a mapping, found {}", node.type_name())),
+            None => {
+                return fail(
+                    node,
+                    format!("a task must be a mapping, found {}", node.type_name()),
+                )
+            }
         };
         let mut opts = inherit.clone();
         let mut name = None;
@@ -538,7 +759,9 @@ impl Loader<'_> {
                 "block" | "rescue" | "always" => {}
                 "when" | "changed_when" | "failed_when" | "until" => check_templates(v, true)?,
                 "assert" | "ansible.builtin.assert" | "ansible.legacy.assert" => match v.as_map() {
-                    Some(m) => m.iter().try_for_each(|(ak, av)| check_templates(av, ak.as_str() == Some("that")))?,
+                    Some(m) => m.iter().try_for_each(|(ak, av)| {
+                        check_templates(av, ak.as_str() == Some("that"))
+                    })?,
                     None => check_templates(v, false)?,
                 },
                 _ => check_templates(v, false)?,
@@ -565,7 +788,10 @@ impl Loader<'_> {
                 }
                 "with_dict" => {
                     let expr = match v.to_value() {
-                        Value::String(s) => format!("{{{{ ({}) | dict2items }}}}", s.trim().trim_start_matches("{{").trim_end_matches("}}")),
+                        Value::String(s) => format!(
+                            "{{{{ ({}) | dict2items }}}}",
+                            s.trim().trim_start_matches("{{").trim_end_matches("}}")
+                        ),
                         other => format!("{{{{ {} | dict2items }}}}", other),
                     };
                     opts.loop_items = Some(Value::String(expr));
@@ -578,7 +804,9 @@ impl Loader<'_> {
                             "index_var" => opts.index_var = lv.as_str().map(str::to_string),
                             "label" => opts.loop_label = lv.as_str().map(str::to_string),
                             "pause" | "extended" => {}
-                            other => return fail(v, format!("unknown loop_control option '{other}'")),
+                            other => {
+                                return fail(v, format!("unknown loop_control option '{other}'"))
+                            }
                         }
                     }
                 }
@@ -588,13 +816,21 @@ impl Loader<'_> {
                 "changed_when" => opts.changed_when = Some(conditions(v)?),
                 "failed_when" => opts.failed_when = Some(conditions(v)?),
                 "ignore_errors" => opts.ignore_errors = Some(bool_of(v, "ignore_errors")?),
-                "ignore_unreachable" => opts.ignore_unreachable = crate::modules::args::to_bool(&v.to_value()).unwrap_or(false),
+                "ignore_unreachable" => {
+                    opts.ignore_unreachable =
+                        crate::modules::args::to_bool(&v.to_value()).unwrap_or(false)
+                }
                 "tags" => opts.tags.extend(string_list(v, "tags")?),
                 "become" => opts.become_ = Some(bool_of(v, "become")?),
                 "become_user" => opts.become_user = Some(string_of(v, "become_user")?),
-                "run_once" => opts.run_once = crate::modules::args::to_bool(&v.to_value()).unwrap_or(false),
+                "run_once" => {
+                    opts.run_once = crate::modules::args::to_bool(&v.to_value()).unwrap_or(false)
+                }
                 "delegate_to" => opts.delegate_to = Some(string_of(v, "delegate_to")?),
-                "delegate_facts" => opts.delegate_facts = crate::modules::args::to_bool(&v.to_value()).unwrap_or(false),
+                "delegate_facts" => {
+                    opts.delegate_facts =
+                        crate::modules::args::to_bool(&v.to_value()).unwrap_or(false)
+                }
                 "check_mode" => opts.check_mode = Some(bool_of(v, "check_mode")?),
                 "no_log" => opts.no_log = Some(bool_of(v, "no_log")?),
                 "environment" => opts.environment.push(v.to_value()),
@@ -609,27 +845,55 @@ impl Loader<'_> {
                 "block" => block = Some(v),
                 "rescue" => rescue = Some(v),
                 "always" => always = Some(v),
-                other if TASK_KEYWORDS.contains(&other) && other != "action" && other != "local_action" => {}
+                other
+                    if TASK_KEYWORDS.contains(&other)
+                        && other != "action"
+                        && other != "local_action" => {}
                 _ => action_keys.push((k, v)),
             }
         }
         if !own_vars.is_empty() {
             opts.vars.push(Arc::new(own_vars));
         }
-        let base = |action: Action, opts: TaskOpts| Task { loc: node.loc.clone(), name: name.clone(), action, opts, role: ctx.role.clone() };
+        let base = |action: Action, opts: TaskOpts| Task {
+            loc: node.loc.clone(),
+            name: name.clone(),
+            action,
+            opts,
+            role: ctx.role.clone(),
+        };
 
         if let Some(b) = block {
             if let Some((k, _)) = action_keys.first() {
-                return fail(k, format!("'{}' cannot be used on a block (a block holds only tasks and keywords)", k.key_string()));
+                return fail(
+                    k,
+                    format!(
+                        "'{}' cannot be used on a block (a block holds only tasks and keywords)",
+                        k.key_string()
+                    ),
+                );
             }
             // Children inherit everything except the block's own loop/register/notify.
             let mut child = opts.clone();
             child.register = None;
             child.notify.clear();
             let block = self.task_list(b, ctx, &child)?;
-            let rescue = match rescue { Some(r) => self.task_list(r, ctx, &child)?, None => vec![] };
-            let always = match always { Some(a) => self.task_list(a, ctx, &child)?, None => vec![] };
-            out.push(base(Action::Block { block, rescue, always }, opts));
+            let rescue = match rescue {
+                Some(r) => self.task_list(r, ctx, &child)?,
+                None => vec![],
+            };
+            let always = match always {
+                Some(a) => self.task_list(a, ctx, &child)?,
+                None => vec![],
+            };
+            out.push(base(
+                Action::Block {
+                    block,
+                    rescue,
+                    always,
+                },
+                opts,
+            ));
             return Ok(());
         }
         if let Some(r) = rescue.or(always) {
@@ -643,10 +907,16 @@ impl Loader<'_> {
                 // One of them is probably a misspelt keyword.
                 let hint = names
                     .iter()
-                    .find_map(|n| suggest(n, TASK_KEYWORDS.iter().copied()).map(|s| format!(" (is '{n}' a misspelling of '{s}'?)")))
+                    .find_map(|n| {
+                        suggest(n, TASK_KEYWORDS.iter().copied())
+                            .map(|s| format!(" (is '{n}' a misspelling of '{s}'?)"))
+                    })
                     .unwrap_or_default();
                 let _ = second;
-                return fail(first.0, format!("conflicting action statements: {}{hint}", names.join(", ")));
+                return fail(
+                    first.0,
+                    format!("conflicting action statements: {}{hint}", names.join(", ")),
+                );
             }
         };
         let mut module = key_node.key_string();
@@ -657,9 +927,15 @@ impl Loader<'_> {
                 opts.delegate_to = Some("localhost".into());
             }
             let s = string_of(&arg_node, &module)?;
-            let (m, rest) = s.trim().split_once(char::is_whitespace).unwrap_or((s.trim(), ""));
+            let (m, rest) = s
+                .trim()
+                .split_once(char::is_whitespace)
+                .unwrap_or((s.trim(), ""));
             module = m.to_string();
-            arg_node = Node { kind: Kind::Str(rest.to_string()), loc: arg_node.loc.clone() };
+            arg_node = Node {
+                kind: Kind::Str(rest.to_string()),
+                loc: arg_node.loc.clone(),
+            };
         }
         let short = modules::short_name(&module).to_string();
         let raw_args = |free_form: bool| -> LoadResult<Map<String, Value>> {
@@ -674,8 +950,13 @@ impl Loader<'_> {
                     let mut copied = 0;
                     for (start, end) in crate::modules::args::arg_spans(s) {
                         if let Some((k, v)) = crate::modules::args::kv_token(&s[start..end]) {
-                            if ["creates", "removes", "chdir", "executable", "stdin"].contains(&k) && !v.is_empty() {
-                                m.insert(k.to_string(), Value::String(crate::modules::args::unquote(v)));
+                            if ["creates", "removes", "chdir", "executable", "stdin"].contains(&k)
+                                && !v.is_empty()
+                            {
+                                m.insert(
+                                    k.to_string(),
+                                    Value::String(crate::modules::args::unquote(v)),
+                                );
                                 rest.push_str(&s[copied..start]);
                                 copied = end;
                             }
@@ -692,7 +973,15 @@ impl Loader<'_> {
                     }
                     m
                 }
-                _ => return fail(&arg_node, format!("arguments of '{module}' must be a mapping or key=value text, found {}", arg_node.type_name())),
+                _ => {
+                    return fail(
+                        &arg_node,
+                        format!(
+                            "arguments of '{module}' must be a mapping or key=value text, found {}",
+                            arg_node.type_name()
+                        ),
+                    )
+                }
             };
             if let Some(extra) = &extra_args {
                 for (k, v) in extra {
@@ -704,14 +993,23 @@ impl Loader<'_> {
         let check_args = |args: &Map<String, Value>, allowed: &[&str]| -> LoadResult<()> {
             for k in args.keys() {
                 if !allowed.contains(&k.as_str()) {
-                    let hint = suggest(k, allowed.iter().copied()).map(|s| format!(" (did you mean '{s}'?)")).unwrap_or_default();
+                    let hint = suggest(k, allowed.iter().copied())
+                        .map(|s| format!(" (did you mean '{s}'?)"))
+                        .unwrap_or_default();
                     // Point at the key itself when the arguments are a mapping (`args:` wins, as in raw_args).
                     let key_node = [extra_args_node, Some(&arg_node)]
                         .into_iter()
                         .flatten()
-                        .find_map(|n| n.as_map().and_then(|m| m.iter().find(|(kn, _)| kn.key_string() == *k)).map(|(kn, _)| kn))
+                        .find_map(|n| {
+                            n.as_map()
+                                .and_then(|m| m.iter().find(|(kn, _)| kn.key_string() == *k))
+                                .map(|(kn, _)| kn)
+                        })
                         .unwrap_or(&arg_node);
-                    return fail(key_node, format!("unsupported argument '{k}' for module '{short}'{hint}"));
+                    return fail(
+                        key_node,
+                        format!("unsupported argument '{k}' for module '{short}'{hint}"),
+                    );
                 }
             }
             Ok(())
@@ -750,19 +1048,36 @@ impl Loader<'_> {
                 let a = raw_args(false)?;
                 check_args(&a, &["seconds", "minutes", "prompt"])?;
                 if a.contains_key("prompt") {
-                    return fail(&arg_node, "pause with 'prompt' needs a terminal; hfplay runs unattended");
+                    return fail(
+                        &arg_node,
+                        "pause with 'prompt' needs a terminal; hfplay runs unattended",
+                    );
                 }
                 Action::Pause { args: a }
             }
             "ping" => Action::Ping,
             "meta" => {
                 let m = string_of(&arg_node, "meta")?;
-                if !["flush_handlers", "noop", "end_play", "end_host", "clear_facts", "clear_host_errors", "refresh_inventory", "reset_connection"].contains(&m.as_str()) {
+                if ![
+                    "flush_handlers",
+                    "noop",
+                    "end_play",
+                    "end_host",
+                    "clear_facts",
+                    "clear_host_errors",
+                    "refresh_inventory",
+                    "reset_connection",
+                ]
+                .contains(&m.as_str())
+                {
                     return fail(&arg_node, format!("unknown meta action '{m}'"));
                 }
                 Action::Meta(m)
             }
-            "gather_facts" => Action::Module { name: "setup".into(), args: raw_args(false)? },
+            "gather_facts" => Action::Module {
+                name: "setup".into(),
+                args: raw_args(false)?,
+            },
             "import_tasks" | "include_tasks" | "include" => {
                 let a = raw_args(true)?;
                 let file = a
@@ -779,10 +1094,17 @@ impl Loader<'_> {
                     }
                     let path = ctx.resolve_tasks_file(&file);
                     if !path.exists() {
-                        return fail(&arg_node, format!("tasks file not found: {}", path.display()));
+                        return fail(
+                            &arg_node,
+                            format!("tasks file not found: {}", path.display()),
+                        );
                     }
                     let inner = yaml::load_file(&path)?;
-                    let sub = Ctx { dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(), role: ctx.role.clone(), depth: ctx.depth + 1 };
+                    let sub = Ctx {
+                        dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+                        role: ctx.role.clone(),
+                        depth: ctx.depth + 1,
+                    };
                     let mut child = opts.clone();
                     child.register = None;
                     out.extend(self.task_list(&inner, &sub, &child)?);
@@ -792,44 +1114,117 @@ impl Loader<'_> {
                 if !is_template(&file) {
                     let path = ctx.resolve_tasks_file(&file);
                     if !path.exists() {
-                        return fail(&arg_node, format!("tasks file not found: {}", path.display()));
+                        return fail(
+                            &arg_node,
+                            format!("tasks file not found: {}", path.display()),
+                        );
                     }
                     let inner = yaml::load_file(&path)?;
-                    let sub = Ctx { dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(), role: ctx.role.clone(), depth: ctx.depth + 1 };
+                    let sub = Ctx {
+                        dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+                        role: ctx.role.clone(),
+                        depth: ctx.depth + 1,
+                    };
                     if ctx.depth < 30 {
                         self.task_list(&inner, &sub, &TaskOpts::default())?;
                     }
                 }
                 let path = ctx.resolve_tasks_file(&file);
-                Action::IncludeTasks { file: path.to_string_lossy().into_owned() }
+                Action::IncludeTasks {
+                    file: path.to_string_lossy().into_owned(),
+                }
             }
             "import_role" | "include_role" => {
                 let a = raw_args(false)?;
-                check_args(&a, &["name", "tasks_from", "vars_from", "defaults_from", "handlers_from", "allow_duplicates", "public", "apply", "rolespec_validate"])?;
-                let rname = a.get("name").and_then(Value::as_str).ok_or_else(|| arg_node.err(format!("{short} needs 'name'")))?.to_string();
-                let tasks_from = a.get("tasks_from").and_then(Value::as_str).unwrap_or("main").to_string();
+                check_args(
+                    &a,
+                    &[
+                        "name",
+                        "tasks_from",
+                        "vars_from",
+                        "defaults_from",
+                        "handlers_from",
+                        "allow_duplicates",
+                        "public",
+                        "apply",
+                        "rolespec_validate",
+                    ],
+                )?;
+                let rname = a
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| arg_node.err(format!("{short} needs 'name'")))?
+                    .to_string();
+                let tasks_from = a
+                    .get("tasks_from")
+                    .and_then(Value::as_str)
+                    .unwrap_or("main")
+                    .to_string();
                 if short == "import_role" && opts.loop_items.is_none() {
                     let mut roles = Vec::new();
                     let mut handlers = Vec::new();
-                    self.expand_role(&rname, &tasks_from, &arg_node, &opts, &mut roles, out, &mut handlers, ctx.depth + 1)?;
+                    self.expand_role(
+                        &rname,
+                        &tasks_from,
+                        &arg_node,
+                        &opts,
+                        &mut roles,
+                        out,
+                        &mut handlers,
+                        ctx.depth + 1,
+                    )?;
                     return Ok(());
                 }
                 // Dynamic: validate it loads now.
                 let mut roles = Vec::new();
                 let (mut t, mut h) = (Vec::new(), Vec::new());
-                self.expand_role(&rname, &tasks_from, &arg_node, &TaskOpts::default(), &mut roles, &mut t, &mut h, ctx.depth + 1)?;
-                Action::IncludeRole { name: rname, tasks_from }
+                self.expand_role(
+                    &rname,
+                    &tasks_from,
+                    &arg_node,
+                    &TaskOpts::default(),
+                    &mut roles,
+                    &mut t,
+                    &mut h,
+                    ctx.depth + 1,
+                )?;
+                Action::IncludeRole {
+                    name: rname,
+                    tasks_from,
+                }
             }
             _ => {
                 let Some(m) = modules::lookup(self.registry, &module) else {
-                    let mut known: Vec<&str> = self.registry.iter().flat_map(|m| m.names().iter().copied()).collect();
-                    known.extend(["debug", "set_fact", "assert", "fail", "meta", "include_tasks", "import_tasks", "include_role", "import_role", "include_vars", "pause", "ping"]);
-                    let hint = suggest(&short, known.iter().copied()).map(|s| format!(" (did you mean '{s}'?)")).unwrap_or_default();
+                    let mut known: Vec<&str> = self
+                        .registry
+                        .iter()
+                        .flat_map(|m| m.names().iter().copied())
+                        .collect();
+                    known.extend([
+                        "debug",
+                        "set_fact",
+                        "assert",
+                        "fail",
+                        "meta",
+                        "include_tasks",
+                        "import_tasks",
+                        "include_role",
+                        "import_role",
+                        "include_vars",
+                        "pause",
+                        "ping",
+                    ]);
+                    let hint = suggest(&short, known.iter().copied())
+                        .map(|s| format!(" (did you mean '{s}'?)"))
+                        .unwrap_or_default();
                     return fail(key_node, format!("unknown module '{module}'{hint}"));
                 };
                 let a = raw_args(m.free_form())?;
                 check_args(&a, m.arg_names())?;
-                Action::Module { name: m.names()[0].to_string(), args: a }
+                Action::Module {
+                    name: m.names()[0].to_string(),
+                    args: a,
+                }
             }
         };
         out.push(base(action, opts));
@@ -870,15 +1265,28 @@ pub fn find_yaml(dir: &Path, name: &str) -> Option<PathBuf> {
     let candidates: Vec<PathBuf> = if has_ext {
         vec![dir.join(name)]
     } else {
-        vec![dir.join(format!("{name}.yml")), dir.join(format!("{name}.yaml")), dir.join(name)]
+        vec![
+            dir.join(format!("{name}.yml")),
+            dir.join(format!("{name}.yaml")),
+            dir.join(name),
+        ]
     };
     candidates.into_iter().find(|p| p.is_file())
 }
 
 /// Loads a task file at run time (dynamic `include_tasks`).
-pub fn load_task_file(loader: &Loader, path: &Path, role: Option<Arc<Role>>, inherit: &TaskOpts) -> LoadResult<Vec<Task>> {
+pub fn load_task_file(
+    loader: &Loader,
+    path: &Path,
+    role: Option<Arc<Role>>,
+    inherit: &TaskOpts,
+) -> LoadResult<Vec<Task>> {
     let node = yaml::load_file(path)?;
-    let ctx = Ctx { dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(), role, depth: 1 };
+    let ctx = Ctx {
+        dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        role,
+        depth: 1,
+    };
     loader.task_list(&node, &ctx, inherit)
 }
 
@@ -886,9 +1294,27 @@ pub fn load_task_file(loader: &Loader, path: &Path, role: Option<Arc<Role>>, inh
 pub type RoleTasks = (Vec<Arc<Role>>, Vec<Task>, Vec<Task>);
 
 /// Loads a role's tasks and handlers at run time (dynamic `include_role`).
-pub fn load_role_tasks(loader: &Loader, name: &str, tasks_from: &str, at: &Loc, inherit: &TaskOpts) -> LoadResult<RoleTasks> {
-    let node = Node { kind: Kind::Null, loc: at.clone() };
+pub fn load_role_tasks(
+    loader: &Loader,
+    name: &str,
+    tasks_from: &str,
+    at: &Loc,
+    inherit: &TaskOpts,
+) -> LoadResult<RoleTasks> {
+    let node = Node {
+        kind: Kind::Null,
+        loc: at.clone(),
+    };
     let (mut roles, mut tasks, mut handlers) = (Vec::new(), Vec::new(), Vec::new());
-    loader.expand_role(name, tasks_from, &node, inherit, &mut roles, &mut tasks, &mut handlers, 0)?;
+    loader.expand_role(
+        name,
+        tasks_from,
+        &node,
+        inherit,
+        &mut roles,
+        &mut tasks,
+        &mut handlers,
+        0,
+    )?;
     Ok((roles, tasks, handlers))
 }

@@ -59,8 +59,17 @@ pub struct Reporter {
 impl Reporter {
     pub fn new(json: bool, verbosity: u8, diff: bool) -> Reporter {
         let tty = std::io::stdout().is_terminal() && !json;
-        let progress = tty.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stdout_with_hz(8)));
-        Reporter { json, verbosity, diff, progress, bars: Mutex::default(), log: Mutex::default(), started: Instant::now() }
+        let progress =
+            tty.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stdout_with_hz(8)));
+        Reporter {
+            json,
+            verbosity,
+            diff,
+            progress,
+            bars: Mutex::default(),
+            log: Mutex::default(),
+            started: Instant::now(),
+        }
     }
 
     fn print(&self, s: &str) {
@@ -102,7 +111,10 @@ impl Reporter {
         let mut bars = lock(&self.bars);
         let entry = bars.entry(host.to_string()).or_insert_with(|| {
             let pb = mp.add(ProgressBar::new_spinner());
-            pb.set_style(ProgressStyle::with_template("{spinner} {prefix:<16} {wide_msg} {elapsed:>4}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+            pb.set_style(
+                ProgressStyle::with_template("{spinner} {prefix:<16} {wide_msg} {elapsed:>4}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
             pb.set_prefix(host.to_string());
             pb.enable_steady_tick(Duration::from_millis(120));
             (pb, Instant::now())
@@ -130,7 +142,11 @@ impl Reporter {
             Some(d) => format!("[{host} -> {d}]"),
             None => format!("[{host}]"),
         };
-        let item = r.item.as_ref().map(|i| format!(" => (item={i})")).unwrap_or_default();
+        let item = r
+            .item
+            .as_ref()
+            .map(|i| format!(" => (item={i})"))
+            .unwrap_or_default();
         let detail = |r: &HostResult| -> String {
             if r.no_log {
                 return "the output has been hidden due to 'no_log: true' for this result".into();
@@ -148,13 +164,26 @@ impl Reporter {
             Status::Ok => format!("ok: {who}{item}"),
             Status::Changed => format!("changed: {who}{item}"),
             Status::Skipped => format!("skipping: {who}{item}"),
-            Status::Unreachable => format!("fatal: {who}: UNREACHABLE! => {}", if r.msg.is_empty() { detail(r) } else { r.msg.clone() }),
-            Status::Failed if r.ignored => format!("failed: {who}{item} => {}\n...ignoring", detail(r)),
+            Status::Unreachable => format!(
+                "fatal: {who}: UNREACHABLE! => {}",
+                if r.msg.is_empty() {
+                    detail(r)
+                } else {
+                    r.msg.clone()
+                }
+            ),
+            Status::Failed if r.ignored => {
+                format!("failed: {who}{item} => {}\n...ignoring", detail(r))
+            }
             Status::Failed => format!("fatal: {who}{item}: FAILED! => {}", detail(r)),
         };
         let mut out = line;
         if matches!(r.status, Status::Ok | Status::Changed) && !r.no_log {
-            if let Some(msg) = r.result.get("msg").filter(|_| r.result.get("__debug").is_some()) {
+            if let Some(msg) = r
+                .result
+                .get("msg")
+                .filter(|_| r.result.get("__debug").is_some())
+            {
                 let shown = match msg {
                     Value::String(s) => serde_json::to_string(s).unwrap_or_default(),
                     other => serde_json::to_string_pretty(other).unwrap_or_default(),
@@ -175,9 +204,16 @@ impl Reporter {
             if let Some(Value::Array(tasks)) = play.get_mut("tasks") {
                 if let Some(Value::Object(t)) = tasks.last_mut() {
                     if let Some(Value::Object(hosts)) = t.get_mut("hosts") {
-                        let mut res = if r.no_log { json!({"censored": "no_log"}) } else { r.result.clone() };
+                        let mut res = if r.no_log {
+                            json!({"censored": "no_log"})
+                        } else {
+                            r.result.clone()
+                        };
                         if let Value::Object(m) = &mut res {
-                            m.insert("status".into(), json!(format!("{:?}", r.status).to_lowercase()));
+                            m.insert(
+                                "status".into(),
+                                json!(format!("{:?}", r.status).to_lowercase()),
+                            );
                             if r.ignored {
                                 m.insert("ignored".into(), json!(true));
                             }
@@ -226,7 +262,10 @@ impl Reporter {
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
             return;
         }
-        println!("{}", Self::banner("PLAY RECAP", "").replace("PLAY RECAP [] ", "PLAY RECAP "));
+        println!(
+            "{}",
+            Self::banner("PLAY RECAP", "").replace("PLAY RECAP [] ", "PLAY RECAP ")
+        );
         let width = stats.keys().map(|h| h.len()).max().unwrap_or(0).max(16);
         for (h, s) in stats {
             println!(
@@ -258,7 +297,11 @@ mod tests {
 
     #[test]
     fn diff_shows_changed_lines() {
-        let d = FileDiff { path: "/etc/x".into(), before: "a\nb\n".into(), after: "a\nc\n".into() };
+        let d = FileDiff {
+            path: "/etc/x".into(),
+            before: "a\nb\n".into(),
+            after: "a\nc\n".into(),
+        };
         let s = render_diff(&d);
         assert!(s.contains("--- before: /etc/x"));
         assert!(s.contains("-b\n+c"), "{s}");

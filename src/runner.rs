@@ -15,7 +15,9 @@ use tokio::sync::{OnceCell, Semaphore};
 
 use crate::connection::{Become, ConnSpec, HostConn};
 use crate::inventory::{load_vars_file, Inventory};
-use crate::modules::{self, args::to_bool, FileKind, Module, ModuleError, Outcome, TaskCtx, TaskEnv};
+use crate::modules::{
+    self, args::to_bool, FileKind, Module, ModuleError, Outcome, TaskCtx, TaskEnv,
+};
 use crate::playbook::{self, Action, Loader, Play, Playbook, Role, Task, TaskOpts};
 use crate::report::{HostResult, Reporter, Stats, Status};
 use crate::template::{HostVars, Scope, Templar, OMIT};
@@ -122,7 +124,10 @@ impl Runner {
     }
 
     fn loader(&self) -> Loader<'_> {
-        Loader { roles_path: self.roles_path.clone(), registry: &self.registry }
+        Loader {
+            roles_path: self.roles_path.clone(),
+            registry: &self.registry,
+        }
     }
 
     /// Inventory-level vars of a host (inventory + group_vars/host_vars of inventory and playbook).
@@ -211,7 +216,10 @@ impl Runner {
             m
         });
         for (f, loc) in &play.vars_files {
-            let name = self.templar.template_value(&json!(f), &base_scope).map_err(|e| format!("{loc}: vars_files: {e}"))?;
+            let name = self
+                .templar
+                .template_value(&json!(f), &base_scope)
+                .map_err(|e| format!("{loc}: vars_files: {e}"))?;
             let p = self.pb.dir.join(name.as_str().unwrap_or_default());
             vars_files.extend(load_vars_file(&p).map_err(|e| e.to_string())?);
         }
@@ -237,11 +245,19 @@ impl Runner {
                 let task = Task {
                     loc: play.loc.clone(),
                     name: Some("Gathering Facts".into()),
-                    action: Action::Module { name: "setup".into(), args: Map::new() },
-                    opts: TaskOpts { tags: ["always".to_string()].into_iter().collect(), ..Default::default() },
+                    action: Action::Module {
+                        name: "setup".into(),
+                        args: Map::new(),
+                    },
+                    opts: TaskOpts {
+                        tags: ["always".to_string()].into_iter().collect(),
+                        ..Default::default()
+                    },
                     role: None,
                 };
-                let failed = self.run_task(&ctx, &task, &active, &Arc::new(HashMap::new())).await;
+                let failed = self
+                    .run_task(&ctx, &task, &active, &Arc::new(HashMap::new()))
+                    .await;
                 active.retain(|h| !failed.contains(h));
             }
         }
@@ -249,7 +265,14 @@ impl Runner {
             if active.is_empty() || *lock(&ctx.ended) {
                 break;
             }
-            let failed = self.run_list(ctx.clone(), section.clone(), active.clone(), Arc::new(HashMap::new())).await;
+            let failed = self
+                .run_list(
+                    ctx.clone(),
+                    section.clone(),
+                    active.clone(),
+                    Arc::new(HashMap::new()),
+                )
+                .await;
             active.retain(|h| !failed.contains(h));
             if play.any_errors_fatal && !failed.is_empty() {
                 active.clear();
@@ -257,7 +280,11 @@ impl Runner {
             self.flush_handlers(&ctx, &active).await;
         }
         if play.force_handlers {
-            let all: Vec<String> = hosts.iter().filter(|h| !self.is_unreachable(h)).cloned().collect();
+            let all: Vec<String> = hosts
+                .iter()
+                .filter(|h| !self.is_unreachable(h))
+                .cloned()
+                .collect();
             self.flush_handlers(&ctx, &all).await;
         }
         Ok(())
@@ -268,7 +295,13 @@ impl Runner {
     }
 
     /// Runs tasks in order on `hosts`; returns the hosts that failed (and were not rescued).
-    fn run_list(self: &Arc<Self>, ctx: Arc<PlayCtx>, tasks: Vec<Task>, hosts: Vec<String>, inc: IncludeVars) -> BoxFuture<'static, HashSet<String>> {
+    fn run_list(
+        self: &Arc<Self>,
+        ctx: Arc<PlayCtx>,
+        tasks: Vec<Task>,
+        hosts: Vec<String>,
+        inc: IncludeVars,
+    ) -> BoxFuture<'static, HashSet<String>> {
         let this = self.clone();
         async move {
             let mut active = hosts;
@@ -277,12 +310,28 @@ impl Runner {
                 if active.is_empty() || *lock(&ctx.ended) {
                     break;
                 }
-                if !this.tag_selected(&task.opts) && !matches!(task.action, Action::Block { .. } | Action::IncludeTasks { .. } | Action::IncludeRole { .. }) {
+                if !this.tag_selected(&task.opts)
+                    && !matches!(
+                        task.action,
+                        Action::Block { .. }
+                            | Action::IncludeTasks { .. }
+                            | Action::IncludeRole { .. }
+                    )
+                {
                     continue;
                 }
                 let failed = match &task.action {
-                    Action::Block { block, rescue, always } => this.run_block(&ctx, block, rescue, always, &active, &inc).await,
-                    Action::IncludeTasks { .. } | Action::IncludeRole { .. } => this.run_include(&ctx, task, &active, &inc).await,
+                    Action::Block {
+                        block,
+                        rescue,
+                        always,
+                    } => {
+                        this.run_block(&ctx, block, rescue, always, &active, &inc)
+                            .await
+                    }
+                    Action::IncludeTasks { .. } | Action::IncludeRole { .. } => {
+                        this.run_include(&ctx, task, &active, &inc).await
+                    }
                     Action::Meta(m) => {
                         this.run_meta(&ctx, task, m, &mut active).await;
                         HashSet::new()
@@ -302,12 +351,34 @@ impl Runner {
         .boxed()
     }
 
-    async fn run_block(self: &Arc<Self>, ctx: &Arc<PlayCtx>, block: &[Task], rescue: &[Task], always: &[Task], hosts: &[String], inc: &IncludeVars) -> HashSet<String> {
-        let failed = self.run_list(ctx.clone(), block.to_vec(), hosts.to_vec(), inc.clone()).await;
-        let mut still_failed: HashSet<String> = failed.iter().filter(|h| !self.is_unreachable(h)).cloned().collect();
-        let unreachable: HashSet<String> = failed.iter().filter(|h| self.is_unreachable(h)).cloned().collect();
+    async fn run_block(
+        self: &Arc<Self>,
+        ctx: &Arc<PlayCtx>,
+        block: &[Task],
+        rescue: &[Task],
+        always: &[Task],
+        hosts: &[String],
+        inc: &IncludeVars,
+    ) -> HashSet<String> {
+        let failed = self
+            .run_list(ctx.clone(), block.to_vec(), hosts.to_vec(), inc.clone())
+            .await;
+        let mut still_failed: HashSet<String> = failed
+            .iter()
+            .filter(|h| !self.is_unreachable(h))
+            .cloned()
+            .collect();
+        let unreachable: HashSet<String> = failed
+            .iter()
+            .filter(|h| self.is_unreachable(h))
+            .cloned()
+            .collect();
         if !rescue.is_empty() && !still_failed.is_empty() {
-            let to_rescue: Vec<String> = hosts.iter().filter(|h| still_failed.contains(*h)).cloned().collect();
+            let to_rescue: Vec<String> = hosts
+                .iter()
+                .filter(|h| still_failed.contains(*h))
+                .cloned()
+                .collect();
             for h in &to_rescue {
                 // The failure is being handled: the host is no longer failed.
                 let mut st = lock(&self.state);
@@ -323,12 +394,20 @@ impl Runner {
                     s.rescued += 1;
                 });
             }
-            let rescue_failed = self.run_list(ctx.clone(), rescue.to_vec(), to_rescue, inc.clone()).await;
+            let rescue_failed = self
+                .run_list(ctx.clone(), rescue.to_vec(), to_rescue, inc.clone())
+                .await;
             still_failed = rescue_failed;
         }
         if !always.is_empty() {
-            let run_on: Vec<String> = hosts.iter().filter(|h| !unreachable.contains(*h) && !self.is_unreachable(h)).cloned().collect();
-            let always_failed = self.run_list(ctx.clone(), always.to_vec(), run_on, inc.clone()).await;
+            let run_on: Vec<String> = hosts
+                .iter()
+                .filter(|h| !unreachable.contains(*h) && !self.is_unreachable(h))
+                .cloned()
+                .collect();
+            let always_failed = self
+                .run_list(ctx.clone(), always.to_vec(), run_on, inc.clone())
+                .await;
             still_failed.extend(always_failed);
         }
         still_failed.extend(unreachable);
@@ -337,7 +416,12 @@ impl Runner {
 
     fn tag_selected(&self, opts: &TaskOpts) -> bool {
         let tags = &opts.tags;
-        if self.opts.skip_tags.iter().any(|t| tags.contains(t) || (t == "tagged" && !tags.is_empty())) {
+        if self
+            .opts
+            .skip_tags
+            .iter()
+            .any(|t| tags.contains(t) || (t == "tagged" && !tags.is_empty()))
+        {
             return false;
         }
         if tags.contains("never") && !self.opts.tags.iter().any(|t| tags.contains(t)) {
@@ -349,15 +433,28 @@ impl Runner {
         if tags.contains("always") {
             return true;
         }
-        self.opts.tags.iter().any(|t| tags.contains(t) || (t == "untagged" && tags.is_empty()) || (t == "tagged" && !tags.is_empty()))
+        self.opts.tags.iter().any(|t| {
+            tags.contains(t)
+                || (t == "untagged" && tags.is_empty())
+                || (t == "tagged" && !tags.is_empty())
+        })
     }
 
     /// Builds the variable scope of `host` for `task`.
-    fn scope(self: &Arc<Self>, ctx: &Arc<PlayCtx>, host: &str, task: Option<&Task>, inc: &IncludeVars, extra: Option<&Map<String, Value>>) -> Arc<Scope> {
+    fn scope(
+        self: &Arc<Self>,
+        ctx: &Arc<PlayCtx>,
+        host: &str,
+        task: Option<&Task>,
+        inc: &IncludeVars,
+        extra: Option<&Map<String, Value>>,
+    ) -> Arc<Scope> {
         let inv = self.inventory_vars(host);
         let (facts, host_facts) = {
             let st = lock(&self.state);
-            st.get(host).map(|s| (s.facts.clone(), s.host_facts.clone())).unwrap_or_default()
+            st.get(host)
+                .map(|s| (s.facts.clone(), s.host_facts.clone()))
+                .unwrap_or_default()
         };
         let role: Option<&Arc<Role>> = task.and_then(|t| t.role.as_ref());
         let mut layers = Layers {
@@ -389,7 +486,10 @@ impl Runner {
         }
         let mut raw = layers.flatten();
         raw.insert("inventory_hostname".into(), json!(host));
-        raw.insert("inventory_hostname_short".into(), json!(host.split('.').next().unwrap_or(host)));
+        raw.insert(
+            "inventory_hostname_short".into(),
+            json!(host.split('.').next().unwrap_or(host)),
+        );
         raw.insert("group_names".into(), json!(self.inv.group_names(host)));
         raw.insert("play_hosts".into(), json!(ctx.hosts));
         raw.insert("ansible_play_hosts".into(), json!(ctx.hosts));
@@ -400,14 +500,33 @@ impl Runner {
         raw.insert("playbook_dir".into(), json!(abs(&self.pb.dir)));
         raw.insert("inventory_dir".into(), json!(abs(&self.inv.dir)));
         raw.insert("inventory_file".into(), json!(abs(&self.inv.source)));
-        raw.insert("ansible_facts".into(), Value::Object(facts.iter().map(|(k, v)| (k.strip_prefix("ansible_").unwrap_or(k).to_string(), v.clone())).collect()));
-        raw.insert("ansible_version".into(), json!({"full": "2.17.0", "major": 2, "minor": 17, "string": "2.17.0 (hfplay)"}));
+        raw.insert(
+            "ansible_facts".into(),
+            Value::Object(
+                facts
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.strip_prefix("ansible_").unwrap_or(k).to_string(),
+                            v.clone(),
+                        )
+                    })
+                    .collect(),
+            ),
+        );
+        raw.insert(
+            "ansible_version".into(),
+            json!({"full": "2.17.0", "major": 2, "minor": 17, "string": "2.17.0 (hfplay)"}),
+        );
         if let Some(r) = role {
             raw.insert("role_path".into(), json!(abs(&r.path)));
             raw.insert("role_name".into(), json!(r.name));
         }
         let mut fixed = HashMap::new();
-        fixed.insert("groups".to_string(), minijinja::Value::from_serialize(&self.groups));
+        fixed.insert(
+            "groups".to_string(),
+            minijinja::Value::from_serialize(&self.groups),
+        );
         let me = self.clone();
         let ctx2 = ctx.clone();
         let hv_hosts: Vec<String> = self.inv.hosts.keys().cloned().collect();
@@ -420,7 +539,10 @@ impl Runner {
                 Some(me.scope_plain(&ctx2, h))
             }),
         );
-        fixed.insert("hostvars".to_string(), minijinja::Value::from_object(hostvars));
+        fixed.insert(
+            "hostvars".to_string(),
+            minijinja::Value::from_object(hostvars),
+        );
         Scope::with_fixed(self.templar.clone(), raw, fixed)
     }
 
@@ -429,13 +551,23 @@ impl Runner {
         self.scope(ctx, host, None, &Arc::new(HashMap::new()), None)
     }
 
-    async fn connection(self: &Arc<Self>, ctx: &Arc<PlayCtx>, host: &str) -> Result<Arc<HostConn>, String> {
-        let cell = lock(&self.conns).entry(host.to_string()).or_insert_with(|| Arc::new(OnceCell::new())).clone();
+    async fn connection(
+        self: &Arc<Self>,
+        ctx: &Arc<PlayCtx>,
+        host: &str,
+    ) -> Result<Arc<HostConn>, String> {
+        let cell = lock(&self.conns)
+            .entry(host.to_string())
+            .or_insert_with(|| Arc::new(OnceCell::new()))
+            .clone();
         let r = cell
             .get_or_init(|| async {
                 let scope = self.scope_plain(ctx, host);
                 let spec = self.conn_spec(host, &scope)?;
-                HostConn::open(spec).await.map(Arc::new).map_err(|e| e.to_string())
+                HostConn::open(spec)
+                    .await
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
             })
             .await;
         r.clone()
@@ -456,7 +588,11 @@ impl Runner {
                 let words = crate::modules::args::shell_words(&args);
                 let mut it = words.iter();
                 while let Some(w) = it.next() {
-                    let opt = if w == "-o" { it.next().cloned() } else { w.strip_prefix("-o").map(str::to_string) };
+                    let opt = if w == "-o" {
+                        it.next().cloned()
+                    } else {
+                        w.strip_prefix("-o").map(str::to_string)
+                    };
                     if let Some(o) = opt {
                         if let Some((k, v)) = o.split_once('=') {
                             ssh_options.push((k.trim().to_string(), v.trim().to_string()));
@@ -466,12 +602,17 @@ impl Runner {
             }
         }
         let port = match get("ansible_port")?.or(get("ansible_ssh_port")?) {
-            Some(p) => Some(p.parse::<u16>().map_err(|_| format!("{host}: ansible_port {p:?} is not a port number"))?),
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .map_err(|_| format!("{host}: ansible_port {p:?} is not a port number"))?,
+            ),
             None => None,
         };
         Ok(ConnSpec {
             inventory_name: host.to_string(),
-            address: get("ansible_host")?.or(get("ansible_ssh_host")?).unwrap_or_else(|| host.to_string()),
+            address: get("ansible_host")?
+                .or(get("ansible_ssh_host")?)
+                .unwrap_or_else(|| host.to_string()),
             port,
             user: get("ansible_user")?.or(get("ansible_ssh_user")?),
             key_file: get("ansible_ssh_private_key_file")?.map(PathBuf::from),
@@ -481,7 +622,13 @@ impl Runner {
         })
     }
 
-    async fn run_meta(self: &Arc<Self>, ctx: &Arc<PlayCtx>, task: &Task, m: &str, active: &mut Vec<String>) {
+    async fn run_meta(
+        self: &Arc<Self>,
+        ctx: &Arc<PlayCtx>,
+        task: &Task,
+        m: &str,
+        active: &mut Vec<String>,
+    ) {
         match m {
             "flush_handlers" => self.flush_handlers(ctx, active).await,
             "end_play" => {
@@ -492,7 +639,10 @@ impl Runner {
                 let mut ended = Vec::new();
                 for h in active.iter() {
                     let scope = self.scope(ctx, h, Some(task), &Arc::new(HashMap::new()), None);
-                    if self.conditions_hold(&task.opts.when, &scope).unwrap_or(false) {
+                    if self
+                        .conditions_hold(&task.opts.when, &scope)
+                        .unwrap_or(false)
+                    {
                         ended.push(h.clone());
                     }
                 }
@@ -500,7 +650,11 @@ impl Runner {
             }
             "clear_facts" => {
                 for h in active.iter() {
-                    lock(&self.state).entry(h.clone()).or_default().facts.clear();
+                    lock(&self.state)
+                        .entry(h.clone())
+                        .or_default()
+                        .facts
+                        .clear();
                 }
             }
             _ => {}
@@ -523,10 +677,18 @@ impl Runner {
                     }
                     for (i, h) in handlers.iter().enumerate() {
                         let qualified: Vec<String> = match &h.role {
-                            Some(r) => h.name.iter().map(|n| format!("{} : {}", r.name, n)).collect(),
+                            Some(r) => h
+                                .name
+                                .iter()
+                                .map(|n| format!("{} : {}", r.name, n))
+                                .collect(),
                             None => vec![],
                         };
-                        let hit = s.notified.iter().any(|n| h.name.as_ref() == Some(n) || h.opts.listen.contains(n) || qualified.contains(n));
+                        let hit = s.notified.iter().any(|n| {
+                            h.name.as_ref() == Some(n)
+                                || h.opts.listen.contains(n)
+                                || qualified.contains(n)
+                        });
                         if hit {
                             targets[i].push(host.clone());
                         }
@@ -539,16 +701,34 @@ impl Runner {
             }
             let mut failed: HashSet<String> = HashSet::new();
             for (h, hosts_of) in handlers.iter().zip(targets) {
-                let run_on: Vec<String> = hosts_of.into_iter().filter(|x| !failed.contains(x)).collect();
+                let run_on: Vec<String> = hosts_of
+                    .into_iter()
+                    .filter(|x| !failed.contains(x))
+                    .collect();
                 if run_on.is_empty() {
                     continue;
                 }
-                failed.extend(self.run_task_kind(ctx, h, &run_on, &Arc::new(HashMap::new()), "RUNNING HANDLER").await);
+                failed.extend(
+                    self.run_task_kind(
+                        ctx,
+                        h,
+                        &run_on,
+                        &Arc::new(HashMap::new()),
+                        "RUNNING HANDLER",
+                    )
+                    .await,
+                );
             }
         }
     }
 
-    async fn run_include(self: &Arc<Self>, ctx: &Arc<PlayCtx>, task: &Task, hosts: &[String], inc: &IncludeVars) -> HashSet<String> {
+    async fn run_include(
+        self: &Arc<Self>,
+        ctx: &Arc<PlayCtx>,
+        task: &Task,
+        hosts: &[String],
+        inc: &IncludeVars,
+    ) -> HashSet<String> {
         // Per host: evaluate when/loop, then group hosts by what they include.
         let mut groups: IncludeGroups = IndexMap::new();
         let mut failed = HashSet::new();
@@ -589,22 +769,31 @@ impl Runner {
                     }
                 }
                 let key = match &task.action {
-                    Action::IncludeTasks { file } => match self.templar.template_value(&json!(file), &iscope) {
-                        Ok(v) => v.as_str().unwrap_or_default().to_string(),
-                        Err(e) => {
-                            self.fail_host(h, task, &e);
-                            failed.insert(h.clone());
-                            continue;
+                    Action::IncludeTasks { file } => {
+                        match self.templar.template_value(&json!(file), &iscope) {
+                            Ok(v) => v.as_str().unwrap_or_default().to_string(),
+                            Err(e) => {
+                                self.fail_host(h, task, &e);
+                                failed.insert(h.clone());
+                                continue;
+                            }
                         }
-                    },
+                    }
                     Action::IncludeRole { name, tasks_from } => format!("role:{name}:{tasks_from}"),
                     _ => continue,
                 };
-                groups.entry((key, i)).or_default().insert(h.clone(), Arc::new(vars));
+                groups
+                    .entry((key, i))
+                    .or_default()
+                    .insert(h.clone(), Arc::new(vars));
             }
         }
         for ((key, _), host_vars) in groups {
-            let group_hosts: Vec<String> = hosts.iter().filter(|h| host_vars.contains_key(*h) && !failed.contains(*h)).cloned().collect();
+            let group_hosts: Vec<String> = hosts
+                .iter()
+                .filter(|h| host_vars.contains_key(*h) && !failed.contains(*h))
+                .cloned()
+                .collect();
             let mut inherit = task.opts.clone();
             inherit.loop_items = None;
             inherit.when.clear();
@@ -612,20 +801,28 @@ impl Runner {
             inherit.vars.clear();
             let loaded = if let Some(rest) = key.strip_prefix("role:") {
                 let (name, tasks_from) = rest.rsplit_once(':').unwrap_or((rest, "main"));
-                playbook::load_role_tasks(&self.loader(), name, tasks_from, &task.loc, &inherit).map(|(roles, tasks, handlers)| {
-                    lock(&ctx.handlers).extend(handlers);
-                    let _ = roles;
-                    tasks
-                })
+                playbook::load_role_tasks(&self.loader(), name, tasks_from, &task.loc, &inherit)
+                    .map(|(roles, tasks, handlers)| {
+                        lock(&ctx.handlers).extend(handlers);
+                        let _ = roles;
+                        tasks
+                    })
             } else {
                 let path = PathBuf::from(&key);
-                let path = if path.is_absolute() { path } else { self.pb.dir.join(path) };
+                let path = if path.is_absolute() {
+                    path
+                } else {
+                    self.pb.dir.join(path)
+                };
                 playbook::load_task_file(&self.loader(), &path, task.role.clone(), &inherit)
             };
             match loaded {
                 Ok(tasks) => {
-                    self.reporter.note(&format!("included: {key} for {}", group_hosts.join(", ")));
-                    let f = self.run_list(ctx.clone(), tasks, group_hosts, Arc::new(host_vars)).await;
+                    self.reporter
+                        .note(&format!("included: {key} for {}", group_hosts.join(", ")));
+                    let f = self
+                        .run_list(ctx.clone(), tasks, group_hosts, Arc::new(host_vars))
+                        .await;
                     failed.extend(f);
                 }
                 Err(e) => {
@@ -641,7 +838,16 @@ impl Runner {
 
     /// Fails `host` at `task` with a controller-side error (template, loop, include).
     fn fail_host(&self, host: &str, task: &Task, msg: &str) {
-        let r = HostResult { status: Status::Failed, ignored: false, item: None, msg: located(task, host, msg), diffs: vec![], result: json!({}), no_log: false, delegated: None };
+        let r = HostResult {
+            status: Status::Failed,
+            ignored: false,
+            item: None,
+            msg: located(task, host, msg),
+            diffs: vec![],
+            result: json!({}),
+            no_log: false,
+            delegated: None,
+        };
         let result = json!({"failed": true, "msg": r.msg.clone()});
         self.reporter.host_result(host, &r);
         self.stat(host, |s| s.failed += 1);
@@ -656,7 +862,10 @@ impl Runner {
             let ok = match c {
                 Value::Bool(b) => *b,
                 Value::Number(n) => n.as_i64() != Some(0),
-                Value::String(s) => self.templar.eval_bool(s, scope).map_err(|e| format!("error while evaluating conditional ({s}): {e}"))?,
+                Value::String(s) => self
+                    .templar
+                    .eval_bool(s, scope)
+                    .map_err(|e| format!("error while evaluating conditional ({s}): {e}"))?,
                 _ => false,
             };
             if !ok {
@@ -667,8 +876,13 @@ impl Runner {
     }
 
     fn loop_items(&self, task: &Task, scope: &Arc<Scope>) -> Result<Option<Vec<Value>>, String> {
-        let Some(items) = &task.opts.loop_items else { return Ok(None) };
-        let v = self.templar.template_value(items, scope).map_err(|e| format!("loop: {e}"))?;
+        let Some(items) = &task.opts.loop_items else {
+            return Ok(None);
+        };
+        let v = self
+            .templar
+            .template_value(items, scope)
+            .map_err(|e| format!("loop: {e}"))?;
         match v {
             Value::Array(a) => Ok(Some(a)),
             Value::Null => Ok(Some(vec![])),
@@ -678,14 +892,31 @@ impl Runner {
     }
 
     /// Runs a simple task on all hosts in parallel; returns hosts that failed.
-    async fn run_task(self: &Arc<Self>, ctx: &Arc<PlayCtx>, task: &Task, hosts: &[String], inc: &IncludeVars) -> HashSet<String> {
+    async fn run_task(
+        self: &Arc<Self>,
+        ctx: &Arc<PlayCtx>,
+        task: &Task,
+        hosts: &[String],
+        inc: &IncludeVars,
+    ) -> HashSet<String> {
         self.run_task_kind(ctx, task, hosts, inc, "TASK").await
     }
 
-    async fn run_task_kind(self: &Arc<Self>, ctx: &Arc<PlayCtx>, task: &Task, hosts: &[String], inc: &IncludeVars, kind: &str) -> HashSet<String> {
+    async fn run_task_kind(
+        self: &Arc<Self>,
+        ctx: &Arc<PlayCtx>,
+        task: &Task,
+        hosts: &[String],
+        inc: &IncludeVars,
+        kind: &str,
+    ) -> HashSet<String> {
         let title = self.task_title(ctx, task, hosts, inc);
         self.reporter.task_start(kind, &title);
-        let run_hosts: Vec<String> = if task.opts.run_once { hosts.iter().take(1).cloned().collect() } else { hosts.to_vec() };
+        let run_hosts: Vec<String> = if task.opts.run_once {
+            hosts.iter().take(1).cloned().collect()
+        } else {
+            hosts.to_vec()
+        };
         let futures = run_hosts.iter().map(|h| {
             let this = self.clone();
             let ctx = ctx.clone();
@@ -710,7 +941,11 @@ impl Runner {
             if task.opts.run_once {
                 if let (Some(name), Some(reg)) = (&task.opts.register, &registered) {
                     for other in hosts {
-                        lock(&self.state).entry(other.clone()).or_default().host_facts.insert(name.clone(), reg.clone());
+                        lock(&self.state)
+                            .entry(other.clone())
+                            .or_default()
+                            .host_facts
+                            .insert(name.clone(), reg.clone());
                     }
                 }
                 if host_failed {
@@ -723,9 +958,17 @@ impl Runner {
 
     /// The task's name for banners, templated like Ansible with the first host's variables
     /// (`Install PostgreSQL {{ postgres_version }}`); the raw name when that fails.
-    fn task_title(self: &Arc<Self>, ctx: &Arc<PlayCtx>, task: &Task, hosts: &[String], inc: &IncludeVars) -> String {
+    fn task_title(
+        self: &Arc<Self>,
+        ctx: &Arc<PlayCtx>,
+        task: &Task,
+        hosts: &[String],
+        inc: &IncludeVars,
+    ) -> String {
         let raw = task.display_name();
-        let Some(first) = hosts.first() else { return raw };
+        let Some(first) = hosts.first() else {
+            return raw;
+        };
         if !raw.contains("{{") {
             return raw;
         }
@@ -738,7 +981,13 @@ impl Runner {
     }
 
     /// One task on one host (all loop items). Returns (registered value, failed?).
-    async fn run_on_host(self: &Arc<Self>, ctx: &Arc<PlayCtx>, task: &Task, host: &str, inc: &IncludeVars) -> (Option<Value>, bool) {
+    async fn run_on_host(
+        self: &Arc<Self>,
+        ctx: &Arc<PlayCtx>,
+        task: &Task,
+        host: &str,
+        inc: &IncludeVars,
+    ) -> (Option<Value>, bool) {
         let scope = self.scope(ctx, host, Some(task), inc, None);
         let fail_now = |this: &Arc<Self>, msg: String| -> (Option<Value>, bool) {
             this.fail_host(host, task, &msg);
@@ -774,10 +1023,16 @@ impl Runner {
             }
             let iscope = self.scope(ctx, host, Some(task), inc, Some(&extra));
             let label = match &task.opts.loop_label {
-                Some(l) => self.templar.template_value(&json!(l), &iscope).map(|v| value_label(&v)).unwrap_or_else(|_| value_label(&item)),
+                Some(l) => self
+                    .templar
+                    .template_value(&json!(l), &iscope)
+                    .map(|v| value_label(&v))
+                    .unwrap_or_else(|_| value_label(&item)),
                 None => value_label(&item),
             };
-            let (mut res, status) = self.run_item(ctx, task, host, &iscope, Some(label.clone()), no_log).await;
+            let (mut res, status) = self
+                .run_item(ctx, task, host, &iscope, Some(label.clone()), no_log)
+                .await;
             // set_fact in a loop: each item sees the facts set by the previous ones.
             if let Some(Value::Object(facts)) = res.get("__set_facts") {
                 let mut st = lock(&self.state);
@@ -826,7 +1081,15 @@ impl Runner {
         (Some(agg), failed)
     }
 
-    fn report_item(&self, host: &str, task: &Task, res: &Value, status: Status, label: Option<String>, no_log: bool) {
+    fn report_item(
+        &self,
+        host: &str,
+        task: &Task,
+        res: &Value,
+        status: Status,
+        label: Option<String>,
+        no_log: bool,
+    ) {
         let ignored = status == Status::Failed && self.ignore_errors(task, res);
         self.reporter.host_result(
             host,
@@ -834,27 +1097,53 @@ impl Runner {
                 status,
                 ignored,
                 item: label,
-                msg: res.get("msg").and_then(Value::as_str).unwrap_or_default().to_string(),
+                msg: res
+                    .get("msg")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
                 diffs: diffs_of(res),
                 result: strip_internal(res),
                 no_log,
-                delegated: res.get("__delegated").and_then(Value::as_str).map(str::to_string),
+                delegated: res
+                    .get("__delegated")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
             },
         );
     }
 
     fn ignore_errors(&self, _task: &Task, res: &Value) -> bool {
-        res.get("__ignore_errors").and_then(Value::as_bool).unwrap_or(false)
+        res.get("__ignore_errors")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
     }
 
     /// Records the task's final outcome for a host: stats, register, notify, failure.
     #[allow(clippy::too_many_arguments)]
-    fn account(&self, host: &str, task: &Task, res: &Value, status: Status, looped: Option<()>, no_log: bool, _ctx: &Arc<PlayCtx>) -> bool {
+    fn account(
+        &self,
+        host: &str,
+        task: &Task,
+        res: &Value,
+        status: Status,
+        looped: Option<()>,
+        no_log: bool,
+        _ctx: &Arc<PlayCtx>,
+    ) -> bool {
         if looped.is_none() {
             self.report_item(host, task, res, status, None, no_log);
         }
         let ignored = status == Status::Failed
-            && (self.ignore_errors(task, res) || res.get("results").and_then(Value::as_array).is_some_and(|rs| rs.iter().all(|r| r.get("failed") != Some(&json!(true)) || self.ignore_errors(task, r))));
+            && (self.ignore_errors(task, res)
+                || res
+                    .get("results")
+                    .and_then(Value::as_array)
+                    .is_some_and(|rs| {
+                        rs.iter().all(|r| {
+                            r.get("failed") != Some(&json!(true)) || self.ignore_errors(task, r)
+                        })
+                    }));
         let mut st = lock(&self.state);
         let hs = st.entry(host.to_string()).or_default();
         if let Some(name) = &task.opts.register {
@@ -911,11 +1200,29 @@ impl Runner {
     }
 
     /// One iteration: conditions, templated args, the action, changed_when/failed_when/until.
-    async fn run_item(self: &Arc<Self>, ctx: &Arc<PlayCtx>, task: &Task, host: &str, scope: &Arc<Scope>, _label: Option<String>, _no_log: bool) -> (Value, Status) {
-        let err = |msg: String| (json!({"failed": true, "msg": located(task, host, &msg)}), Status::Failed);
+    async fn run_item(
+        self: &Arc<Self>,
+        ctx: &Arc<PlayCtx>,
+        task: &Task,
+        host: &str,
+        scope: &Arc<Scope>,
+        _label: Option<String>,
+        _no_log: bool,
+    ) -> (Value, Status) {
+        let err = |msg: String| {
+            (
+                json!({"failed": true, "msg": located(task, host, &msg)}),
+                Status::Failed,
+            )
+        };
         match self.conditions_hold(&task.opts.when, scope) {
             Ok(true) => {}
-            Ok(false) => return (json!({"changed": false, "skipped": true, "skip_reason": "Conditional result was False"}), Status::Skipped),
+            Ok(false) => {
+                return (
+                    json!({"changed": false, "skipped": true, "skip_reason": "Conditional result was False"}),
+                    Status::Skipped,
+                )
+            }
             Err(e) => return err(e),
         }
         let ignore_errors = match &task.opts.ignore_errors {
@@ -926,15 +1233,31 @@ impl Runner {
             None => false,
         };
         let retries = match &task.opts.until {
-            Some(_) => match task.opts.retries.as_ref().map(|r| self.templar.template_value(r, scope)) {
-                Some(Ok(v)) => v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or(3),
+            Some(_) => match task
+                .opts
+                .retries
+                .as_ref()
+                .map(|r| self.templar.template_value(r, scope))
+            {
+                Some(Ok(v)) => v
+                    .as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                    .unwrap_or(3),
                 Some(Err(e)) => return err(e),
                 None => 3,
             },
             None => 0,
         };
-        let delay = match task.opts.delay.as_ref().map(|r| self.templar.template_value(r, scope)) {
-            Some(Ok(v)) => v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or(5),
+        let delay = match task
+            .opts
+            .delay
+            .as_ref()
+            .map(|r| self.templar.template_value(r, scope))
+        {
+            Some(Ok(v)) => v
+                .as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                .unwrap_or(5),
             Some(Err(e)) => return err(e),
             None => 5,
         };
@@ -946,7 +1269,9 @@ impl Runner {
             }
             if status != Status::Skipped {
                 // changed_when / failed_when see the result under the register name.
-                let needs_eval = task.opts.changed_when.is_some() || task.opts.failed_when.is_some() || task.opts.until.is_some();
+                let needs_eval = task.opts.changed_when.is_some()
+                    || task.opts.failed_when.is_some()
+                    || task.opts.until.is_some();
                 if needs_eval {
                     let mut extra = Map::new();
                     let clean = strip_internal(&res);
@@ -983,17 +1308,27 @@ impl Runner {
                                         res["msg"] = json!("failed_when condition was met");
                                     }
                                 } else if status == Status::Failed {
-                                    status = if res.get("changed") == Some(&json!(true)) { Status::Changed } else { Status::Ok };
+                                    status = if res.get("changed") == Some(&json!(true)) {
+                                        Status::Changed
+                                    } else {
+                                        Status::Ok
+                                    };
                                 }
                             }
                             Err(e) => return err(e),
                         }
                     }
                     if let Some(until) = &task.opts.until {
-                        let done = self.conditions_hold(std::slice::from_ref(until), &rscope).unwrap_or(false);
+                        let done = self
+                            .conditions_hold(std::slice::from_ref(until), &rscope)
+                            .unwrap_or(false);
                         if !done && attempt < retries {
                             attempt += 1;
-                            self.reporter.note(&format!("FAILED - RETRYING: [{host}]: {} ({} retries left).", task.display_name(), retries - attempt + 1));
+                            self.reporter.note(&format!(
+                                "FAILED - RETRYING: [{host}]: {} ({} retries left).",
+                                task.display_name(),
+                                retries - attempt + 1
+                            ));
                             tokio::time::sleep(Duration::from_secs(delay)).await;
                             continue;
                         }
@@ -1017,10 +1352,24 @@ impl Runner {
         self.conditions_hold(conds, scope)
     }
 
-    async fn run_action(self: &Arc<Self>, ctx: &Arc<PlayCtx>, task: &Task, host: &str, scope: &Arc<Scope>) -> (Value, Status) {
-        let err = |msg: String| (json!({"failed": true, "msg": located(task, host, &msg)}), Status::Failed);
+    async fn run_action(
+        self: &Arc<Self>,
+        ctx: &Arc<PlayCtx>,
+        task: &Task,
+        host: &str,
+        scope: &Arc<Scope>,
+    ) -> (Value, Status) {
+        let err = |msg: String| {
+            (
+                json!({"failed": true, "msg": located(task, host, &msg)}),
+                Status::Failed,
+            )
+        };
         let tmpl_args = |args: &Map<String, Value>| -> Result<Map<String, Value>, String> {
-            match self.templar.template_value(&Value::Object(args.clone()), scope)? {
+            match self
+                .templar
+                .template_value(&Value::Object(args.clone()), scope)?
+            {
                 Value::Object(mut m) => {
                     m.retain(|_, v| v.as_str() != Some(OMIT));
                     Ok(m)
@@ -1046,15 +1395,24 @@ impl Runner {
                         Ok(v) => v,
                         Err(_) => json!("VARIABLE IS NOT DEFINED!"),
                     };
-                    return (json!({"changed": false, "msg": {var: v}, "__debug": true}), Status::Ok);
+                    return (
+                        json!({"changed": false, "msg": {var: v}, "__debug": true}),
+                        Status::Ok,
+                    );
                 }
                 let msg = a.get("msg").cloned().unwrap_or(json!("Hello world!"));
-                (json!({"changed": false, "msg": msg, "__debug": true}), Status::Ok)
+                (
+                    json!({"changed": false, "msg": msg, "__debug": true}),
+                    Status::Ok,
+                )
             }
             Action::SetFact { args } => match tmpl_args(args) {
                 Ok(a) => {
                     let facts = Value::Object(a.clone());
-                    (json!({"changed": false, "ansible_facts_set": facts.clone(), "__set_facts": facts}), Status::Ok)
+                    (
+                        json!({"changed": false, "ansible_facts_set": facts.clone(), "__set_facts": facts}),
+                        Status::Ok,
+                    )
                 }
                 Err(e) => err(e),
             },
@@ -1069,22 +1427,36 @@ impl Runner {
                         Ok(true) => {}
                         Ok(false) => {
                             let msg = match args.get("fail_msg").or_else(|| args.get("msg")) {
-                                Some(m) => self.templar.template_value(m, scope).map(|v| value_label(&v)).unwrap_or_else(|e| e),
+                                Some(m) => self
+                                    .templar
+                                    .template_value(m, scope)
+                                    .map(|v| value_label(&v))
+                                    .unwrap_or_else(|e| e),
                                 None => "Assertion failed".into(),
                             };
-                            return (json!({"failed": true, "changed": false, "assertion": cond, "evaluated_to": false, "msg": msg}), Status::Failed);
+                            return (
+                                json!({"failed": true, "changed": false, "assertion": cond, "evaluated_to": false, "msg": msg}),
+                                Status::Failed,
+                            );
                         }
                         Err(e) => return err(e),
                     }
                 }
                 let msg = match args.get("success_msg") {
-                    Some(m) => self.templar.template_value(m, scope).map(|v| value_label(&v)).unwrap_or_default(),
+                    Some(m) => self
+                        .templar
+                        .template_value(m, scope)
+                        .map(|v| value_label(&v))
+                        .unwrap_or_default(),
                     None => "All assertions passed".into(),
                 };
                 (json!({"changed": false, "msg": msg}), Status::Ok)
             }
             Action::Fail { args } => match tmpl_args(args) {
-                Ok(a) => (json!({"failed": true, "msg": a.get("msg").cloned().unwrap_or(json!("Failed as requested from task"))}), Status::Failed),
+                Ok(a) => (
+                    json!({"failed": true, "msg": a.get("msg").cloned().unwrap_or(json!("Failed as requested from task"))}),
+                    Status::Failed,
+                ),
                 Err(e) => err(e),
             },
             Action::IncludeVars { args } => {
@@ -1092,7 +1464,12 @@ impl Runner {
                     Ok(a) => a,
                     Err(e) => return err(e),
                 };
-                let file = a.get("file").or_else(|| a.get("_raw_params")).and_then(Value::as_str).unwrap_or_default().to_string();
+                let file = a
+                    .get("file")
+                    .or_else(|| a.get("_raw_params"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
                 let mut path = PathBuf::from(&file);
                 if path.is_relative() {
                     let cands: Vec<PathBuf> = task
@@ -1101,7 +1478,11 @@ impl Runner {
                         .map(|r| r.path.join("vars").join(&file))
                         .chain(std::iter::once(self.pb.dir.join(&file)))
                         .collect();
-                    path = cands.iter().find(|p| p.exists()).cloned().unwrap_or_else(|| self.pb.dir.join(&file));
+                    path = cands
+                        .iter()
+                        .find(|p| p.exists())
+                        .cloned()
+                        .unwrap_or_else(|| self.pb.dir.join(&file));
                 }
                 match load_vars_file(&path) {
                     Ok(m) => {
@@ -1119,8 +1500,20 @@ impl Runner {
                     Ok(a) => a,
                     Err(e) => return err(e),
                 };
-                let secs = a.get("seconds").and_then(|v| v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))).unwrap_or(0.0)
-                    + 60.0 * a.get("minutes").and_then(|v| v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))).unwrap_or(0.0);
+                let secs = a
+                    .get("seconds")
+                    .and_then(|v| {
+                        v.as_f64()
+                            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                    })
+                    .unwrap_or(0.0)
+                    + 60.0
+                        * a.get("minutes")
+                            .and_then(|v| {
+                                v.as_f64()
+                                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                            })
+                            .unwrap_or(0.0);
                 if !check {
                     tokio::time::sleep(Duration::from_secs_f64(secs.max(0.0))).await;
                 }
@@ -1130,7 +1523,10 @@ impl Runner {
                 Ok(conn) => match conn.run("echo pong", None, None, &BTreeMap::new()).await {
                     Ok(r) if r.rc == 0 => (json!({"changed": false, "ping": "pong"}), Status::Ok),
                     Ok(r) => err(format!("ping failed: {}", r.stderr.trim())),
-                    Err(e) => (json!({"unreachable": true, "msg": e.to_string()}), Status::Unreachable),
+                    Err(e) => (
+                        json!({"unreachable": true, "msg": e.to_string()}),
+                        Status::Unreachable,
+                    ),
                 },
                 Err(e) => (json!({"unreachable": true, "msg": e}), Status::Unreachable),
             },
@@ -1168,8 +1564,21 @@ impl Runner {
                     Ok(e) => e,
                     Err(e) => return err(e),
                 };
-                let env = Env { templar: self.templar.clone(), scope: scope.clone(), role: task.role.clone(), pb_dir: self.pb.dir.clone() };
-                let tctx = TaskCtx { host, check, diff: self.opts.diff, conn: &conn, become_, environment, env: &env };
+                let env = Env {
+                    templar: self.templar.clone(),
+                    scope: scope.clone(),
+                    role: task.role.clone(),
+                    pb_dir: self.pb.dir.clone(),
+                };
+                let tctx = TaskCtx {
+                    host,
+                    check,
+                    diff: self.opts.diff,
+                    conn: &conn,
+                    become_,
+                    environment,
+                    env: &env,
+                };
                 match module.run(&a, &tctx).await {
                     Ok(o) => {
                         let mut v = outcome_json(&o);
@@ -1187,13 +1596,17 @@ impl Runner {
                         };
                         (v, status)
                     }
-                    Err(ModuleError::Conn(e)) if delegate.is_none() => (json!({"unreachable": true, "msg": e.to_string()}), Status::Unreachable),
+                    Err(ModuleError::Conn(e)) if delegate.is_none() => (
+                        json!({"unreachable": true, "msg": e.to_string()}),
+                        Status::Unreachable,
+                    ),
                     Err(e) => err(e.to_string()),
                 }
             }
-            Action::Block { .. } | Action::IncludeTasks { .. } | Action::IncludeRole { .. } | Action::Meta(_) => {
-                err("internal: structural task dispatched as an action".into())
-            }
+            Action::Block { .. }
+            | Action::IncludeTasks { .. }
+            | Action::IncludeRole { .. }
+            | Action::Meta(_) => err("internal: structural task dispatched as an action".into()),
         }
     }
 
@@ -1210,12 +1623,19 @@ impl Runner {
         }
         let user = match &task.opts.become_user {
             Some(u) => value_label(&self.templar.template_value(&json!(u), scope)?),
-            None => scope.get_json("ansible_become_user")?.map(|v| value_label(&v)).unwrap_or_else(|| "root".into()),
+            None => scope
+                .get_json("ansible_become_user")?
+                .map(|v| value_label(&v))
+                .unwrap_or_else(|| "root".into()),
         };
         Ok(Some(Become { user }))
     }
 
-    fn environment_of(&self, task: &Task, scope: &Arc<Scope>) -> Result<BTreeMap<String, String>, String> {
+    fn environment_of(
+        &self,
+        task: &Task,
+        scope: &Arc<Scope>,
+    ) -> Result<BTreeMap<String, String>, String> {
         let mut out = BTreeMap::new();
         for e in &task.opts.environment {
             match self.templar.template_value(e, scope)? {
@@ -1225,7 +1645,12 @@ impl Runner {
                     }
                 }
                 Value::Null => {}
-                other => return Err(format!("environment must be a mapping, got {}", short_json(&other))),
+                other => {
+                    return Err(format!(
+                        "environment must be a mapping, got {}",
+                        short_json(&other)
+                    ))
+                }
             }
         }
         Ok(out)
@@ -1233,7 +1658,11 @@ impl Runner {
 
     /// Hosts that became unreachable in this run.
     pub fn unreachable_hosts(&self) -> Vec<String> {
-        lock(&self.state).iter().filter(|(_, s)| s.unreachable).map(|(h, _)| h.clone()).collect()
+        lock(&self.state)
+            .iter()
+            .filter(|(_, s)| s.unreachable)
+            .map(|(h, _)| h.clone())
+            .collect()
     }
 }
 
@@ -1247,7 +1676,9 @@ struct Env {
 
 impl TaskEnv for Env {
     fn render(&self, text: &str, origin: &str) -> Result<String, String> {
-        self.templar.render(text, &self.scope).map_err(|e| format!("{origin}: {e}"))
+        self.templar
+            .render(text, &self.scope)
+            .map_err(|e| format!("{origin}: {e}"))
     }
     fn find_file(&self, kind: FileKind, name: &str) -> Option<PathBuf> {
         let p = PathBuf::from(name);
@@ -1293,7 +1724,11 @@ fn failed_task_value(task: &Task) -> Value {
 
 /// A controller-side error as the user sees it: where the task is, which task, which host.
 fn located(task: &Task, host: &str, msg: &str) -> String {
-    format!("{}: task '{}' on {host}: {msg}", task.loc, task.display_name())
+    format!(
+        "{}: task '{}' on {host}: {msg}",
+        task.loc,
+        task.display_name()
+    )
 }
 
 fn fixed_of(scope: &Arc<Scope>) -> HashMap<String, minijinja::Value> {
@@ -1323,7 +1758,14 @@ fn outcome_json(o: &Outcome) -> Value {
         m.insert("ansible_facts".into(), Value::Object(f.clone()));
     }
     if !o.diffs.is_empty() {
-        m.insert("__diffs".into(), json!(o.diffs.iter().map(|d| json!({"path": d.path, "before": d.before, "after": d.after})).collect::<Vec<_>>()));
+        m.insert(
+            "__diffs".into(),
+            json!(o
+                .diffs
+                .iter()
+                .map(|d| json!({"path": d.path, "before": d.before, "after": d.after}))
+                .collect::<Vec<_>>()),
+        );
     }
     Value::Object(m)
 }
@@ -1349,7 +1791,16 @@ fn strip_internal(v: &Value) -> Value {
         Value::Object(m) => Value::Object(
             m.iter()
                 .filter(|(k, _)| !k.starts_with("__") && *k != "ansible_facts")
-                .map(|(k, v)| (k.clone(), if k == "results" { strip_internal(v) } else { v.clone() }))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        if k == "results" {
+                            strip_internal(v)
+                        } else {
+                            v.clone()
+                        },
+                    )
+                })
                 .collect(),
         ),
         Value::Array(a) => Value::Array(a.iter().map(strip_internal).collect()),
@@ -1367,19 +1818,27 @@ fn value_label(v: &Value) -> String {
 fn short_json(v: &Value) -> String {
     let s = v.to_string();
     if s.len() > 80 {
-        format!("{}…", &s[..s.char_indices().nth(80).map(|(i, _)| i).unwrap_or(s.len())])
+        format!(
+            "{}…",
+            &s[..s.char_indices().nth(80).map(|(i, _)| i).unwrap_or(s.len())]
+        )
     } else {
         s
     }
 }
 
 fn abs(p: &std::path::Path) -> String {
-    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()).to_string_lossy().into_owned()
+    std::fs::canonicalize(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// `serial`: a number, a percentage, or a list of them (the last repeats).
 pub fn batches(hosts: &[String], serial: Option<&Value>) -> Vec<Vec<String>> {
-    let Some(serial) = serial else { return vec![hosts.to_vec()] };
+    let Some(serial) = serial else {
+        return vec![hosts.to_vec()];
+    };
     let sizes: Vec<Value> = match serial {
         Value::Array(a) => a.clone(),
         other => vec![other.clone()],

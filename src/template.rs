@@ -39,16 +39,34 @@ pub struct Scope {
 
 impl std::fmt::Debug for Scope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scope").field("vars", &self.raw.len()).finish()
+        f.debug_struct("Scope")
+            .field("vars", &self.raw.len())
+            .finish()
     }
 }
 
 impl Scope {
     pub fn new(templar: Arc<Templar>, raw: Map<String, Value>) -> Arc<Scope> {
-        Arc::new(Scope { raw, fixed: HashMap::new(), cache: Mutex::default(), busy: Mutex::default(), templar })
+        Arc::new(Scope {
+            raw,
+            fixed: HashMap::new(),
+            cache: Mutex::default(),
+            busy: Mutex::default(),
+            templar,
+        })
     }
-    pub fn with_fixed(templar: Arc<Templar>, raw: Map<String, Value>, fixed: HashMap<String, MjValue>) -> Arc<Scope> {
-        Arc::new(Scope { raw, fixed, cache: Mutex::default(), busy: Mutex::default(), templar })
+    pub fn with_fixed(
+        templar: Arc<Templar>,
+        raw: Map<String, Value>,
+        fixed: HashMap<String, MjValue>,
+    ) -> Arc<Scope> {
+        Arc::new(Scope {
+            raw,
+            fixed,
+            cache: Mutex::default(),
+            busy: Mutex::default(),
+            templar,
+        })
     }
     pub fn contains(&self, key: &str) -> bool {
         self.raw.contains_key(key) || self.fixed.contains_key(key)
@@ -83,7 +101,10 @@ impl Scope {
         lock(&self.busy).remove(key);
         let v = match result {
             Ok(v) => v,
-            Err(e) => MjValue::from(Error::new(ErrorKind::InvalidOperation, format!("in variable '{key}': {e}"))),
+            Err(e) => MjValue::from(Error::new(
+                ErrorKind::InvalidOperation,
+                format!("in variable '{key}': {e}"),
+            )),
         };
         lock(&self.cache).insert(key.to_string(), v.clone());
         Some(v)
@@ -120,7 +141,11 @@ pub struct HostVars {
 
 impl HostVars {
     pub fn new(hosts: Vec<String>, build: ScopeBuilder) -> Self {
-        HostVars { hosts, build, cache: Mutex::default() }
+        HostVars {
+            hosts,
+            build,
+            cache: Mutex::default(),
+        }
     }
 }
 
@@ -145,7 +170,12 @@ impl Object for HostVars {
         Some(v)
     }
     fn enumerate(self: &Arc<Self>) -> Enumerator {
-        Enumerator::Values(self.hosts.iter().map(|h| MjValue::from(h.as_str())).collect())
+        Enumerator::Values(
+            self.hosts
+                .iter()
+                .map(|h| MjValue::from(h.as_str()))
+                .collect(),
+        )
     }
 }
 
@@ -188,9 +218,13 @@ pub fn check_syntax(s: &str, condition: bool) -> Result<(), String> {
         if e.is_empty() {
             return Ok(());
         }
-        env.compile_expression(e).map(|_| ()).map_err(|e| describe(&e, None))
+        env.compile_expression(e)
+            .map(|_| ())
+            .map_err(|e| describe(&e, None))
     } else if is_template(s) {
-        env.template_from_str(s).map(|_| ()).map_err(|e| describe(&e, None))
+        env.template_from_str(s)
+            .map(|_| ())
+            .map_err(|e| describe(&e, None))
     } else {
         Ok(())
     }
@@ -218,7 +252,10 @@ impl Templar {
         // Printing an undefined value is an error (Ansible's default), found by the formatter.
         env.set_formatter(|out, state, value| {
             if value.is_undefined() {
-                return Err(Error::new(ErrorKind::UndefinedError, "undefined value printed"));
+                return Err(Error::new(
+                    ErrorKind::UndefinedError,
+                    "undefined value printed",
+                ));
             }
             minijinja::escape_formatter(out, state, value)
         });
@@ -235,7 +272,13 @@ impl Templar {
     pub fn template_value(&self, v: &Value, scope: &Arc<Scope>) -> Result<Value, String> {
         let ctx = MjValue::from_dyn_object(scope.clone());
         let out = self.template_value_mj(v, &ctx)?;
-        to_json(&out).map_err(|e| if e == "undefined value" { "the template result is undefined".into() } else { e })
+        to_json(&out).map_err(|e| {
+            if e == "undefined value" {
+                "the template result is undefined".into()
+            } else {
+                e
+            }
+        })
     }
 
     fn template_value_mj(&self, v: &Value, ctx: &MjValue) -> Result<MjValue, String> {
@@ -257,7 +300,11 @@ impl Templar {
             Value::Object(m) if m.values().any(has_template) => {
                 let mut out: indexmap::IndexMap<String, MjValue> = indexmap::IndexMap::new();
                 for (k, val) in m {
-                    let key = if is_template(k) { self.render_in(k, ctx)? } else { k.clone() };
+                    let key = if is_template(k) {
+                        self.render_in(k, ctx)?
+                    } else {
+                        k.clone()
+                    };
                     out.insert(key, self.template_value_mj(val, ctx)?);
                 }
                 Ok(MjValue::from_iter(out))
@@ -273,20 +320,42 @@ impl Templar {
     }
 
     fn render_in(&self, text: &str, ctx: &MjValue) -> Result<String, String> {
-        let tmpl = self.env.template_from_str(text).map_err(|e| describe(&e, None))?;
-        tmpl.render(ctx).map_err(|e| describe(&e, Some(undefined_names(tmpl.undeclared_variables(false), ctx))))
+        let tmpl = self
+            .env
+            .template_from_str(text)
+            .map_err(|e| describe(&e, None))?;
+        tmpl.render(ctx).map_err(|e| {
+            describe(
+                &e,
+                Some(undefined_names(tmpl.undeclared_variables(false), ctx)),
+            )
+        })
     }
 
     /// Evaluates a bare expression (`when:`, `changed_when:`, `loop: "{{ x }}"`).
     pub fn eval(&self, expr: &str, scope: &Arc<Scope>) -> Result<Value, String> {
         let ctx = MjValue::from_dyn_object(scope.clone());
         let v = self.eval_in(expr, &ctx)?;
-        to_json(&v).map_err(|e| if e == "undefined value" { format!("'{expr}' is undefined") } else { e })
+        to_json(&v).map_err(|e| {
+            if e == "undefined value" {
+                format!("'{expr}' is undefined")
+            } else {
+                e
+            }
+        })
     }
 
     fn eval_in(&self, expr: &str, ctx: &MjValue) -> Result<MjValue, String> {
-        let compiled = self.env.compile_expression(expr).map_err(|e| describe(&e, None))?;
-        let v = compiled.eval(ctx).map_err(|e| describe(&e, Some(undefined_names(compiled.undeclared_variables(false), ctx))))?;
+        let compiled = self
+            .env
+            .compile_expression(expr)
+            .map_err(|e| describe(&e, None))?;
+        let v = compiled.eval(ctx).map_err(|e| {
+            describe(
+                &e,
+                Some(undefined_names(compiled.undeclared_variables(false), ctx)),
+            )
+        })?;
         if v.is_undefined() {
             let missing = undefined_names(compiled.undeclared_variables(false), ctx);
             return Err(if missing.is_empty() {
@@ -328,7 +397,12 @@ fn undefined_names(names: HashSet<String>, ctx: &MjValue) -> Vec<String> {
     let mut v: Vec<String> = names
         .into_iter()
         .filter(|n| ctx.get_attr(n).map(|x| x.is_undefined()).unwrap_or(true))
-        .filter(|n| !matches!(n.as_str(), "omit" | "lookup" | "query" | "q" | "range" | "dict" | "namespace" | "loop"))
+        .filter(|n| {
+            !matches!(
+                n.as_str(),
+                "omit" | "lookup" | "query" | "q" | "range" | "dict" | "namespace" | "loop"
+            )
+        })
         .collect();
     v.sort();
     v
@@ -341,7 +415,10 @@ fn describe(e: &Error, undefined: Option<Vec<String>>) -> String {
             _ => "a value used in the template is undefined".to_string(),
         },
         _ => {
-            let mut s = e.detail().map(str::to_string).unwrap_or_else(|| e.kind().to_string());
+            let mut s = e
+                .detail()
+                .map(str::to_string)
+                .unwrap_or_else(|| e.kind().to_string());
             if e.kind() == ErrorKind::SyntaxError {
                 s = format!("template syntax error: {s}");
             }
@@ -366,38 +443,60 @@ fn describe(e: &Error, undefined: Option<Vec<String>>) -> String {
 }
 
 /// The `lookup`/`query` plugins: password, file, env, pipe, template-free basics.
-pub fn lookup(state: &State, name: &str, terms: &[MjValue], kwargs: &Kwargs) -> Result<Vec<MjValue>, Error> {
+pub fn lookup(
+    state: &State,
+    name: &str,
+    terms: &[MjValue],
+    kwargs: &Kwargs,
+) -> Result<Vec<MjValue>, Error> {
     let base = state
         .lookup("playbook_dir")
         .and_then(|v| v.as_str().map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("."));
     let mut out = Vec::new();
     for term in terms {
-        let t = term.as_str().map(str::to_string).unwrap_or_else(|| term.to_string());
-        let v = match name {
-            "env" => MjValue::from(std::env::var(&t).unwrap_or_default()),
-            "file" => {
-                let p = resolve_path(&base, &t, state);
-                let s = std::fs::read_to_string(&p).map_err(|e| {
-                    Error::new(ErrorKind::InvalidOperation, format!("lookup('file'): cannot read {}: {e}", p.display()))
-                })?;
-                let strip = kwargs.get::<Option<bool>>("rstrip")?.unwrap_or(true);
-                MjValue::from(if strip { s.trim_end().to_string() } else { s })
-            }
-            "pipe" => {
-                let o = std::process::Command::new("sh").arg("-c").arg(&t).output().map_err(|e| {
-                    Error::new(ErrorKind::InvalidOperation, format!("lookup('pipe'): {e}"))
-                })?;
-                if !o.status.success() {
-                    return Err(Error::new(ErrorKind::InvalidOperation, format!("lookup('pipe'): {t:?} failed")));
+        let t = term
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| term.to_string());
+        let v =
+            match name {
+                "env" => MjValue::from(std::env::var(&t).unwrap_or_default()),
+                "file" => {
+                    let p = resolve_path(&base, &t, state);
+                    let s = std::fs::read_to_string(&p).map_err(|e| {
+                        Error::new(
+                            ErrorKind::InvalidOperation,
+                            format!("lookup('file'): cannot read {}: {e}", p.display()),
+                        )
+                    })?;
+                    let strip = kwargs.get::<Option<bool>>("rstrip")?.unwrap_or(true);
+                    MjValue::from(if strip { s.trim_end().to_string() } else { s })
                 }
-                MjValue::from(String::from_utf8_lossy(&o.stdout).trim_end().to_string())
-            }
-            "password" => MjValue::from(password_lookup(&base, &t, kwargs)?),
-            other => {
-                return Err(Error::new(ErrorKind::InvalidOperation, format!("unknown lookup plugin '{other}' (hfplay has: password, file, env, pipe)")))
-            }
-        };
+                "pipe" => {
+                    let o = std::process::Command::new("sh")
+                        .arg("-c")
+                        .arg(&t)
+                        .output()
+                        .map_err(|e| {
+                            Error::new(ErrorKind::InvalidOperation, format!("lookup('pipe'): {e}"))
+                        })?;
+                    if !o.status.success() {
+                        return Err(Error::new(
+                            ErrorKind::InvalidOperation,
+                            format!("lookup('pipe'): {t:?} failed"),
+                        ));
+                    }
+                    MjValue::from(String::from_utf8_lossy(&o.stdout).trim_end().to_string())
+                }
+                "password" => MjValue::from(password_lookup(&base, &t, kwargs)?),
+                other => return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!(
+                        "unknown lookup plugin '{other}' (hfplay has: password, file, env, pipe)"
+                    ),
+                )),
+            };
         out.push(v);
     }
     let _ = kwargs.get::<Option<MjValue>>("errors");
@@ -414,7 +513,10 @@ fn resolve_path(base: &std::path::Path, p: &str, state: &State) -> PathBuf {
     if path.is_absolute() {
         return path;
     }
-    if let Some(role) = state.lookup("role_path").and_then(|v| v.as_str().map(PathBuf::from)) {
+    if let Some(role) = state
+        .lookup("role_path")
+        .and_then(|v| v.as_str().map(PathBuf::from))
+    {
         for sub in ["files", "templates", ""] {
             let c = role.join(sub).join(&path);
             if c.exists() {
@@ -433,44 +535,80 @@ fn password_lookup(base: &std::path::Path, term: &str, kwargs: &Kwargs) -> Resul
         if let Some(v) = params.get(k) {
             return Ok(v.as_str().map(str::to_string));
         }
-        Ok(kwargs.get::<Option<MjValue>>(k)?.map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+        Ok(kwargs.get::<Option<MjValue>>(k)?.map(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string())
+        }))
     };
     let length: usize = match get("length")? {
-        Some(l) => l.parse().map_err(|_| Error::new(ErrorKind::InvalidOperation, format!("password lookup: bad length {l:?}")))?,
+        Some(l) => l.parse().map_err(|_| {
+            Error::new(
+                ErrorKind::InvalidOperation,
+                format!("password lookup: bad length {l:?}"),
+            )
+        })?,
         None => 20,
     };
     let chars = get("chars")?.unwrap_or_else(|| "ascii_letters,digits,.,:-_".to_string());
     let alphabet = password_alphabet(&chars);
     if path.is_empty() {
-        return Err(Error::new(ErrorKind::InvalidOperation, "password lookup needs a path"));
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "password lookup needs a path",
+        ));
     }
-    let p = if std::path::Path::new(&path).is_absolute() { PathBuf::from(&path) } else { base.join(&path) };
+    let p = if std::path::Path::new(&path).is_absolute() {
+        PathBuf::from(&path)
+    } else {
+        base.join(&path)
+    };
     if path == "/dev/null" {
         return Ok(random_string(&alphabet, length));
     }
     if let Ok(existing) = std::fs::read_to_string(&p) {
         // Ansible stores "password salt=..." when encrypting; the password is the first word.
-        return Ok(existing.lines().next().unwrap_or_default().split(" salt=").next().unwrap_or_default().to_string());
+        return Ok(existing
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split(" salt=")
+            .next()
+            .unwrap_or_default()
+            .to_string());
     }
     let secret = random_string(&alphabet, length);
     let write = || -> std::io::Result<()> {
         use std::io::Write;
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         if let Some(dir) = p.parent() {
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
         }
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&p)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&p)?;
         f.write_all(format!("{secret}\n").as_bytes())
     };
     match write() {
         Ok(()) => Ok(secret),
         // Another host's task created it concurrently: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            std::fs::read_to_string(&p).map(|s| s.lines().next().unwrap_or_default().to_string()).map_err(|e| {
-                Error::new(ErrorKind::InvalidOperation, format!("password lookup: {}: {e}", p.display()))
-            })
-        }
-        Err(e) => Err(Error::new(ErrorKind::InvalidOperation, format!("password lookup: cannot write {}: {e}", p.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read_to_string(&p)
+            .map(|s| s.lines().next().unwrap_or_default().to_string())
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("password lookup: {}: {e}", p.display()),
+                )
+            }),
+        Err(e) => Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("password lookup: cannot write {}: {e}", p.display()),
+        )),
     }
 }
 
@@ -506,11 +644,18 @@ fn password_alphabet(spec: &str) -> Vec<char> {
 fn random_string(alphabet: &[char], len: usize) -> String {
     use rand::Rng;
     let mut rng = rand::rngs::OsRng;
-    (0..len).map(|_| alphabet[rng.gen_range(0..alphabet.len())]).collect()
+    (0..len)
+        .map(|_| alphabet[rng.gen_range(0..alphabet.len())])
+        .collect()
 }
 
 /// Registered for templates: `lookup(name, *terms, **kw)` and `query`/`q` (always a list).
-pub fn lookup_fn(state: &State, name: String, terms: Rest<MjValue>, kwargs: Kwargs) -> Result<MjValue, Error> {
+pub fn lookup_fn(
+    state: &State,
+    name: String,
+    terms: Rest<MjValue>,
+    kwargs: Kwargs,
+) -> Result<MjValue, Error> {
     let wantlist = kwargs.get::<Option<bool>>("wantlist")?.unwrap_or(false);
     let v = lookup(state, &name, &terms, &kwargs)?;
     if wantlist {
@@ -518,11 +663,21 @@ pub fn lookup_fn(state: &State, name: String, terms: Rest<MjValue>, kwargs: Kwar
     }
     Ok(match v.len() {
         1 => v.into_iter().next().unwrap_or_default(),
-        _ => MjValue::from(v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")),
+        _ => MjValue::from(
+            v.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
     })
 }
 
-pub fn query_fn(state: &State, name: String, terms: Rest<MjValue>, kwargs: Kwargs) -> Result<MjValue, Error> {
+pub fn query_fn(
+    state: &State,
+    name: String,
+    terms: Rest<MjValue>,
+    kwargs: Kwargs,
+) -> Result<MjValue, Error> {
     Ok(MjValue::from(lookup(state, &name, &terms, &kwargs)?))
 }
 
@@ -556,10 +711,21 @@ mod tests {
 
     #[test]
     fn lazy_nested_vars_and_native_types() {
-        let (t, s) = scope(json!({"port": 5432, "host": "db", "dsn": "postgresql://{{ host }}:{{ port }}", "p": "{{ port }}", "l": "{{ [1, 2] }}"}));
-        assert_eq!(t.template_value(&json!("{{ dsn }}/x"), &s).unwrap(), json!("postgresql://db:5432/x"));
-        assert_eq!(t.template_value(&json!("{{ p }}"), &s).unwrap(), json!(5432));
-        assert_eq!(t.template_value(&json!({"a": ["{{ l }}"]}), &s).unwrap(), json!({"a": [[1, 2]]}));
+        let (t, s) = scope(
+            json!({"port": 5432, "host": "db", "dsn": "postgresql://{{ host }}:{{ port }}", "p": "{{ port }}", "l": "{{ [1, 2] }}"}),
+        );
+        assert_eq!(
+            t.template_value(&json!("{{ dsn }}/x"), &s).unwrap(),
+            json!("postgresql://db:5432/x")
+        );
+        assert_eq!(
+            t.template_value(&json!("{{ p }}"), &s).unwrap(),
+            json!(5432)
+        );
+        assert_eq!(
+            t.template_value(&json!({"a": ["{{ l }}"]}), &s).unwrap(),
+            json!({"a": [[1, 2]]})
+        );
     }
 
     #[test]
@@ -569,8 +735,15 @@ mod tests {
         assert!(e.contains("'nope' is undefined"), "{e}");
         let e = t.template_value(&json!("{{ nope }}"), &s).unwrap_err();
         assert!(e.contains("'nope' is undefined"), "{e}");
-        assert_eq!(t.template_value(&json!("{{ nope.b | default('d') }}"), &s).unwrap(), json!("d"));
-        assert_eq!(t.template_value(&json!("{{ a.y | d(7) }}"), &s).unwrap(), json!(7));
+        assert_eq!(
+            t.template_value(&json!("{{ nope.b | default('d') }}"), &s)
+                .unwrap(),
+            json!("d")
+        );
+        assert_eq!(
+            t.template_value(&json!("{{ a.y | d(7) }}"), &s).unwrap(),
+            json!(7)
+        );
         assert!(t.eval_bool("nope is defined", &s).is_ok_and(|b| !b));
     }
 
@@ -596,19 +769,46 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let (t, s) = scope(json!({"d": dir.path().to_str().unwrap()}));
-        let a = t.template_value(&json!("{{ lookup('password', d ~ '/sec/pw length=24 chars=ascii_letters,digits') }}"), &s).unwrap();
-        let b = t.template_value(&json!("{{ lookup('password', d ~ '/sec/pw length=24') }}"), &s).unwrap();
+        let a = t
+            .template_value(
+                &json!(
+                    "{{ lookup('password', d ~ '/sec/pw length=24 chars=ascii_letters,digits') }}"
+                ),
+                &s,
+            )
+            .unwrap();
+        let b = t
+            .template_value(
+                &json!("{{ lookup('password', d ~ '/sec/pw length=24') }}"),
+                &s,
+            )
+            .unwrap();
         assert_eq!(a, b);
         assert_eq!(a.as_str().unwrap().len(), 24);
-        assert!(a.as_str().unwrap().chars().all(|c| c.is_ascii_alphanumeric()));
-        let mode = std::fs::metadata(dir.path().join("sec/pw")).unwrap().permissions().mode();
+        assert!(a
+            .as_str()
+            .unwrap()
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric()));
+        let mode = std::fs::metadata(dir.path().join("sec/pw"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]
     fn python_methods() {
         let (t, s) = scope(json!({"csv": "a,b", "m": {"k": 1}}));
-        assert_eq!(t.template_value(&json!("{{ csv.split(',') }}"), &s).unwrap(), json!(["a", "b"]));
-        assert_eq!(t.template_value(&json!("{{ csv.startswith('a') }}"), &s).unwrap(), json!(true));
+        assert_eq!(
+            t.template_value(&json!("{{ csv.split(',') }}"), &s)
+                .unwrap(),
+            json!(["a", "b"])
+        );
+        assert_eq!(
+            t.template_value(&json!("{{ csv.startswith('a') }}"), &s)
+                .unwrap(),
+            json!(true)
+        );
     }
 }

@@ -32,16 +32,27 @@ pub fn de_opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::E
     if v.is_null() {
         return Ok(None);
     }
-    to_bool(&v).map(Some).ok_or_else(|| serde::de::Error::custom(format!("expected a boolean, got {v}")))
+    to_bool(&v)
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom(format!("expected a boolean, got {v}")))
 }
 
 pub fn de_opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let v = Value::deserialize(d)?;
     match &v {
         Value::Null => Ok(None),
-        Value::Number(n) => n.as_u64().map(Some).ok_or_else(|| serde::de::Error::custom("expected a non-negative integer")),
-        Value::String(s) => s.trim().parse().map(Some).map_err(|_| serde::de::Error::custom(format!("expected an integer, got {s:?}"))),
-        _ => Err(serde::de::Error::custom(format!("expected an integer, got {v}"))),
+        Value::Number(n) => n
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom("expected a non-negative integer")),
+        Value::String(s) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("expected an integer, got {s:?}"))),
+        _ => Err(serde::de::Error::custom(format!(
+            "expected an integer, got {v}"
+        ))),
     }
 }
 
@@ -53,7 +64,9 @@ pub fn de_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, 
         Value::String(s) => Ok(Some(s)),
         Value::Number(n) => Ok(Some(n.to_string())),
         Value::Bool(b) => Ok(Some(if b { "True" } else { "False" }.into())),
-        other => Err(serde::de::Error::custom(format!("expected a string, got {other}"))),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a string, got {other}"
+        ))),
     }
 }
 
@@ -62,17 +75,26 @@ pub fn de_opt_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>
     let v = Value::deserialize(d)?;
     match v {
         Value::Null => Ok(None),
-        Value::String(s) => Ok(Some(s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect())),
+        Value::String(s) => Ok(Some(
+            s.split(',')
+                .map(|x| x.trim().to_string())
+                .filter(|x| !x.is_empty())
+                .collect(),
+        )),
         Value::Array(a) => a
             .into_iter()
             .map(|x| match x {
                 Value::String(s) => Ok(s),
                 Value::Number(n) => Ok(n.to_string()),
-                other => Err(serde::de::Error::custom(format!("expected a list of strings, got {other}"))),
+                other => Err(serde::de::Error::custom(format!(
+                    "expected a list of strings, got {other}"
+                ))),
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Some),
-        other => Err(serde::de::Error::custom(format!("expected a list, got {other}"))),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a list, got {other}"
+        ))),
     }
 }
 
@@ -82,9 +104,14 @@ pub fn de_opt_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Er
     let v = Value::deserialize(d)?;
     match &v {
         Value::Null => Ok(None),
-        Value::Number(n) => n.as_u64().map(|m| Some(m as u32)).ok_or_else(|| serde::de::Error::custom("bad mode")),
+        Value::Number(n) => n
+            .as_u64()
+            .map(|m| Some(m as u32))
+            .ok_or_else(|| serde::de::Error::custom("bad mode")),
         Value::String(s) => parse_mode(s).map(Some).map_err(serde::de::Error::custom),
-        _ => Err(serde::de::Error::custom(format!("expected a mode such as '0644', got {v}"))),
+        _ => Err(serde::de::Error::custom(format!(
+            "expected a mode such as '0644', got {v}"
+        ))),
     }
 }
 
@@ -94,7 +121,11 @@ pub fn parse_mode(s: &str) -> Result<u32, String> {
     u32::from_str_radix(digits, 8)
         .ok()
         .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| format!("invalid mode {s:?}: use octal such as '0644' (symbolic modes are not supported)"))
+        .ok_or_else(|| {
+            format!(
+                "invalid mode {s:?}: use octal such as '0644' (symbolic modes are not supported)"
+            )
+        })
 }
 
 /// Splits Ansible's `k=v k2='v 2' k3={{ a | b }}` form. Tokens without `=` are returned,
@@ -269,7 +300,10 @@ mod tests {
         assert_eq!(m["msg"], json!("it is"));
         assert_eq!(m["n"], json!("{{ {'a': {'b': 1}} | length }}"));
         assert_eq!(raw, "left over");
-        assert_eq!(arg_spans("  a  {% if x %}b{% endif %}\n c"), vec![(2, 3), (5, 27), (29, 30)]);
+        assert_eq!(
+            arg_spans("  a  {% if x %}b{% endif %}\n c"),
+            vec![(2, 3), (5, 27), (29, 30)]
+        );
         assert_eq!(unquote("'a\\'b'"), "a'b");
     }
 }

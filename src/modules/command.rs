@@ -49,8 +49,17 @@ struct Params {
 }
 
 const ARGS: &[&str] = &[
-    "_raw_params", "cmd", "argv", "creates", "removes", "chdir", "executable", "stdin",
-    "stdin_add_newline", "strip_empty_ends", "warn",
+    "_raw_params",
+    "cmd",
+    "argv",
+    "creates",
+    "removes",
+    "chdir",
+    "executable",
+    "stdin",
+    "stdin_add_newline",
+    "strip_empty_ends",
+    "warn",
 ];
 
 pub struct Command;
@@ -121,7 +130,11 @@ fn script(use_shell: bool, p: &Params) -> Result<String, ModuleError> {
 }
 
 async fn run(use_shell: bool, p: Params, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
-    let cmd_text = p.cmd.clone().or_else(|| p._raw_params.clone()).unwrap_or_default();
+    let cmd_text = p
+        .cmd
+        .clone()
+        .or_else(|| p._raw_params.clone())
+        .unwrap_or_default();
     let script = script(use_shell, &p)?;
     // creates/removes are checked on the host first: the outcome may already be decided.
     if let Some(path) = &p.creates {
@@ -148,7 +161,9 @@ async fn run(use_shell: bool, p: Params, ctx: &TaskCtx<'_>) -> Result<Outcome, M
         // As Ansible: with creates/removes the guard has decided, so the run is predicted
         // (changed); without them check mode cannot know and skips the command.
         if p.creates.is_some() || p.removes.is_some() {
-            return Ok(Outcome::changed(true).with_msg("Command would have run if not in check mode"));
+            return Ok(
+                Outcome::changed(true).with_msg("Command would have run if not in check mode")
+            );
         }
         let mut o = Outcome::changed(false);
         o.skipped = true;
@@ -167,8 +182,16 @@ async fn run(use_shell: bool, p: Params, ctx: &TaskCtx<'_>) -> Result<Outcome, M
         None => ctx.sh(&script).await?,
     };
     let strip = p.strip_empty_ends.unwrap_or(true);
-    let stdout = if strip { r.stdout.trim_end_matches('\n').to_string() } else { r.stdout.clone() };
-    let stderr = if strip { r.stderr.trim_end_matches('\n').to_string() } else { r.stderr.clone() };
+    let stdout = if strip {
+        r.stdout.trim_end_matches('\n').to_string()
+    } else {
+        r.stdout.clone()
+    };
+    let stderr = if strip {
+        r.stderr.trim_end_matches('\n').to_string()
+    } else {
+        r.stderr.clone()
+    };
     let lines = |s: &str| Value::Array(s.lines().map(|l| Value::String(l.to_string())).collect());
     let mut o = Outcome::changed(true)
         .with("cmd", cmd_text)
@@ -200,7 +223,11 @@ mod tests {
 
     #[test]
     fn command_quotes_words_and_chdir() {
-        let s = script(false, &params(json!({"_raw_params": "echo 'a b' c", "chdir": "/tmp"}))).unwrap();
+        let s = script(
+            false,
+            &params(json!({"_raw_params": "echo 'a b' c", "chdir": "/tmp"})),
+        )
+        .unwrap();
         assert_eq!(s, "cd /tmp || exit 111; exec echo 'a b' c </dev/null");
     }
 
@@ -213,6 +240,9 @@ mod tests {
     #[test]
     fn unknown_argument_is_rejected() {
         let r: Result<Params, _> = serde_json::from_value(json!({"cmd": "x", "crates": "/a"}));
-        assert!(r.unwrap_err().to_string().contains("unknown field `crates`"));
+        assert!(r
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field `crates`"));
     }
 }

@@ -282,10 +282,17 @@ async fn run_job(j: Job, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
     let obs = parse_probe(&r.stdout);
     // As Ansible (fail_if_missing): in check mode a unit that is not there yet is assumed to
     // be installed by an earlier task of the same run.
-    if ctx.check && !obs.found() && j.want.masked != Some(true) && (j.want.enabled.is_some() || j.want.state.is_some()) {
+    if ctx.check
+        && !obs.found()
+        && j.want.masked != Some(true)
+        && (j.want.enabled.is_some() || j.want.state.is_some())
+    {
         return Ok(Outcome::changed(true)
             .with("name", j.unit.clone())
-            .with_msg(format!("Service {} not found on host, assuming it will exist on full run", j.unit)));
+            .with_msg(format!(
+                "Service {} not found on host, assuming it will exist on full run",
+                j.unit
+            )));
     }
     let verbs = match plan(&j.unit, &j.want, &obs) {
         Ok(v) => v,

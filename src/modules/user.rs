@@ -361,7 +361,9 @@ impl Module for User {
         // As Ansible: in check mode a user still to be created is reported changed before its
         // groups are looked up (an earlier task of the same run may create them).
         if ctx.check && !obs.exists && p.state.as_deref() != Some("absent") {
-            return Ok(Outcome::changed(true).with("name", name).with("state", "present"));
+            return Ok(Outcome::changed(true)
+                .with("name", name)
+                .with("state", "present"));
         }
         let cmd = match plan(&name, &p, &obs) {
             Ok(c) => c,
