@@ -459,44 +459,45 @@ pub fn lookup(
             .as_str()
             .map(str::to_string)
             .unwrap_or_else(|| term.to_string());
-        let v =
-            match name {
-                "env" => MjValue::from(std::env::var(&t).unwrap_or_default()),
-                "file" => {
-                    let p = resolve_path(&base, &t, state);
-                    let s = std::fs::read_to_string(&p).map_err(|e| {
-                        Error::new(
-                            ErrorKind::InvalidOperation,
-                            format!("lookup('file'): cannot read {}: {e}", p.display()),
-                        )
+        let v = match name {
+            "env" => MjValue::from(std::env::var(&t).unwrap_or_default()),
+            "file" => {
+                let p = resolve_path(&base, &t, state);
+                let s = std::fs::read_to_string(&p).map_err(|e| {
+                    Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!("lookup('file'): cannot read {}: {e}", p.display()),
+                    )
+                })?;
+                let strip = kwargs.get::<Option<bool>>("rstrip")?.unwrap_or(true);
+                MjValue::from(if strip { s.trim_end().to_string() } else { s })
+            }
+            "pipe" => {
+                let o = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(&t)
+                    .output()
+                    .map_err(|e| {
+                        Error::new(ErrorKind::InvalidOperation, format!("lookup('pipe'): {e}"))
                     })?;
-                    let strip = kwargs.get::<Option<bool>>("rstrip")?.unwrap_or(true);
-                    MjValue::from(if strip { s.trim_end().to_string() } else { s })
+                if !o.status.success() {
+                    return Err(Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!("lookup('pipe'): {t:?} failed"),
+                    ));
                 }
-                "pipe" => {
-                    let o = std::process::Command::new("sh")
-                        .arg("-c")
-                        .arg(&t)
-                        .output()
-                        .map_err(|e| {
-                            Error::new(ErrorKind::InvalidOperation, format!("lookup('pipe'): {e}"))
-                        })?;
-                    if !o.status.success() {
-                        return Err(Error::new(
-                            ErrorKind::InvalidOperation,
-                            format!("lookup('pipe'): {t:?} failed"),
-                        ));
-                    }
-                    MjValue::from(String::from_utf8_lossy(&o.stdout).trim_end().to_string())
-                }
-                "password" => MjValue::from(password_lookup(&base, &t, kwargs)?),
-                other => return Err(Error::new(
+                MjValue::from(String::from_utf8_lossy(&o.stdout).trim_end().to_string())
+            }
+            "password" => MjValue::from(password_lookup(&base, &t, kwargs)?),
+            other => {
+                return Err(Error::new(
                     ErrorKind::InvalidOperation,
                     format!(
                         "unknown lookup plugin '{other}' (hfplay has: password, file, env, pipe)"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         out.push(v);
     }
     let _ = kwargs.get::<Option<MjValue>>("errors");
