@@ -24,7 +24,11 @@ pub const EXIT_UNREACHABLE: i32 = 4;
 pub const EXIT_USAGE: i32 = 5;
 
 #[derive(Parser, Debug)]
-#[command(name = "hfplay", version, about = "Run Ansible-style playbooks over multiplexed SSH, fast")]
+#[command(
+    name = "hfplay",
+    version,
+    about = "Run Ansible-style playbooks over multiplexed SSH, fast"
+)]
 pub struct Cli {
     /// Playbook file(s) to run, in order.
     #[arg(required = true)]
@@ -74,7 +78,11 @@ pub struct Cli {
 }
 
 fn split_list(v: &[String]) -> Vec<String> {
-    v.iter().flat_map(|s| s.split(',')).map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+    v.iter()
+        .flat_map(|s| s.split(','))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 /// Roles are looked up in `roles/` next to the playbook, `roles_path` of an `ansible.cfg` in
@@ -113,7 +121,10 @@ pub fn main_exit() -> i32 {
             }
         }
     }
-    let inv_path = cli.inventory.clone().unwrap_or_else(|| PathBuf::from("/etc/ansible/hosts"));
+    let inv_path = cli
+        .inventory
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/etc/ansible/hosts"));
     let inv = match Inventory::load(&inv_path) {
         Ok(i) => Arc::new(i),
         Err(e) => {
@@ -123,7 +134,10 @@ pub fn main_exit() -> i32 {
     };
     let registry: Arc<Vec<Box<dyn modules::Module>>> = Arc::new(modules::registry());
     let reporter = Arc::new(Reporter::new(cli.json, cli.verbose, cli.diff));
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ERROR! cannot start runtime: {e}");
@@ -132,9 +146,21 @@ pub fn main_exit() -> i32 {
     };
     let mut worst = 0;
     for pb_path in &cli.playbooks {
-        let pb_dir = pb_path.parent().map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() }).unwrap_or_default();
+        let pb_dir = pb_path
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    p.to_path_buf()
+                }
+            })
+            .unwrap_or_default();
         let rp = roles_path(&pb_dir);
-        let loader = Loader { roles_path: rp.clone(), registry: &registry };
+        let loader = Loader {
+            roles_path: rp.clone(),
+            registry: &registry,
+        };
         let pb = match loader.load_playbook(pb_path) {
             Ok(p) => Arc::new(p),
             Err(e) => {
@@ -182,7 +208,14 @@ pub fn main_exit() -> i32 {
             extra_vars: extra.clone(),
             connect_timeout: Duration::from_secs(cli.timeout),
         };
-        let runner = Arc::new(Runner::new(inv.clone(), pb, registry.clone(), rp, opts, reporter.clone()));
+        let runner = Arc::new(Runner::new(
+            inv.clone(),
+            pb,
+            registry.clone(),
+            rp,
+            opts,
+            reporter.clone(),
+        ));
         let outcome = rt.block_on(runner.run());
         let code = match outcome {
             RunOutcome::Ok => 0,
@@ -200,8 +233,18 @@ pub fn main_exit() -> i32 {
 fn list_tasks(tasks: &[crate::playbook::Task], indent: usize) {
     for t in tasks {
         let tags: Vec<&str> = t.opts.tags.iter().map(String::as_str).collect();
-        println!("{}{}\tTAGS: [{}]", " ".repeat(indent), t.display_name(), tags.join(", "));
-        if let crate::playbook::Action::Block { block, rescue, always } = &t.action {
+        println!(
+            "{}{}\tTAGS: [{}]",
+            " ".repeat(indent),
+            t.display_name(),
+            tags.join(", ")
+        );
+        if let crate::playbook::Action::Block {
+            block,
+            rescue,
+            always,
+        } = &t.action
+        {
             list_tasks(block, indent + 2);
             list_tasks(rescue, indent + 2);
             list_tasks(always, indent + 2);

@@ -63,7 +63,12 @@ impl HostConn {
     pub async fn open(spec: ConnSpec) -> Result<HostConn, ConnError> {
         if spec.local {
             let login_user = std::env::var("USER").unwrap_or_else(|_| "root".into());
-            return Ok(HostConn { spec, transport: Transport::Local, login_user, _config_dir: None });
+            return Ok(HostConn {
+                spec,
+                transport: Transport::Local,
+                login_user,
+                _config_dir: None,
+            });
         }
         let mut builder = openssh::SessionBuilder::default();
         builder.known_hosts_check(openssh::KnownHosts::Accept);
@@ -92,12 +97,16 @@ impl HostConn {
             .map_err(|e| ConnError::Unreachable(format!("cannot write ssh config: {e}")))?;
         builder.config_file(&cfg_path);
         builder.control_directory(config_dir.path());
-        let session = builder
-            .connect_mux(&spec.address)
-            .await
-            .map_err(|e| ConnError::Unreachable(format!("ssh {}: {}", spec.address, flatten_err(&e))))?;
+        let session = builder.connect_mux(&spec.address).await.map_err(|e| {
+            ConnError::Unreachable(format!("ssh {}: {}", spec.address, flatten_err(&e)))
+        })?;
         let login_user = spec.user.clone().unwrap_or_else(|| "root".into());
-        Ok(HostConn { spec, transport: Transport::Ssh(session), login_user, _config_dir: Some(config_dir) })
+        Ok(HostConn {
+            spec,
+            transport: Transport::Ssh(session),
+            login_user,
+            _config_dir: Some(config_dir),
+        })
     }
 
     pub fn spec(&self) -> &ConnSpec {
@@ -134,17 +143,26 @@ impl HostConn {
                 // from a broken session, so the real status travels as a stderr trailer.
                 let wrapped = format!("{line}; printf '\\n{RC_TRAILER}%d\\n' $? >&2");
                 let mut cmd = session.raw_command(&wrapped);
-                cmd.stdin(if stdin.is_some() { openssh::Stdio::piped() } else { openssh::Stdio::null() });
+                cmd.stdin(if stdin.is_some() {
+                    openssh::Stdio::piped()
+                } else {
+                    openssh::Stdio::null()
+                });
                 cmd.stdout(openssh::Stdio::piped());
                 cmd.stderr(openssh::Stdio::piped());
                 let mut child = cmd.spawn().await.map_err(|e| self.unreachable(e))?;
                 if let Some(data) = stdin {
                     if let Some(mut w) = child.stdin().take() {
-                        w.write_all(data).await.map_err(|e| ConnError::Unreachable(e.to_string()))?;
+                        w.write_all(data)
+                            .await
+                            .map_err(|e| ConnError::Unreachable(e.to_string()))?;
                         w.shutdown().await.ok();
                     }
                 }
-                let out = child.wait_with_output().await.map_err(|e| self.unreachable(e))?;
+                let out = child
+                    .wait_with_output()
+                    .await
+                    .map_err(|e| self.unreachable(e))?;
                 let mut stderr = String::from_utf8_lossy(&out.stderr).into_owned();
                 let trailer = take_rc_trailer(&mut stderr);
                 // ssh reports a lost connection as exit status 255 (and no trailer).
@@ -186,16 +204,27 @@ async fn run_child_local(
     mut cmd: tokio::process::Command,
     stdin: Option<&[u8]>,
 ) -> Result<ExecResult, ConnError> {
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| ConnError::Unreachable(format!("local sh: {e}")))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| ConnError::Unreachable(format!("local sh: {e}")))?;
     if let Some(data) = stdin {
         if let Some(mut w) = child.stdin.take() {
-            w.write_all(data).await.map_err(|e| ConnError::Unreachable(e.to_string()))?;
+            w.write_all(data)
+                .await
+                .map_err(|e| ConnError::Unreachable(e.to_string()))?;
             w.shutdown().await.ok();
         }
     }
-    let out = child.wait_with_output().await.map_err(|e| ConnError::Unreachable(e.to_string()))?;
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| ConnError::Unreachable(e.to_string()))?;
     Ok(ExecResult {
         rc: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -219,7 +248,10 @@ fn flatten_err(e: &dyn std::error::Error) -> String {
 
 /// Single-quotes `s` for a POSIX shell.
 pub fn quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c)) {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
+    {
         return s.to_string();
     }
     format!("'{}'", s.replace('\'', "'\\''"))
@@ -239,10 +271,23 @@ mod tests {
 
     #[tokio::test]
     async fn local_run_with_env_and_stdin() {
-        let conn = HostConn::open(ConnSpec { local: true, ..Default::default() }).await.unwrap();
+        let conn = HostConn::open(ConnSpec {
+            local: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
         let mut env = BTreeMap::new();
         env.insert("GREETING".to_string(), "hi there".to_string());
-        let r = conn.run("read x; echo \"$GREETING $x\"; exit 3", Some(b"bob\n"), None, &env).await.unwrap();
+        let r = conn
+            .run(
+                "read x; echo \"$GREETING $x\"; exit 3",
+                Some(b"bob\n"),
+                None,
+                &env,
+            )
+            .await
+            .unwrap();
         assert_eq!(r.rc, 3);
         assert_eq!(r.stdout, "hi there bob\n");
     }
@@ -253,7 +298,10 @@ const RC_TRAILER: &str = "@@hfplay-rc=";
 /// Removes the exit-status trailer (`\n@@hfplay-rc=N\n`) from stderr and returns N.
 fn take_rc_trailer(stderr: &mut String) -> Option<i32> {
     let at = stderr.rfind(&format!("\n{RC_TRAILER}"))?;
-    let rc = stderr[at + 1 + RC_TRAILER.len()..].trim_end().parse().ok()?;
+    let rc = stderr[at + 1 + RC_TRAILER.len()..]
+        .trim_end()
+        .parse()
+        .ok()?;
     stderr.truncate(at);
     Some(rc)
 }

@@ -26,7 +26,14 @@ impl Loc {
     }
     /// A location in a file the error has no node for (e.g. a missing file).
     pub fn file_only(path: &Path) -> Loc {
-        Loc { file: Arc::new(SourceFile { path: path.to_path_buf(), text: String::new() }), line: 0, col: 0 }
+        Loc {
+            file: Arc::new(SourceFile {
+                path: path.to_path_buf(),
+                text: String::new(),
+            }),
+            line: 0,
+            col: 0,
+        }
     }
 }
 
@@ -49,7 +56,10 @@ pub struct LocatedError {
 
 impl LocatedError {
     pub fn new(loc: &Loc, msg: impl Into<String>) -> Self {
-        LocatedError { loc: loc.clone(), msg: msg.into() }
+        LocatedError {
+            loc: loc.clone(),
+            msg: msg.into(),
+        }
     }
 }
 
@@ -61,7 +71,12 @@ impl fmt::Display for LocatedError {
                 let gutter = self.loc.line.to_string();
                 writeln!(f, "{} |", " ".repeat(gutter.len()))?;
                 writeln!(f, "{gutter} | {text}")?;
-                write!(f, "{} | {}^", " ".repeat(gutter.len()), " ".repeat(self.loc.col.saturating_sub(1)))?;
+                write!(
+                    f,
+                    "{} | {}^",
+                    " ".repeat(gutter.len()),
+                    " ".repeat(self.loc.col.saturating_sub(1))
+                )?;
             }
         }
         Ok(())
@@ -79,10 +94,23 @@ mod tests {
 
     #[test]
     fn shows_line_and_caret() {
-        let file = Arc::new(SourceFile { path: "play.yml".into(), text: "- hosts: all\n  taskz: []\n".into() });
-        let e = LocatedError::new(&Loc { file, line: 2, col: 3 }, "unknown play keyword 'taskz'");
+        let file = Arc::new(SourceFile {
+            path: "play.yml".into(),
+            text: "- hosts: all\n  taskz: []\n".into(),
+        });
+        let e = LocatedError::new(
+            &Loc {
+                file,
+                line: 2,
+                col: 3,
+            },
+            "unknown play keyword 'taskz'",
+        );
         let s = e.to_string();
-        assert!(s.starts_with("play.yml:2:3: unknown play keyword 'taskz'"), "{s}");
+        assert!(
+            s.starts_with("play.yml:2:3: unknown play keyword 'taskz'"),
+            "{s}"
+        );
         assert!(s.contains("2 |   taskz: []"), "{s}");
         assert!(s.ends_with("  |   ^"), "{s:?}");
     }

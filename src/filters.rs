@@ -12,7 +12,10 @@ fn err(msg: impl Into<String>) -> Error {
 
 fn json_of(v: &Value) -> Result<Json, Error> {
     if v.is_undefined() {
-        return Err(Error::new(ErrorKind::UndefinedError, "undefined value passed to a filter"));
+        return Err(Error::new(
+            ErrorKind::UndefinedError,
+            "undefined value passed to a filter",
+        ));
     }
     serde_json::to_value(v).map_err(|e| err(e.to_string()))
 }
@@ -22,7 +25,12 @@ fn sort_keys(v: Json) -> Json {
         Json::Object(m) => {
             let mut entries: Vec<(String, Json)> = m.into_iter().collect();
             entries.sort_by(|a, b| a.0.cmp(&b.0));
-            Json::Object(entries.into_iter().map(|(k, v)| (k, sort_keys(v))).collect())
+            Json::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, sort_keys(v)))
+                    .collect(),
+            )
         }
         Json::Array(a) => Json::Array(a.into_iter().map(sort_keys).collect()),
         other => other,
@@ -34,7 +42,10 @@ fn bool_filter(v: &Value) -> bool {
     match v.kind() {
         ValueKind::Bool => v.is_true(),
         ValueKind::Number => v.as_i64() == Some(1),
-        ValueKind::String => matches!(v.as_str().map(|s| s.trim().to_ascii_lowercase()).as_deref(), Some("yes" | "on" | "1" | "true" | "y")),
+        ValueKind::String => matches!(
+            v.as_str().map(|s| s.trim().to_ascii_lowercase()).as_deref(),
+            Some("yes" | "on" | "1" | "true" | "y")
+        ),
         _ => false,
     }
 }
@@ -56,11 +67,27 @@ fn to_json(v: &Value, kw: Kwargs) -> Result<String, Error> {
 struct PyJson;
 
 impl serde_json::ser::Formatter for PyJson {
-    fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
-        if first { Ok(()) } else { w.write_all(b", ") }
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
     }
-    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
-        if first { Ok(()) } else { w.write_all(b", ") }
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
     }
     fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
         w.write_all(b": ")
@@ -94,7 +121,8 @@ fn from_json(s: &str) -> Result<Value, Error> {
 }
 
 fn from_yaml(s: &str) -> Result<Value, Error> {
-    let n = crate::yaml::parse_str(std::path::Path::new("<from_yaml>"), s.to_string()).map_err(|e| err(e.to_string()))?;
+    let n = crate::yaml::parse_str(std::path::Path::new("<from_yaml>"), s.to_string())
+        .map_err(|e| err(e.to_string()))?;
     Ok(Value::from_serialize(n.to_value()))
 }
 
@@ -159,19 +187,30 @@ fn py_replacement(r: &str) -> String {
     out
 }
 
-fn regex_replace(s: &str, pattern: &str, replacement: Option<&str>, kw: Kwargs) -> Result<String, Error> {
+fn regex_replace(
+    s: &str,
+    pattern: &str,
+    replacement: Option<&str>,
+    kw: Kwargs,
+) -> Result<String, Error> {
     let re = build_regex(pattern, &kw)?;
     let count = kw.get::<Option<usize>>("count")?.unwrap_or(0);
     kw.assert_all_used()?;
-    Ok(re.replacen(s, count, py_replacement(replacement.unwrap_or("")).as_str()).into_owned())
+    Ok(re
+        .replacen(s, count, py_replacement(replacement.unwrap_or("")).as_str())
+        .into_owned())
 }
 
 fn regex_search(s: &str, pattern: &str, groups: Rest<String>, kw: Kwargs) -> Result<Value, Error> {
     let re = build_regex(pattern, &kw)?;
     kw.assert_all_used()?;
-    let Some(caps) = re.captures(s) else { return Ok(Value::from(())) };
+    let Some(caps) = re.captures(s) else {
+        return Ok(Value::from(()));
+    };
     if groups.is_empty() {
-        return Ok(Value::from(caps.get(0).map(|m| m.as_str()).unwrap_or_default()));
+        return Ok(Value::from(
+            caps.get(0).map(|m| m.as_str()).unwrap_or_default(),
+        ));
     }
     let mut out = Vec::new();
     for g in groups.iter() {
@@ -190,7 +229,11 @@ fn regex_search(s: &str, pattern: &str, groups: Rest<String>, kw: Kwargs) -> Res
 fn regex_findall(s: &str, pattern: &str, kw: Kwargs) -> Result<Value, Error> {
     let re = build_regex(pattern, &kw)?;
     kw.assert_all_used()?;
-    Ok(Value::from(re.find_iter(s).map(|m| m.as_str().to_string()).collect::<Vec<_>>()))
+    Ok(Value::from(
+        re.find_iter(s)
+            .map(|m| m.as_str().to_string())
+            .collect::<Vec<_>>(),
+    ))
 }
 
 fn combine_two(a: Json, b: Json, recursive: bool) -> Json {
@@ -198,7 +241,9 @@ fn combine_two(a: Json, b: Json, recursive: bool) -> Json {
         (Json::Object(mut a), Json::Object(b)) => {
             for (k, v) in b {
                 let merged = match (recursive, a.remove(&k)) {
-                    (true, Some(old @ Json::Object(_))) if v.is_object() => combine_two(old, v, true),
+                    (true, Some(old @ Json::Object(_))) if v.is_object() => {
+                        combine_two(old, v, true)
+                    }
                     _ => v,
                 };
                 a.insert(k, merged);
@@ -230,24 +275,43 @@ fn combine(v: &Value, others: Rest<Value>, kw: Kwargs) -> Result<Value, Error> {
 }
 
 fn dict2items(v: &Value, kw: Kwargs) -> Result<Value, Error> {
-    let kn = kw.get::<Option<String>>("key_name")?.unwrap_or_else(|| "key".into());
-    let vn = kw.get::<Option<String>>("value_name")?.unwrap_or_else(|| "value".into());
+    let kn = kw
+        .get::<Option<String>>("key_name")?
+        .unwrap_or_else(|| "key".into());
+    let vn = kw
+        .get::<Option<String>>("value_name")?
+        .unwrap_or_else(|| "value".into());
     kw.assert_all_used()?;
-    let Json::Object(m) = json_of(v)? else { return Err(err("dict2items expects a dictionary")) };
+    let Json::Object(m) = json_of(v)? else {
+        return Err(err("dict2items expects a dictionary"));
+    };
     Ok(Value::from_serialize(
-        m.into_iter().map(|(k, v)| serde_json::json!({ kn.clone(): k, vn.clone(): v })).collect::<Vec<_>>(),
+        m.into_iter()
+            .map(|(k, v)| serde_json::json!({ kn.clone(): k, vn.clone(): v }))
+            .collect::<Vec<_>>(),
     ))
 }
 
 fn items2dict(v: &Value, kw: Kwargs) -> Result<Value, Error> {
-    let kn = kw.get::<Option<String>>("key_name")?.unwrap_or_else(|| "key".into());
-    let vn = kw.get::<Option<String>>("value_name")?.unwrap_or_else(|| "value".into());
+    let kn = kw
+        .get::<Option<String>>("key_name")?
+        .unwrap_or_else(|| "key".into());
+    let vn = kw
+        .get::<Option<String>>("value_name")?
+        .unwrap_or_else(|| "value".into());
     kw.assert_all_used()?;
-    let Json::Array(items) = json_of(v)? else { return Err(err("items2dict expects a list")) };
+    let Json::Array(items) = json_of(v)? else {
+        return Err(err("items2dict expects a list"));
+    };
     let mut out = serde_json::Map::new();
     for i in items {
-        let k = i.get(&kn).ok_or_else(|| err(format!("items2dict: item has no '{kn}'")))?;
-        let key = k.as_str().map(str::to_string).unwrap_or_else(|| k.to_string());
+        let k = i
+            .get(&kn)
+            .ok_or_else(|| err(format!("items2dict: item has no '{kn}'")))?;
+        let key = k
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| k.to_string());
         out.insert(key, i.get(&vn).cloned().unwrap_or(Json::Null));
     }
     Ok(Value::from_serialize(Json::Object(out)))
@@ -268,7 +332,9 @@ fn ternary(v: &Value, yes: Value, no: Value, none: Option<Value>) -> Value {
 
 fn mandatory(v: &Value, msg: Option<String>) -> Result<Value, Error> {
     if v.is_undefined() {
-        return Err(err(msg.unwrap_or_else(|| "mandatory variable not defined".into())));
+        return Err(err(
+            msg.unwrap_or_else(|| "mandatory variable not defined".into())
+        ));
     }
     Ok(v.clone())
 }
@@ -283,12 +349,21 @@ fn default_filter(v: &Value, other: Option<Value>, boolean: Option<bool>) -> Val
 
 /// `password_hash('sha512', salt)`: SHA-512 crypt. Without a salt hfplay derives one from the
 /// password (Ansible picks a random one), so re-runs produce the same hash and stay idempotent.
-fn password_hash(pw: &str, scheme: Option<&str>, salt: Option<&str>, kw: Kwargs) -> Result<String, Error> {
+fn password_hash(
+    pw: &str,
+    scheme: Option<&str>,
+    salt: Option<&str>,
+    kw: Kwargs,
+) -> Result<String, Error> {
     let rounds = kw.get::<Option<usize>>("rounds")?.unwrap_or(5000);
     kw.assert_all_used()?;
     match scheme.unwrap_or("sha512") {
         "sha512" | "sha512_crypt" => {}
-        other => return Err(err(format!("password_hash: unsupported scheme '{other}' (hfplay supports sha512)"))),
+        other => {
+            return Err(err(format!(
+                "password_hash: unsupported scheme '{other}' (hfplay supports sha512)"
+            )))
+        }
     }
     let salt: String = match salt {
         Some(s) => s.chars().take(16).collect(),
@@ -297,9 +372,15 @@ fn password_hash(pw: &str, scheme: Option<&str>, salt: Option<&str>, kw: Kwargs)
             d.chars().take(16).collect()
         }
     };
-    let params = sha_crypt::Sha512Params::new(rounds).map_err(|_| err("password_hash: bad rounds"))?;
-    let hash = sha_crypt::sha512_crypt_b64(pw.as_bytes(), salt.as_bytes(), &params).map_err(|_| err("password_hash failed"))?;
-    Ok(if rounds == 5000 { format!("$6${salt}${hash}") } else { format!("$6$rounds={rounds}${salt}${hash}") })
+    let params =
+        sha_crypt::Sha512Params::new(rounds).map_err(|_| err("password_hash: bad rounds"))?;
+    let hash = sha_crypt::sha512_crypt_b64(pw.as_bytes(), salt.as_bytes(), &params)
+        .map_err(|_| err("password_hash failed"))?;
+    Ok(if rounds == 5000 {
+        format!("$6${salt}${hash}")
+    } else {
+        format!("$6$rounds={rounds}${salt}${hash}")
+    })
 }
 
 fn flatten_into(v: &Json, depth: Option<usize>, out: &mut Vec<Json>) {
@@ -347,32 +428,48 @@ pub fn register(env: &mut Environment<'static>) {
     env.add_filter("ternary", ternary);
     env.add_filter("mandatory", mandatory);
     env.add_filter("basename", |s: String| {
-        std::path::Path::new(&s).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+        std::path::Path::new(&s)
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default()
     });
     env.add_filter("dirname", |s: String| {
-        std::path::Path::new(&s).parent().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+        std::path::Path::new(&s)
+            .parent()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default()
     });
     env.add_filter("quote", |s: String| crate::connection::quote(&s));
     env.add_filter("password_hash", password_hash);
-    env.add_filter("hash", |s: String, algo: Option<String>| digest(algo.as_deref().unwrap_or("sha1"), s.as_bytes()).map_err(err));
-    env.add_filter("checksum", |s: String| digest("sha1", s.as_bytes()).map_err(err));
-    env.add_filter("flatten", |v: &Value, levels: Option<usize>| -> Result<Value, Error> {
-        let mut out = Vec::new();
-        for i in list_of(v)? {
-            flatten_into(&i, levels.map(|l| l.saturating_sub(1)), &mut out);
-        }
-        Ok(Value::from_serialize(out))
+    env.add_filter("hash", |s: String, algo: Option<String>| {
+        digest(algo.as_deref().unwrap_or("sha1"), s.as_bytes()).map_err(err)
     });
-    env.add_filter("difference", |a: &Value, b: &Value| -> Result<Value, Error> {
-        let (a, b) = (list_of(a)?, list_of(b)?);
-        let mut out: Vec<Json> = Vec::new();
-        for x in a {
-            if !b.contains(&x) && !out.contains(&x) {
-                out.push(x);
+    env.add_filter("checksum", |s: String| {
+        digest("sha1", s.as_bytes()).map_err(err)
+    });
+    env.add_filter(
+        "flatten",
+        |v: &Value, levels: Option<usize>| -> Result<Value, Error> {
+            let mut out = Vec::new();
+            for i in list_of(v)? {
+                flatten_into(&i, levels.map(|l| l.saturating_sub(1)), &mut out);
             }
-        }
-        Ok(Value::from_serialize(out))
-    });
+            Ok(Value::from_serialize(out))
+        },
+    );
+    env.add_filter(
+        "difference",
+        |a: &Value, b: &Value| -> Result<Value, Error> {
+            let (a, b) = (list_of(a)?, list_of(b)?);
+            let mut out: Vec<Json> = Vec::new();
+            for x in a {
+                if !b.contains(&x) && !out.contains(&x) {
+                    out.push(x);
+                }
+            }
+            Ok(Value::from_serialize(out))
+        },
+    );
     env.add_filter("union", |a: &Value, b: &Value| -> Result<Value, Error> {
         let mut out: Vec<Json> = Vec::new();
         for x in list_of(a)?.into_iter().chain(list_of(b)?) {
@@ -382,23 +479,33 @@ pub fn register(env: &mut Environment<'static>) {
         }
         Ok(Value::from_serialize(out))
     });
-    env.add_filter("intersect", |a: &Value, b: &Value| -> Result<Value, Error> {
-        let b = list_of(b)?;
-        let mut out: Vec<Json> = Vec::new();
-        for x in list_of(a)? {
-            if b.contains(&x) && !out.contains(&x) {
-                out.push(x);
+    env.add_filter(
+        "intersect",
+        |a: &Value, b: &Value| -> Result<Value, Error> {
+            let b = list_of(b)?;
+            let mut out: Vec<Json> = Vec::new();
+            for x in list_of(a)? {
+                if b.contains(&x) && !out.contains(&x) {
+                    out.push(x);
+                }
             }
-        }
-        Ok(Value::from_serialize(out))
-    });
+            Ok(Value::from_serialize(out))
+        },
+    );
     env.add_filter("type_debug", |v: &Value| v.kind().to_string());
     env.add_filter("to_bool", bool_filter);
 
     for (name, key) in [("succeeded", "failed"), ("success", "failed")] {
         env.add_test(name, move |v: &Value| !result_flag(v, key));
     }
-    for (name, key) in [("failed", "failed"), ("failure", "failed"), ("changed", "changed"), ("change", "changed"), ("skipped", "skipped"), ("skip", "skipped")] {
+    for (name, key) in [
+        ("failed", "failed"),
+        ("failure", "failed"),
+        ("changed", "changed"),
+        ("change", "changed"),
+        ("skipped", "skipped"),
+        ("skip", "skipped"),
+    ] {
         env.add_test(name, move |v: &Value| result_flag(v, key));
     }
     env.add_test("match", |s: String, p: String| -> Result<bool, Error> {
@@ -427,32 +534,90 @@ mod tests {
     fn render(expr: &str, vars: Value) -> Value {
         let t = Arc::new(Templar::new());
         let s = Scope::new(t.clone(), vars.as_object().cloned().unwrap());
-        t.template_value(&json!(expr), &s).unwrap_or_else(|e| panic!("{expr}: {e}"))
+        t.template_value(&json!(expr), &s)
+            .unwrap_or_else(|e| panic!("{expr}: {e}"))
     }
 
     #[test]
     fn ansible_filters() {
         assert_eq!(render("{{ 'yes' | bool }}", json!({})), json!(true));
         assert_eq!(render("{{ 'off' | bool }}", json!({})), json!(false));
-        assert_eq!(render("{{ m | to_json }}", json!({"m": {"b": 1, "a": [1]}})), json!("{\"b\": 1, \"a\": [1]}"));
-        assert_eq!(render("{{ {'b': 1, 'a': 2} | to_nice_json }}", json!({})), json!("{\n    \"a\": 2,\n    \"b\": 1\n}"));
-        assert_eq!(render("{{ {'a': 1} | to_nice_yaml }}", json!({})), json!("a: 1\n"));
-        assert_eq!(render("{{ '{\"x\": 2}' | from_json }}", json!({})), json!({"x": 2}));
+        assert_eq!(
+            render("{{ m | to_json }}", json!({"m": {"b": 1, "a": [1]}})),
+            json!("{\"b\": 1, \"a\": [1]}")
+        );
+        assert_eq!(
+            render("{{ {'b': 1, 'a': 2} | to_nice_json }}", json!({})),
+            json!("{\n    \"a\": 2,\n    \"b\": 1\n}")
+        );
+        assert_eq!(
+            render("{{ {'a': 1} | to_nice_yaml }}", json!({})),
+            json!("a: 1\n")
+        );
+        assert_eq!(
+            render("{{ '{\"x\": 2}' | from_json }}", json!({})),
+            json!({"x": 2})
+        );
         assert_eq!(render("{{ 'hi' | b64encode }}", json!({})), json!("aGk="));
         assert_eq!(render("{{ 'aGk=' | b64decode }}", json!({})), json!("hi"));
-        assert_eq!(render("{{ 'ab12' | regex_replace('([a-z]+)(\\\\d+)', '\\\\2-\\\\1') }}", json!({})), json!("12-ab"));
-        assert_eq!(render("{{ 'v=15.3' | regex_search('[0-9]+') }}", json!({})), json!("15"));
-        assert_eq!(render("{{ a | combine(b) }}", json!({"a": {"x": 1, "y": {"z": 1}}, "b": {"y": {"w": 2}}})), json!({"x": 1, "y": {"w": 2}}));
-        assert_eq!(render("{{ a | combine(b, recursive=true) }}", json!({"a": {"y": {"z": 1}}, "b": {"y": {"w": 2}}})), json!({"y": {"z": 1, "w": 2}}));
-        assert_eq!(render("{{ {'k': 'v'} | dict2items }}", json!({})), json!([{"key": "k", "value": "v"}]));
-        assert_eq!(render("{{ [{'key': 'k', 'value': 1}] | items2dict }}", json!({})), json!({"k": 1}));
-        assert_eq!(render("{{ (1 == 1) | ternary('a', 'b') }}", json!({})), json!("a"));
-        assert_eq!(render("{{ '/a/b.txt' | basename }}", json!({})), json!("b.txt"));
+        assert_eq!(
+            render(
+                "{{ 'ab12' | regex_replace('([a-z]+)(\\\\d+)', '\\\\2-\\\\1') }}",
+                json!({})
+            ),
+            json!("12-ab")
+        );
+        assert_eq!(
+            render("{{ 'v=15.3' | regex_search('[0-9]+') }}", json!({})),
+            json!("15")
+        );
+        assert_eq!(
+            render(
+                "{{ a | combine(b) }}",
+                json!({"a": {"x": 1, "y": {"z": 1}}, "b": {"y": {"w": 2}}})
+            ),
+            json!({"x": 1, "y": {"w": 2}})
+        );
+        assert_eq!(
+            render(
+                "{{ a | combine(b, recursive=true) }}",
+                json!({"a": {"y": {"z": 1}}, "b": {"y": {"w": 2}}})
+            ),
+            json!({"y": {"z": 1, "w": 2}})
+        );
+        assert_eq!(
+            render("{{ {'k': 'v'} | dict2items }}", json!({})),
+            json!([{"key": "k", "value": "v"}])
+        );
+        assert_eq!(
+            render("{{ [{'key': 'k', 'value': 1}] | items2dict }}", json!({})),
+            json!({"k": 1})
+        );
+        assert_eq!(
+            render("{{ (1 == 1) | ternary('a', 'b') }}", json!({})),
+            json!("a")
+        );
+        assert_eq!(
+            render("{{ '/a/b.txt' | basename }}", json!({})),
+            json!("b.txt")
+        );
         assert_eq!(render("{{ '/a/b.txt' | dirname }}", json!({})), json!("/a"));
-        assert_eq!(render("{{ \"it's\" | quote }}", json!({})), json!("'it'\\''s'"));
-        assert_eq!(render("{{ ['a', 'b'] | join(',') }}", json!({})), json!("a,b"));
-        assert_eq!(render("{{ 'x' | hash('sha1') }}", json!({})), json!("11f6ad8ec52a2984abaafd7c3b516503785c2072"));
-        assert_eq!(render("{{ [1, [2, [3]]] | flatten }}", json!({})), json!([1, 2, 3]));
+        assert_eq!(
+            render("{{ \"it's\" | quote }}", json!({})),
+            json!("'it'\\''s'")
+        );
+        assert_eq!(
+            render("{{ ['a', 'b'] | join(',') }}", json!({})),
+            json!("a,b")
+        );
+        assert_eq!(
+            render("{{ 'x' | hash('sha1') }}", json!({})),
+            json!("11f6ad8ec52a2984abaafd7c3b516503785c2072")
+        );
+        assert_eq!(
+            render("{{ [1, [2, [3]]] | flatten }}", json!({})),
+            json!([1, 2, 3])
+        );
         assert_eq!(render("{{ x | mandatory }}", json!({"x": 1})), json!(1));
     }
 
@@ -467,9 +632,18 @@ mod tests {
 
     #[test]
     fn result_tests() {
-        assert_eq!(render("{{ r is failed }}", json!({"r": {"failed": true}})), json!(true));
-        assert_eq!(render("{{ r is succeeded }}", json!({"r": {"changed": true}})), json!(true));
-        assert_eq!(render("{{ r is changed }}", json!({"r": {"changed": true}})), json!(true));
+        assert_eq!(
+            render("{{ r is failed }}", json!({"r": {"failed": true}})),
+            json!(true)
+        );
+        assert_eq!(
+            render("{{ r is succeeded }}", json!({"r": {"changed": true}})),
+            json!(true)
+        );
+        assert_eq!(
+            render("{{ r is changed }}", json!({"r": {"changed": true}})),
+            json!(true)
+        );
         assert_eq!(render("{{ r is skipped }}", json!({"r": {}})), json!(false));
         assert_eq!(render("{{ 'abc' is match('ab') }}", json!({})), json!(true));
     }
@@ -478,6 +652,8 @@ mod tests {
     fn mandatory_fails_on_undefined() {
         let t = Arc::new(Templar::new());
         let s = Scope::new(t.clone(), serde_json::Map::new());
-        assert!(t.template_value(&json!("{{ nope | mandatory }}"), &s).is_err());
+        assert!(t
+            .template_value(&json!("{{ nope | mandatory }}"), &s)
+            .is_err());
     }
 }

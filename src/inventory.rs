@@ -41,17 +41,26 @@ impl VarsDir {
     /// Loads `<dir>/group_vars` and `<dir>/host_vars` (files `name`, `name.yml`, `name.yaml`,
     /// `name.json`, or a directory `name/` whose files merge in name order).
     pub fn load(dir: &Path) -> LoadResult<VarsDir> {
-        Ok(VarsDir { groups: load_vars_tree(&dir.join("group_vars"))?, hosts: load_vars_tree(&dir.join("host_vars"))? })
+        Ok(VarsDir {
+            groups: load_vars_tree(&dir.join("group_vars"))?,
+            hosts: load_vars_tree(&dir.join("host_vars"))?,
+        })
     }
 }
 
 fn load_vars_tree(dir: &Path) -> LoadResult<IndexMap<String, Map<String, Value>>> {
     let mut out = IndexMap::new();
-    let Ok(rd) = std::fs::read_dir(dir) else { return Ok(out) };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Ok(out);
+    };
     let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
     entries.sort();
     for path in entries {
-        let fname = path.file_name().and_then(|f| f.to_str()).unwrap_or_default().to_string();
+        let fname = path
+            .file_name()
+            .and_then(|f| f.to_str())
+            .unwrap_or_default()
+            .to_string();
         if fname.starts_with('.') || fname.ends_with('~') {
             continue;
         }
@@ -81,7 +90,10 @@ fn walk_files(dir: &Path) -> Vec<PathBuf> {
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
             let p = e.path();
-            let hidden = p.file_name().and_then(|f| f.to_str()).is_some_and(|f| f.starts_with('.'));
+            let hidden = p
+                .file_name()
+                .and_then(|f| f.to_str())
+                .is_some_and(|f| f.starts_with('.'));
             if hidden {
                 continue;
             }
@@ -101,18 +113,27 @@ pub fn load_vars_file(path: &Path) -> LoadResult<Map<String, Value>> {
     match node.to_value() {
         Value::Object(m) => Ok(m),
         Value::Null => Ok(Map::new()),
-        _ => Err(node.err(format!("a vars file must be a mapping of variables, found {}", node.type_name()))),
+        _ => Err(node.err(format!(
+            "a vars file must be a mapping of variables, found {}",
+            node.type_name()
+        ))),
     }
 }
 
 impl Inventory {
     /// Loads an inventory file or directory. `localhost` is always available implicitly.
     pub fn load(path: &Path) -> LoadResult<Inventory> {
-        let mut inv = Inventory { source: path.to_path_buf(), ..Default::default() };
+        let mut inv = Inventory {
+            source: path.to_path_buf(),
+            ..Default::default()
+        };
         inv.groups.insert("all".into(), Group::default());
         inv.groups.insert("ungrouped".into(), Group::default());
         if !path.exists() {
-            return Err(LocatedError::new(&Loc::file_only(path), "inventory not found"));
+            return Err(LocatedError::new(
+                &Loc::file_only(path),
+                "inventory not found",
+            ));
         }
         if path.is_dir() {
             inv.dir = path.to_path_buf();
@@ -123,7 +144,10 @@ impl Inventory {
                 .filter(|p| p.is_file())
                 .filter(|p| {
                     let n = p.file_name().and_then(|f| f.to_str()).unwrap_or_default();
-                    !(n.starts_with('.') || n.ends_with('~') || n.ends_with(".md") || n.ends_with(".retry"))
+                    !(n.starts_with('.')
+                        || n.ends_with('~')
+                        || n.ends_with(".md")
+                        || n.ends_with(".retry"))
                 })
                 .collect();
             files.sort();
@@ -140,14 +164,21 @@ impl Inventory {
     }
 
     fn load_file(&mut self, path: &Path) -> LoadResult<()> {
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default();
         if ["yml", "yaml", "json"].contains(&ext) {
             let node = yaml::load_file(path)?;
             self.load_yaml(&node)
         } else {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| LocatedError::new(&Loc::file_only(path), format!("cannot read inventory: {e}")))?;
-            let file = std::sync::Arc::new(SourceFile { path: path.to_path_buf(), text });
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                LocatedError::new(&Loc::file_only(path), format!("cannot read inventory: {e}"))
+            })?;
+            let file = std::sync::Arc::new(SourceFile {
+                path: path.to_path_buf(),
+                text,
+            });
             self.load_ini(&file)
         }
     }
@@ -169,7 +200,11 @@ impl Inventory {
         }
         let mut section = Section::Hosts("ungrouped".into());
         for (i, raw) in file.text.lines().enumerate() {
-            let loc = Loc { file: file.clone(), line: i + 1, col: 1 };
+            let loc = Loc {
+                file: file.clone(),
+                line: i + 1,
+                col: 1,
+            };
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
                 continue;
@@ -183,7 +218,12 @@ impl Inventory {
                     Some((g, "vars")) => Section::Vars(g.to_string()),
                     Some((g, "children")) => Section::Children(g.to_string()),
                     Some((_, other)) => {
-                        return Err(LocatedError::new(&loc, format!("unknown section type ':{other}' (expected :vars or :children)")))
+                        return Err(LocatedError::new(
+                            &loc,
+                            format!(
+                                "unknown section type ':{other}' (expected :vars or :children)"
+                            ),
+                        ))
                     }
                 };
                 let g = match &section {
@@ -198,11 +238,16 @@ impl Inventory {
             match &section {
                 Section::Hosts(g) => {
                     let words = crate::modules::args::shell_words(line);
-                    let Some((name, rest)) = words.split_first() else { continue };
+                    let Some((name, rest)) = words.split_first() else {
+                        continue;
+                    };
                     let mut vars = Map::new();
                     for w in rest {
                         let (k, v) = w.split_once('=').ok_or_else(|| {
-                            LocatedError::new(&loc, format!("expected key=value after the host name, found {w:?}"))
+                            LocatedError::new(
+                                &loc,
+                                format!("expected key=value after the host name, found {w:?}"),
+                            )
                         })?;
                         vars.insert(k.to_string(), ini_literal(v));
                     }
@@ -215,12 +260,14 @@ impl Inventory {
                     }
                 }
                 Section::Vars(g) => {
-                    let (k, v) = line
-                        .split_once('=')
-                        .ok_or_else(|| LocatedError::new(&loc, "expected key=value in a :vars section"))?;
+                    let (k, v) = line.split_once('=').ok_or_else(|| {
+                        LocatedError::new(&loc, "expected key=value in a :vars section")
+                    })?;
                     let v = v.trim();
                     let v = crate::modules::args::shell_words(v).join(" ");
-                    self.group_mut(g).vars.insert(k.trim().to_string(), Value::String(v));
+                    self.group_mut(g)
+                        .vars
+                        .insert(k.trim().to_string(), Value::String(v));
                 }
                 Section::Children(g) => {
                     let child = line.to_string();
@@ -253,16 +300,20 @@ impl Inventory {
         if node.is_null() {
             return Ok(());
         }
-        let entries = node
-            .as_map()
-            .ok_or_else(|| node.err(format!("group '{name}' must be a mapping with hosts/vars/children")))?;
+        let entries = node.as_map().ok_or_else(|| {
+            node.err(format!(
+                "group '{name}' must be a mapping with hosts/vars/children"
+            ))
+        })?;
         for (k, v) in entries {
             match k.key_string().as_str() {
                 "hosts" => {
                     if v.is_null() {
                         continue;
                     }
-                    let hosts = v.as_map().ok_or_else(|| v.err("'hosts' must be a mapping of host names"))?;
+                    let hosts = v
+                        .as_map()
+                        .ok_or_else(|| v.err("'hosts' must be a mapping of host names"))?;
                     for (hk, hv) in hosts {
                         let vars = match hv.to_value() {
                             Value::Object(m) => m,
@@ -287,7 +338,9 @@ impl Inventory {
                     if v.is_null() {
                         continue;
                     }
-                    let children = v.as_map().ok_or_else(|| v.err("'children' must be a mapping of groups"))?;
+                    let children = v
+                        .as_map()
+                        .ok_or_else(|| v.err("'children' must be a mapping of groups"))?;
                     for (ck, cv) in children {
                         let child = ck.key_string();
                         self.load_yaml_group(&child, cv)?;
@@ -298,7 +351,9 @@ impl Inventory {
                     }
                 }
                 other => {
-                    return Err(k.err(format!("unknown key '{other}' in group '{name}' (expected hosts, vars or children)")))
+                    return Err(k.err(format!(
+                    "unknown key '{other}' in group '{name}' (expected hosts, vars or children)"
+                )))
                 }
             }
         }
@@ -307,8 +362,17 @@ impl Inventory {
 
     /// Every group is a child of `all`; hosts in no group are in `ungrouped`.
     fn finish(&mut self) {
-        let names: Vec<String> = self.groups.keys().filter(|g| *g != "all").cloned().collect();
-        let all_children: BTreeSet<String> = self.groups.values().flat_map(|g| g.children.clone()).collect();
+        let names: Vec<String> = self
+            .groups
+            .keys()
+            .filter(|g| *g != "all")
+            .cloned()
+            .collect();
+        let all_children: BTreeSet<String> = self
+            .groups
+            .values()
+            .flat_map(|g| g.children.clone())
+            .collect();
         for n in &names {
             if !all_children.contains(n) && !self.groups["all"].children.contains(n) {
                 self.group_mut("all").children.push(n.clone());
@@ -320,7 +384,12 @@ impl Inventory {
             .filter(|(n, _)| *n != "all" && *n != "ungrouped")
             .flat_map(|(_, g)| g.hosts.clone())
             .collect();
-        let ungrouped: Vec<String> = self.hosts.keys().filter(|h| !grouped.contains(*h)).cloned().collect();
+        let ungrouped: Vec<String> = self
+            .hosts
+            .keys()
+            .filter(|h| !grouped.contains(*h))
+            .cloned()
+            .collect();
         for h in ungrouped {
             let g = self.group_mut("ungrouped");
             if !g.hosts.contains(&h) {
@@ -337,7 +406,11 @@ impl Inventory {
         let mut set = BTreeSet::new();
         let mut seen = BTreeSet::new();
         self.collect_hosts(group, &mut set, &mut seen);
-        self.hosts.keys().filter(|h| set.contains(*h)).cloned().collect()
+        self.hosts
+            .keys()
+            .filter(|h| set.contains(*h))
+            .cloned()
+            .collect()
     }
 
     fn collect_hosts(&self, group: &str, out: &mut BTreeSet<String>, seen: &mut BTreeSet<String>) {
@@ -356,11 +429,20 @@ impl Inventory {
     /// before children, then by name), which is the order their vars apply in.
     pub fn host_groups(&self, host: &str) -> Vec<String> {
         let mut depth: IndexMap<String, usize> = IndexMap::new();
-        fn walk(inv: &Inventory, g: &str, d: usize, host: &str, depth: &mut IndexMap<String, usize>, stack: &mut Vec<String>) -> bool {
+        fn walk(
+            inv: &Inventory,
+            g: &str,
+            d: usize,
+            host: &str,
+            depth: &mut IndexMap<String, usize>,
+            stack: &mut Vec<String>,
+        ) -> bool {
             if stack.iter().any(|s| s == g) {
                 return false;
             }
-            let Some(grp) = inv.groups.get(g) else { return false };
+            let Some(grp) = inv.groups.get(g) else {
+                return false;
+            };
             stack.push(g.to_string());
             let mut contains = grp.hosts.iter().any(|h| h == host);
             for c in &grp.children {
@@ -384,8 +466,11 @@ impl Inventory {
 
     /// `group_names`: the host's groups without `all` and `ungrouped`, sorted.
     pub fn group_names(&self, host: &str) -> Vec<String> {
-        let mut g: Vec<String> =
-            self.host_groups(host).into_iter().filter(|g| g != "all" && g != "ungrouped").collect();
+        let mut g: Vec<String> = self
+            .host_groups(host)
+            .into_iter()
+            .filter(|g| g != "all" && g != "ungrouped")
+            .collect();
         g.sort();
         g
     }
@@ -395,7 +480,9 @@ impl Inventory {
     /// applied after the inventory's.
     pub fn host_vars(&self, host: &str, extra: &[&VarsDir]) -> Map<String, Value> {
         let mut vars = Map::new();
-        let dirs: Vec<&VarsDir> = std::iter::once(&self.vars_dirs).chain(extra.iter().copied()).collect();
+        let dirs: Vec<&VarsDir> = std::iter::once(&self.vars_dirs)
+            .chain(extra.iter().copied())
+            .collect();
         for g in self.host_groups(host) {
             if let Some(grp) = self.groups.get(&g) {
                 merge_into(&mut vars, grp.vars.clone());
@@ -421,7 +508,10 @@ impl Inventory {
     pub fn groups_value(&self) -> Value {
         let mut m = Map::new();
         for g in self.groups.keys() {
-            m.insert(g.clone(), Value::Array(self.group_hosts(g).into_iter().map(Value::String).collect()));
+            m.insert(
+                g.clone(),
+                Value::Array(self.group_hosts(g).into_iter().map(Value::String).collect()),
+            );
         }
         Value::Object(m)
     }
@@ -432,7 +522,11 @@ impl Inventory {
         let mut include: Vec<String> = Vec::new();
         let mut intersect: Vec<Vec<String>> = Vec::new();
         let mut exclude: BTreeSet<String> = BTreeSet::new();
-        let parts: Vec<&str> = pattern.split([':', ',']).map(str::trim).filter(|p| !p.is_empty()).collect();
+        let parts: Vec<&str> = pattern
+            .split([':', ','])
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .collect();
         if parts.is_empty() {
             return Err("empty host pattern".into());
         }
@@ -511,16 +605,22 @@ fn ini_literal(v: &str) -> Value {
 
 /// `web[01:03].example` → web01.example, web02.example, web03.example.
 fn expand_range(name: &str) -> Result<Vec<String>, String> {
-    let (Some(open), Some(close)) = (name.find('['), name.find(']')) else { return Ok(vec![name.to_string()]) };
+    let (Some(open), Some(close)) = (name.find('['), name.find(']')) else {
+        return Ok(vec![name.to_string()]);
+    };
     if close < open {
         return Err(format!("bad host range in {name:?}"));
     }
     let (pre, inner, post) = (&name[..open], &name[open + 1..close], &name[close + 1..]);
-    let (a, b) = inner.split_once(':').ok_or_else(|| format!("bad host range in {name:?}: expected [start:end]"))?;
+    let (a, b) = inner
+        .split_once(':')
+        .ok_or_else(|| format!("bad host range in {name:?}: expected [start:end]"))?;
     let width = if a.starts_with('0') { a.len() } else { 0 };
     let (s, e): (u64, u64) = (
-        a.parse().map_err(|_| format!("bad range start in {name:?}"))?,
-        b.parse().map_err(|_| format!("bad range end in {name:?}"))?,
+        a.parse()
+            .map_err(|_| format!("bad range start in {name:?}"))?,
+        b.parse()
+            .map_err(|_| format!("bad range end in {name:?}"))?,
     );
     let mut out = Vec::new();
     for i in s..=e {
@@ -590,7 +690,10 @@ port=6432
     #[test]
     fn patterns() {
         let inv = ini(INI);
-        assert_eq!(inv.select("db:web").unwrap(), vec!["db1", "db2", "web1", "web2"]);
+        assert_eq!(
+            inv.select("db:web").unwrap(),
+            vec!["db1", "db2", "web1", "web2"]
+        );
         assert_eq!(inv.select("app:&db").unwrap(), vec!["db1", "db2"]);
         assert_eq!(inv.select("all:!app").unwrap(), vec!["lonely"]);
         assert_eq!(inv.select("web*").unwrap(), vec!["web1", "web2"]);

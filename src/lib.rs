@@ -2,15 +2,15 @@
 //! `inventory`) → per-host task stream (`runner`) → module (`modules`) → connection
 //! (`connection`) → results → report (`report`).
 
+pub mod cli;
 pub mod connection;
-pub mod modules;
 pub mod error;
-pub mod yaml;
-pub mod inventory;
-pub mod vars;
 pub mod filters;
-pub mod template;
+pub mod inventory;
+pub mod modules;
 pub mod playbook;
 pub mod report;
 pub mod runner;
-pub mod cli;
+pub mod template;
+pub mod vars;
+pub mod yaml;

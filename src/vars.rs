@@ -53,10 +53,12 @@ impl Layers<'_> {
 pub fn parse_extra_vars(arg: &str) -> Result<Map<String, Value>, String> {
     let arg = arg.trim();
     if let Some(path) = arg.strip_prefix('@') {
-        return crate::inventory::load_vars_file(std::path::Path::new(path)).map_err(|e| e.to_string());
+        return crate::inventory::load_vars_file(std::path::Path::new(path))
+            .map_err(|e| e.to_string());
     }
     if arg.starts_with('{') {
-        let node = crate::yaml::parse_str(std::path::Path::new("<extra vars>"), arg.to_string()).map_err(|e| e.to_string())?;
+        let node = crate::yaml::parse_str(std::path::Path::new("<extra vars>"), arg.to_string())
+            .map_err(|e| e.to_string())?;
         return match node.to_value() {
             Value::Object(m) => Ok(m),
             _ => Err(format!("extra vars must be a mapping: {arg}")),
@@ -64,7 +66,9 @@ pub fn parse_extra_vars(arg: &str) -> Result<Map<String, Value>, String> {
     }
     let (map, rest) = crate::modules::args::split_kv(arg);
     if !rest.is_empty() {
-        return Err(format!("cannot parse extra vars {rest:?}: expected key=value, JSON, or @file"));
+        return Err(format!(
+            "cannot parse extra vars {rest:?}: expected key=value, JSON, or @file"
+        ));
     }
     // `-e port=5432` gives a string, as in Ansible.
     Ok(map)
@@ -81,8 +85,11 @@ mod tests {
 
     #[test]
     fn precedence_order() {
-        let d = m(json!({"a": "default", "b": "default", "c": "default", "d": "default", "e": "default"}));
-        let inv = m(json!({"b": "inventory", "c": "inventory", "d": "inventory", "e": "inventory"}));
+        let d = m(
+            json!({"a": "default", "b": "default", "c": "default", "d": "default", "e": "default"}),
+        );
+        let inv =
+            m(json!({"b": "inventory", "c": "inventory", "d": "inventory", "e": "inventory"}));
         let play = m(json!({"c": "play", "d": "play", "e": "play"}));
         let task = m(json!({"d": "task", "e": "task"}));
         let extra = m(json!({"e": "extra"}));
@@ -102,8 +109,14 @@ mod tests {
 
     #[test]
     fn extra_vars_forms() {
-        assert_eq!(parse_extra_vars("a=1 b='x y'").unwrap(), m(json!({"a": "1", "b": "x y"})));
-        assert_eq!(parse_extra_vars("{\"a\": [1, 2], \"b\": yes}").unwrap(), m(json!({"a": [1, 2], "b": true})));
+        assert_eq!(
+            parse_extra_vars("a=1 b='x y'").unwrap(),
+            m(json!({"a": "1", "b": "x y"}))
+        );
+        assert_eq!(
+            parse_extra_vars("{\"a\": [1, 2], \"b\": yes}").unwrap(),
+            m(json!({"a": [1, 2], "b": true}))
+        );
         assert!(parse_extra_vars("oops").is_err());
     }
 }

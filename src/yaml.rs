@@ -68,7 +68,10 @@ impl Node {
     }
     /// Looks up a key in a mapping.
     pub fn get(&self, key: &str) -> Option<&Node> {
-        self.as_map()?.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
+        self.as_map()?
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v)
     }
     pub fn err(&self, msg: impl Into<String>) -> LocatedError {
         LocatedError::new(&self.loc, msg)
@@ -91,7 +94,9 @@ impl Node {
             Kind::Null => Value::Null,
             Kind::Bool(b) => Value::Bool(*b),
             Kind::Int(i) => Value::Number((*i).into()),
-            Kind::Float(f) => Number::from_f64(*f).map(Value::Number).unwrap_or(Value::Null),
+            Kind::Float(f) => Number::from_f64(*f)
+                .map(Value::Number)
+                .unwrap_or(Value::Null),
             Kind::Str(s) => Value::String(s.clone()),
             Kind::Seq(items) => Value::Array(items.iter().map(Node::to_value).collect()),
             Kind::Map(entries) => {
@@ -114,22 +119,48 @@ pub fn load_file(path: &Path) -> LoadResult<Node> {
 
 /// Parses YAML text; `path` is used for locations only.
 pub fn parse_str(path: &Path, text: String) -> LoadResult<Node> {
-    let file = Arc::new(SourceFile { path: path.to_path_buf(), text });
-    let mut builder = Builder { file: file.clone(), stack: Vec::new(), anchors: HashMap::new(), docs: Vec::new(), error: None };
+    let file = Arc::new(SourceFile {
+        path: path.to_path_buf(),
+        text,
+    });
+    let mut builder = Builder {
+        file: file.clone(),
+        stack: Vec::new(),
+        anchors: HashMap::new(),
+        docs: Vec::new(),
+        error: None,
+    };
     let mut parser = Parser::new_from_str(&file.text);
     if let Err(e) = parser.load(&mut builder, true) {
         let m = e.marker();
-        let loc = Loc { file: file.clone(), line: m.line(), col: m.col() + 1 };
-        return Err(LocatedError::new(&loc, format!("YAML syntax error: {}", e.info())));
+        let loc = Loc {
+            file: file.clone(),
+            line: m.line(),
+            col: m.col() + 1,
+        };
+        return Err(LocatedError::new(
+            &loc,
+            format!("YAML syntax error: {}", e.info()),
+        ));
     }
     if let Some(err) = builder.error {
         return Err(err);
     }
     let mut docs = builder.docs;
     match docs.len() {
-        0 => Ok(Node { kind: Kind::Null, loc: Loc { file, line: 1, col: 1 } }),
+        0 => Ok(Node {
+            kind: Kind::Null,
+            loc: Loc {
+                file,
+                line: 1,
+                col: 1,
+            },
+        }),
         1 => Ok(docs.remove(0)),
-        _ => Err(LocatedError::new(&docs[1].loc, "expected a single YAML document, found several")),
+        _ => Err(LocatedError::new(
+            &docs[1].loc,
+            "expected a single YAML document, found several",
+        )),
     }
 }
 
@@ -149,7 +180,11 @@ struct Builder {
 impl Builder {
     fn loc(&self, m: Marker) -> Loc {
         // yaml-rust2 columns are 0-based, lines 1-based.
-        Loc { file: self.file.clone(), line: m.line(), col: m.col() + 1 }
+        Loc {
+            file: self.file.clone(),
+            line: m.line(),
+            col: m.col() + 1,
+        }
     }
 
     fn push_node(&mut self, node: Node, anchor: usize) {
@@ -164,7 +199,10 @@ impl Builder {
                 Some(key) => {
                     if key.as_str() == Some("<<") {
                         merge_into(entries, &node);
-                    } else if let Some(pos) = entries.iter().position(|(k, _)| k.as_str().is_some() && k.as_str() == key.as_str()) {
+                    } else if let Some(pos) = entries
+                        .iter()
+                        .position(|(k, _)| k.as_str().is_some() && k.as_str() == key.as_str())
+                    {
                         // Later duplicate keys win, as in PyYAML.
                         entries[pos] = (key, node);
                     } else {
@@ -185,7 +223,10 @@ fn merge_into(entries: &mut Vec<(Node, Node)>, src: &Node) {
     for s in sources {
         if let Kind::Map(m) = &s.kind {
             for (k, v) in m {
-                if !entries.iter().any(|(ek, _)| ek.key_string() == k.key_string()) {
+                if !entries
+                    .iter()
+                    .any(|(ek, _)| ek.key_string() == k.key_string())
+                {
                     entries.push((k.clone(), v.clone()));
                 }
             }
@@ -200,15 +241,25 @@ impl MarkedEventReceiver for Builder {
         }
         let loc = self.loc(mark);
         match ev {
-            Event::Scalar(text, style, anchor, tag) => match resolve_scalar(text, style, tag.as_ref()) {
-                Ok(kind) => self.push_node(Node { kind, loc }, anchor),
-                Err(msg) => self.error = Some(LocatedError::new(&loc, msg)),
-            },
+            Event::Scalar(text, style, anchor, tag) => {
+                match resolve_scalar(text, style, tag.as_ref()) {
+                    Ok(kind) => self.push_node(Node { kind, loc }, anchor),
+                    Err(msg) => self.error = Some(LocatedError::new(&loc, msg)),
+                }
+            }
             Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq(Vec::new(), loc, anchor)),
-            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map(Vec::new(), None, loc, anchor)),
+            Event::MappingStart(anchor, _) => {
+                self.stack.push(Frame::Map(Vec::new(), None, loc, anchor))
+            }
             Event::SequenceEnd => {
                 if let Some(Frame::Seq(items, l, anchor)) = self.stack.pop() {
-                    self.push_node(Node { kind: Kind::Seq(items), loc: l }, anchor);
+                    self.push_node(
+                        Node {
+                            kind: Kind::Seq(items),
+                            loc: l,
+                        },
+                        anchor,
+                    );
                 }
             }
             Event::MappingEnd => {
@@ -216,10 +267,21 @@ impl MarkedEventReceiver for Builder {
                     // A block mapping's start event points at its first `:`; its first key is
                     // where a person sees it begin.
                     let l = match entries.first() {
-                        Some((k, _)) if k.loc.line < l.line || (k.loc.line == l.line && k.loc.col < l.col) => k.loc.clone(),
+                        Some((k, _))
+                            if k.loc.line < l.line
+                                || (k.loc.line == l.line && k.loc.col < l.col) =>
+                        {
+                            k.loc.clone()
+                        }
                         _ => l,
                     };
-                    self.push_node(Node { kind: Kind::Map(entries), loc: l }, anchor);
+                    self.push_node(
+                        Node {
+                            kind: Kind::Map(entries),
+                            loc: l,
+                        },
+                        anchor,
+                    );
                 }
             }
             Event::Alias(id) => match self.anchors.get(&id).cloned() {
@@ -239,9 +301,19 @@ fn resolve_scalar(text: String, style: TScalarStyle, tag: Option<&Tag>) -> Resul
         let t = tag.suffix.as_str();
         return match (tag.handle.as_str(), t) {
             ("!!", "str") | ("!", "unsafe") => Ok(Kind::Str(text)),
-            ("!!", "int") => text.trim().parse().map(Kind::Int).map_err(|_| format!("invalid !!int {text:?}")),
-            ("!!", "float") => text.trim().parse().map(Kind::Float).map_err(|_| format!("invalid !!float {text:?}")),
-            ("!!", "bool") => plain_bool(&text).map(Kind::Bool).ok_or_else(|| format!("invalid !!bool {text:?}")),
+            ("!!", "int") => text
+                .trim()
+                .parse()
+                .map(Kind::Int)
+                .map_err(|_| format!("invalid !!int {text:?}")),
+            ("!!", "float") => text
+                .trim()
+                .parse()
+                .map(Kind::Float)
+                .map_err(|_| format!("invalid !!float {text:?}")),
+            ("!!", "bool") => plain_bool(&text)
+                .map(Kind::Bool)
+                .ok_or_else(|| format!("invalid !!bool {text:?}")),
             ("!!", "null") => Ok(Kind::Null),
             ("!", "vault") => Err("Ansible Vault values are not supported by hfplay".into()),
             _ => Ok(Kind::Str(text)),
@@ -265,7 +337,9 @@ fn plain_bool(s: &str) -> Option<bool> {
 pub fn resolve_plain(text: String) -> Kind {
     match text.as_str() {
         "" | "~" | "null" | "Null" | "NULL" => return Kind::Null,
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Kind::Float(f64::INFINITY),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Kind::Float(f64::INFINITY)
+        }
         "-.inf" | "-.Inf" | "-.INF" => return Kind::Float(f64::NEG_INFINITY),
         ".nan" | ".NaN" | ".NAN" => return Kind::Float(f64::NAN),
         _ => {}
@@ -293,7 +367,9 @@ fn parse_int11(s: &str) -> Option<i64> {
     if body.is_empty() {
         return None;
     }
-    let digits = |d: &str, ok: fn(char) -> bool| !d.is_empty() && d.chars().all(|c| ok(c) || c == '_') && d.chars().any(ok);
+    let digits = |d: &str, ok: fn(char) -> bool| {
+        !d.is_empty() && d.chars().all(|c| ok(c) || c == '_') && d.chars().any(ok)
+    };
     let v = if let Some(b) = body.strip_prefix("0b") {
         if !digits(b, |c| c == '0' || c == '1') {
             return None;
@@ -310,7 +386,8 @@ fn parse_int11(s: &str) -> Option<i64> {
         }
         i64::from_str_radix(&body[1..].replace('_', ""), 8).ok()?
     } else {
-        if !body.starts_with(|c: char| c.is_ascii_digit()) || !digits(body, |c| c.is_ascii_digit()) {
+        if !body.starts_with(|c: char| c.is_ascii_digit()) || !digits(body, |c| c.is_ascii_digit())
+        {
             return None;
         }
         body.replace('_', "").parse().ok()?
@@ -325,9 +402,12 @@ fn is_float11(s: &str) -> bool {
         Some(i) => (&body[..i], Some(&body[i + 1..])),
         None => (body, None),
     };
-    let Some((int, frac)) = mantissa.split_once('.') else { return false };
+    let Some((int, frac)) = mantissa.split_once('.') else {
+        return false;
+    };
     let ok_digits = |d: &str| d.chars().all(|c| c.is_ascii_digit() || c == '_');
-    let int_ok = ok_digits(int) && (int.is_empty() || int.starts_with(|c: char| c.is_ascii_digit()));
+    let int_ok =
+        ok_digits(int) && (int.is_empty() || int.starts_with(|c: char| c.is_ascii_digit()));
     let frac_ok = ok_digits(frac) && (!int.is_empty() || !frac.is_empty());
     let exp_ok = match exp {
         None => true,
@@ -356,7 +436,10 @@ mod tests {
     #[test]
     fn yaml11_scalars() {
         let v = parse("a: yes\nb: Off\nc: 'yes'\nd: 0644\ne: 0x1F\nf: 1.5\ng: ~\nh: 1e5\ni: y\nj: 08\nk: -12\n").to_value();
-        assert_eq!(v, json!({"a": true, "b": false, "c": "yes", "d": 420, "e": 31, "f": 1.5, "g": null, "h": "1e5", "i": "y", "j": "08", "k": -12}));
+        assert_eq!(
+            v,
+            json!({"a": true, "b": false, "c": "yes", "d": 420, "e": 31, "f": 1.5, "g": null, "h": "1e5", "i": "y", "j": "08", "k": -12})
+        );
     }
 
     #[test]

@@ -37,7 +37,6 @@ pub mod unarchive;
 pub mod user;
 pub mod wait_for;
 
-
 pub use args::Args;
 
 /// A diff of one file, shown with `--diff`.
@@ -67,10 +66,17 @@ impl Outcome {
         Self::default()
     }
     pub fn changed(changed: bool) -> Self {
-        Outcome { changed, ..Default::default() }
+        Outcome {
+            changed,
+            ..Default::default()
+        }
     }
     pub fn failed(msg: impl Into<String>) -> Self {
-        Outcome { failed: true, msg: msg.into(), ..Default::default() }
+        Outcome {
+            failed: true,
+            msg: msg.into(),
+            ..Default::default()
+        }
     }
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.data.insert(key.to_string(), value.into());
@@ -125,11 +131,22 @@ pub struct TaskCtx<'a> {
 impl TaskCtx<'_> {
     /// Runs a shell script on the host (one round trip) with the task's become and environment.
     pub async fn sh(&self, script: &str) -> Result<ExecResult, ModuleError> {
-        Ok(self.conn.run(script, None, self.become_.as_ref(), &self.environment).await?)
+        Ok(self
+            .conn
+            .run(script, None, self.become_.as_ref(), &self.environment)
+            .await?)
     }
     /// Same, feeding `stdin` (file contents are uploaded this way).
     pub async fn sh_stdin(&self, script: &str, stdin: &[u8]) -> Result<ExecResult, ModuleError> {
-        Ok(self.conn.run(script, Some(stdin), self.become_.as_ref(), &self.environment).await?)
+        Ok(self
+            .conn
+            .run(
+                script,
+                Some(stdin),
+                self.become_.as_ref(),
+                &self.environment,
+            )
+            .await?)
     }
 }
 
@@ -178,12 +195,19 @@ pub fn registry() -> Vec<Box<dyn Module>> {
 /// Finds a module by short or fully-qualified name.
 pub fn lookup<'a>(reg: &'a [Box<dyn Module>], name: &str) -> Option<&'a dyn Module> {
     let short = short_name(name);
-    reg.iter().find(|m| m.names().contains(&short)).map(|m| m.as_ref())
+    reg.iter()
+        .find(|m| m.names().contains(&short))
+        .map(|m| m.as_ref())
 }
 
 /// `ansible.builtin.copy` → `copy`.
 pub fn short_name(name: &str) -> &str {
-    for prefix in ["ansible.builtin.", "ansible.legacy.", "ansible.posix.", "community.general."] {
+    for prefix in [
+        "ansible.builtin.",
+        "ansible.legacy.",
+        "ansible.posix.",
+        "community.general.",
+    ] {
         if let Some(s) = name.strip_prefix(prefix) {
             return s;
         }
