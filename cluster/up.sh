@@ -110,7 +110,11 @@ done
 # --- per-host environment facts: root's authorized key, apt proxy, pip index (idempotent) ---
 APT_PROXY_CONF="// Heirflow local cluster: apt through the cluster's apt-cacher-ng ($HF_APTCACHE_NAME).
 // https sources are fetched directly.
-Acquire::http::Proxy \"$HF_APT_PROXY\";"
+Acquire::http::Proxy \"$HF_APT_PROXY\";
+// A cold apt-cacher-ng can stall one of many simultaneous first requests for a file: give up on a
+// silent connection after 20 s and retry instead of hanging.
+Acquire::http::Timeout \"20\";
+Acquire::Retries \"3\";"
 PIP_CONF="# Heirflow local cluster: pip through the cluster's PyPI mirror ($HF_PYPI_NAME, devpi-server).
 # (/etc/pip.conf, from the image, sets the CA bundle; pip merges both files.)
 [global]
@@ -138,6 +142,17 @@ for ((i = 0; ; i++)); do
     >/dev/null 2>&1 && break
   [ "$i" -lt 60 ] || die "PyPI mirror $HF_PIP_INDEX does not answer (docker logs $HF_PYPI_NAME)"
   sleep 2
+done
+
+# Same for apt-cacher-ng: fetch the release files every host asks for first, one at a time, so
+# that twelve simultaneous first requests do not race in a cold cache.
+log "warming the apt proxy"
+for f in debian/dists/bookworm/InRelease debian/dists/bookworm-updates/InRelease \
+         debian-security/dists/bookworm-security/InRelease; do
+  docker exec "$HF_APTCACHE_NAME" python3 -c "import urllib.request as u, sys
+req = u.Request('http://deb.debian.org/$f')
+req.set_proxy('127.0.0.1:3142', 'http')
+u.urlopen(req, timeout=60).read()" >/dev/null 2>&1 || warn "apt proxy warm-up: $f not fetched (hosts will retry)"
 done
 
 log "waiting for sshd on ${#HOSTS[@]} hosts"
