@@ -27,6 +27,13 @@ t=$(now)
 T_DEPLOY=$(secs "$t"); pass "deployed in $T_DEPLOY s"; tail -16 "$OUT/deploy.log"
 
 step "redundancy"
+# Services restarted by the deploy's handlers need a while to come up (api-servers ~30 s,
+# workers and triggerers until their first heartbeat): each check is retried for up to 4 min.
+eventually() {  # eventually CHECK_FUNCTION: retries it every 5 s for up to 240 s
+  local i
+  for ((i = 0; i < 48; i++)); do "$1" && return 0; sleep 5; done
+  return 1
+}
 db_hosts=($(group_hosts db)); queue_hosts=($(group_hosts queue)); workers=($(group_hosts worker))
 sync=$(hpsql "select count(*) from pg_stat_replication where state = 'streaming' and sync_state = 'sync'")
 [ "$sync" -ge 1 ] || fail "no synchronous standby streaming (pg_stat_replication: $(hpsql 'select application_name, state, sync_state from pg_stat_replication'))"
@@ -34,14 +41,19 @@ pass "Postgres: $sync synchronous standby streaming"
 running=$(hssh "${queue_hosts[0]}" "rabbitmqctl cluster_status --formatter json" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["running_nodes"]))')
 [ "$running" -eq "${#queue_hosts[@]}" ] || fail "RabbitMQ: $running of ${#queue_hosts[@]} nodes running in the cluster"
 pass "RabbitMQ: $running nodes in one cluster"
-api_ok=0
-for h in $(group_hosts scheduler) $(group_hosts web); do
-  if hssh "$h" "curl -fsS -m 5 http://127.0.0.1:8080/api/v2/monitor/health" > /dev/null; then api_ok=$((api_ok + 1)); fi
-done
-[ "$api_ok" -ge 2 ] || fail "only $api_ok api-servers healthy"
-pass "api-servers healthy: $api_ok"
+api_hosts=($(group_hosts scheduler) $(group_hosts web))
+api_check() {
+  local h; api_ok=0
+  for h in "${api_hosts[@]}"; do
+    if hssh "$h" "curl -fsS -m 5 http://127.0.0.1:8080/api/v2/monitor/health" > /dev/null 2>&1; then api_ok=$((api_ok + 1)); fi
+  done
+  [ "$api_ok" -eq "${#api_hosts[@]}" ]
+}
+eventually api_check; [ "$api_ok" -ge 2 ] || fail "only $api_ok api-servers healthy"
+pass "api-servers healthy: $api_ok of ${#api_hosts[@]}"
 alive() { hpsql "select count(distinct hostname) from job where job_type = '$1' and state = 'running' and latest_heartbeat > now() - interval '60 seconds'"; }
-n=$(alive TriggererJob); [ "$n" -ge 2 ] || fail "triggerers alive: $n (want >= 2)"; pass "triggerers alive: $n"
+triggerers_check() { n=$(alive TriggererJob); [ "$n" -ge 2 ]; }
+eventually triggerers_check || fail "triggerers alive: $n (want >= 2)"; pass "triggerers alive: $n"
 # heir mode (default): every scheduler host registered in heir-supervisor's table, one leader
 # per group; native mode: every scheduler's SchedulerJob heartbeating.
 sched_hosts=($(group_hosts scheduler))
@@ -55,12 +67,18 @@ print(sum(m["live"] for m in g[0]["members"]) if g else 0, (g[0]["leader"] or "-
     [ "$leader" != "-" ] || fail "heir group $g has no leader"
     pass "heir group $g: $live members registered, leader $leader"
   done
-  n=$(alive SchedulerJob); [ "$n" -ge 1 ] || fail "no scheduler heartbeating"; pass "scheduler heartbeating: $n (the heir)"
+  sched1_check() { n=$(alive SchedulerJob); [ "$n" -ge 1 ]; }
+  eventually sched1_check || fail "no scheduler heartbeating"; pass "scheduler heartbeating: $n (the heir)"
 else
-  n=$(alive SchedulerJob); [ "$n" -ge 2 ] || fail "schedulers alive: $n (want 2)"; pass "schedulers alive (native mode): $n"
+  sched2_check() { n=$(alive SchedulerJob); [ "$n" -ge 2 ]; }
+  eventually sched2_check || fail "schedulers alive: $n (want 2)"; pass "schedulers alive (native mode): $n"
 fi
-pong=$(hssh "${workers[0]}" "cd /opt/airflow && sudo -u airflow env AIRFLOW_HOME=/opt/airflow /opt/airflow/venv/bin/celery -A airflow.providers.celery.executors.celery_executor.app inspect ping -t 10 -j" 2>/dev/null | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' || echo 0)
-[ "$pong" -eq "${#workers[@]}" ] || fail "celery inspect ping: $pong of ${#workers[@]} workers answered"
+ping_check() {
+  pong=$(hssh "${workers[0]}" "cd /opt/airflow && sudo -u airflow env AIRFLOW_HOME=/opt/airflow /opt/airflow/venv/bin/celery -A airflow.providers.celery.executors.celery_executor.app inspect ping -t 10 -j" 2>/dev/null \
+    | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' 2>/dev/null || echo 0)
+  [ "$pong" -eq "${#workers[@]}" ]
+}
+eventually ping_check || fail "celery inspect ping: $pong of ${#workers[@]} workers answered"
 pass "celery workers answering ping: $pong"
 
 step "DAG heirflow_smoke (16 tasks) on the workers"
