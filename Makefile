@@ -21,11 +21,15 @@ build:        ## build hfplay (release)
 test: test-unit test-cluster  ## every test: what .ci/run runs
 
 test-unit:    ## unit tests, hfplay over SSH to its own test containers, heir-supervisor against real Postgres
+	@date -u +'=== test-unit start %T'
 	scripts/test-deps.sh
 	cargo test --release --workspace
+	@date -u +'=== test-unit end %T'
 
 test-cluster: ## the local cluster end to end: up, deploy with hfplay, DAG on >= 2 workers, re-run/--check changed=0, down
+	@date -u +'=== test-cluster start %T'
 	tests/cluster/deploy-test.sh
+	@date -u +'=== test-cluster end %T'
 
 deploy: build ## deploy Heirflow onto the local cluster with hfplay
 	./target/release/hfplay playbooks/site.yml -i inventory/local

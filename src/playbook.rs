@@ -54,6 +54,8 @@ pub struct TaskOpts {
     pub until: Option<Value>,
     pub retries: Option<Value>,
     pub delay: Option<Value>,
+    /// `timeout:` seconds one attempt of the action may take before the task fails.
+    pub timeout: Option<Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -842,6 +844,7 @@ impl Loader<'_> {
                 "until" => opts.until = Some(condition(v)?),
                 "retries" => opts.retries = Some(v.to_value()),
                 "delay" => opts.delay = Some(v.to_value()),
+                "timeout" => opts.timeout = Some(v.to_value()),
                 "block" => block = Some(v),
                 "rescue" => rescue = Some(v),
                 "always" => always = Some(v),

@@ -52,6 +52,8 @@ pub struct Reporter {
     diff: bool,
     progress: Option<MultiProgress>,
     bars: Mutex<HashMap<String, (ProgressBar, Instant)>>,
+    /// Hosts busy with the current task and since when (for plain-mode "still running" lines).
+    busy: Mutex<HashMap<String, Instant>>,
     log: Mutex<Vec<Value>>,
     started: Instant,
 }
@@ -67,6 +69,7 @@ impl Reporter {
             diff,
             progress,
             bars: Mutex::default(),
+            busy: Mutex::default(),
             log: Mutex::default(),
             started: Instant::now(),
         }
@@ -107,6 +110,7 @@ impl Reporter {
 
     /// Marks a host busy with a task (live progress line on a terminal).
     pub fn host_busy(&self, host: &str, task: &str) {
+        lock(&self.busy).insert(host.to_string(), Instant::now());
         let Some(mp) = &self.progress else { return };
         let mut bars = lock(&self.bars);
         let entry = bars.entry(host.to_string()).or_insert_with(|| {
@@ -125,9 +129,32 @@ impl Reporter {
     }
 
     pub fn host_idle(&self, host: &str) {
+        lock(&self.busy).remove(host);
         if let Some((pb, _)) = lock(&self.bars).get(host) {
             pb.set_message("…");
         }
+    }
+
+    /// Without a terminal there is no live progress: a long task instead gets a periodic line
+    /// naming the hosts still on it, so a CI log shows where a slow run is.
+    pub fn still_running(&self, task: &str) {
+        if self.progress.is_some() || self.json {
+            return;
+        }
+        let mut hosts: Vec<(String, u64)> = lock(&self.busy)
+            .iter()
+            .map(|(h, t)| (h.clone(), t.elapsed().as_secs()))
+            .collect();
+        if hosts.is_empty() {
+            return;
+        }
+        hosts.sort();
+        let list: Vec<String> = hosts.iter().map(|(h, s)| format!("{h} ({s} s)")).collect();
+        self.print(&format!(
+            "  ... still running [{task}] at {:.0} s: {}",
+            self.started.elapsed().as_secs_f64(),
+            list.join(", ")
+        ));
     }
 
     pub fn clear_progress(&self) {

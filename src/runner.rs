@@ -931,7 +931,15 @@ impl Runner {
                 (h, r)
             }
         });
-        let results = futures::future::join_all(futures).await;
+        let mut all = std::pin::pin!(futures::future::join_all(futures));
+        let every = Duration::from_secs(60);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let results = loop {
+            tokio::select! {
+                r = &mut all => break r,
+                _ = tick.tick() => self.reporter.still_running(&title),
+            }
+        };
         let mut failed = HashSet::new();
         for (h, (registered, host_failed)) in results {
             if host_failed {
@@ -1261,9 +1269,40 @@ impl Runner {
             Some(Err(e)) => return err(e),
             None => 5,
         };
+        let timeout = match task
+            .opts
+            .timeout
+            .as_ref()
+            .map(|r| self.templar.template_value(r, scope))
+        {
+            Some(Ok(v)) => match v
+                .as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+            {
+                Some(0) | None => {
+                    return err(format!(
+                        "timeout: expected a number of seconds > 0, got {v}"
+                    ))
+                }
+                Some(n) => Some(Duration::from_secs(n)),
+            },
+            Some(Err(e)) => return err(e),
+            None => None,
+        };
         let mut attempt = 0;
         loop {
-            let (mut res, mut status) = self.run_action(ctx, task, host, scope).await;
+            let action = self.run_action(ctx, task, host, scope);
+            let (mut res, mut status) = match timeout {
+                None => action.await,
+                Some(t) => match tokio::time::timeout(t, action).await {
+                    Ok(r) => r,
+                    // As Ansible's task `timeout`: the attempt fails (until/retries may retry).
+                    Err(_) => (
+                        json!({"failed": true, "msg": located(task, host, &format!("the task timed out after {} seconds", t.as_secs()))}),
+                        Status::Failed,
+                    ),
+                },
+            };
             if status == Status::Unreachable {
                 return (res, status);
             }

@@ -23,8 +23,14 @@ T_UP=$(secs "$t"); pass "cluster up in $T_UP s"
 
 step "deploy: hfplay playbooks/site.yml -i inventory/local"
 t=$(now)
-"$HFPLAY" playbooks/site.yml -i inventory/local > "$OUT/deploy.log" 2>&1 || { tail -60 "$OUT/deploy.log"; fail "deploy (log: $OUT/deploy.log)"; }
-T_DEPLOY=$(secs "$t"); pass "deployed in $T_DEPLOY s"; tail -16 "$OUT/deploy.log"
+# The task banners and anything not "ok"/"skipping" stream to the log as they happen, so a CI
+# log shows where a slow deploy is (hfplay prints "still running" lines for long tasks).
+set +o pipefail
+"$HFPLAY" playbooks/site.yml -i inventory/local 2>&1 | tee "$OUT/deploy.log" \
+  | grep --line-buffered -Ev '^(ok|skipping): |^$'
+rc=${PIPESTATUS[0]}; set -o pipefail
+[ "$rc" = 0 ] || fail "deploy exited $rc (log: $OUT/deploy.log)"
+T_DEPLOY=$(secs "$t"); pass "deployed in $T_DEPLOY s"
 
 step "redundancy"
 # Services restarted by the deploy's handlers need a while to come up (api-servers ~30 s,

@@ -6,7 +6,7 @@ source "$TESTS_DIR/../../cluster/lib.sh"
 HFPLAY="${HFPLAY:-$REPO_ROOT/target/release/hfplay}"
 INV="$INVENTORY_DIR/hosts.ini"
 
-step() { printf '\n\033[1;35m### %s\033[0m\n' "$*"; }
+step() { printf '\n\033[1;35m### %s  (%s)\033[0m\n' "$*" "$(date -u +%T)"; }
 pass() { printf '\033[1;32mPASS\033[0m %s\n' "$*"; }
 fail() { printf '\033[1;31mFAIL\033[0m %s\n' "$*" >&2; exit 1; }
 
