@@ -10,7 +10,12 @@
 # then waits until systemd restarted the killed supervisor and it rejoined (warm) as standby.
 #
 #   bench/heir-takeover.sh            TRIALS=20 (default)
-# Prints median/p95 per measure; per-trial values go to bench/results/heir-takeover-<measure>.s
+#   MODE=native bench/heir-takeover.sh
+#     for comparison, on a cluster deployed with -e scheduler_mode=native (both schedulers
+#     active): kill -9 of one host's `airflow scheduler` processes (alternating hosts), measure
+#     kill -> queued only (the other scheduler goes on: this is native mode's scheduling gap).
+#     bench/scheduler-gap.sh runs both modes, redeploying in between.
+# Prints median/p95 per measure; per-trial values go to bench/results/<mode>-takeover-<measure>.s
 set -euo pipefail
 source "$(dirname "$0")/../tests/cluster/lib.sh"
 source "$(dirname "$0")/../tests/cluster/heir-lib.sh"
@@ -38,10 +43,31 @@ wait_sql() {
   done
   return 1
 }
+MODE=${MODE:-heir}
 MEASURES="gone lease job queued"
+NATIVE_TRIALS=0; HEIR_TRIALS=$TRIALS
+[ "$MODE" = native ] && { MEASURES="queued"; NATIVE_TRIALS=$TRIALS; HEIR_TRIALS=0; }
 for m in $MEASURES; do : > "$OUT/$m"; done
 
-for ((t = 1; t <= TRIALS; t++)); do
+alive_schedulers() {
+  hpsql "select count(distinct hostname) from job where job_type = 'SchedulerJob' and state = 'running' and latest_heartbeat > now() - interval '15 seconds'"
+}
+for ((t = 1; t <= NATIVE_TRIALS; t++)); do
+  for ((i = 0; i < 240; i++)); do [ "$(alive_schedulers)" -ge 2 ] && break; sleep 0.5; done
+  [ "$(alive_schedulers)" -ge 2 ] || die_ "trial $t: want 2 schedulers heartbeating (deployed with -e scheduler_mode=native?)"
+  L=${SCHED[$((t % 2))]}; O=$(other "$L")
+  run="nativebench-$(date +%Y%m%dT%H%M%S)-$t"
+  hpsql "update dag set is_paused = true where dag_id = 'heirflow_smoke'" > /dev/null
+  hssh "$O" "$AIRFLOW_CMD dags trigger heirflow_smoke -r $run > /dev/null 2>&1" || die_ "trigger failed"
+  t_kill=$(hssh "$L" "pkill -9 -f '[a]irflow scheduler'; date +%s.%N")
+  hpsql "update dag set is_paused = false where dag_id = 'heirflow_smoke'" > /dev/null
+  t_q=$(wait_sql 90 "select extract(epoch from min(queued_dttm)) from task_instance where dag_id = 'heirflow_smoke' and run_id = '$run' having count(queued_dttm) > 0") || die_ "trial $t: nothing queued"
+  q=$(fsub "$t_q" "$t_kill"); echo "$q" >> "$OUT/queued"
+  printf 'trial %2d: kill -9 scheduler on %s (%s goes on)  queued %5s s\n' "$t" "$L" "$O" "$q"
+  sleep 5   # systemd restarts the killed scheduler (RestartSec); the loop waits for its heartbeat
+done
+
+for ((t = 1; t <= HEIR_TRIALS; t++)); do
   s=$(wait_group scheduler 2 120 "${SCHED[@]}") || die_ "scheduler group not healthy: $s"
   L=$(awk '{print $2}' <<< "$s"); O=$(other "$L")
   # the standby's warm child must be ready (imports done), as in steady state
@@ -73,9 +99,13 @@ for ((t = 1; t <= TRIALS; t++)); do
   printf 'trial %2d: %s -> %s  gone %5s  lease %5s  job %5s  queued %5s s\n' "$t" "$L" "$O" "$g" "$l" "$j" "$q"
 done
 
-echo "# heir takeover on the local cluster: kill -9 of the scheduler leader's heir-supervisor, $TRIALS trials, $(nproc) cores, $(date -u +%F)"
+if [ "$MODE" = native ]; then
+  echo "# native mode on the local cluster: kill -9 of one of the 2 active schedulers, $TRIALS trials, $(nproc) cores, $(date -u +%F)"
+else
+  echo "# heir takeover on the local cluster: kill -9 of the scheduler leader's heir-supervisor, $TRIALS trials, $(nproc) cores, $(date -u +%F)"
+fi
 for m in $MEASURES; do
-  cp "$OUT/$m" "$RES/heir-takeover-$m.s"
+  cp "$OUT/$m" "$RES/$MODE-takeover-$m.s"
   python3 - "$m" "$OUT/$m" <<'PY'
 import statistics, sys
 v = sorted(float(x) for x in open(sys.argv[2]) if x.strip())

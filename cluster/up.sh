@@ -60,13 +60,18 @@ service() {
     stopped) log "starting stopped $name"; docker start "$name" >/dev/null ;;
   esac
 }
+# FreshIndexMaxAge: release files fetched (warm-up below) less than 15 min ago are served as
+# they are. With the default 27 s, hosts refreshing the same InRelease in the same second race
+# in apt-cacher-ng ("Failure to move file ... out of the way"), one gets an error body and its
+# apt-get update hung for good (seen in CI).
 # Remap-debrep: the packaged default (file:deb_mirror*.gz backends) answers "503 Host not found"
 # for deb.debian.org on a cold cache here, and apt then hangs on the closed connection.
 service "$HF_APTCACHE_NAME" "$HF_APTCACHE_IP" "apt proxy $HF_APT_PROXY" -- \
   -v "$HF_APT_CACHE_HOST:/var/cache/apt-cacher-ng" "$APTC" \
   /usr/sbin/apt-cacher-ng -c /etc/apt-cacher-ng ForeGround=1 ConnectProto=v4 \
   CacheDir=/var/cache/apt-cacher-ng LogDir=/var/log/apt-cacher-ng \
-  "Remap-debrep=deb.debian.org/debian ftp.debian.org/debian /debian ; deb.debian.org/debian"
+  "Remap-debrep=deb.debian.org/debian ftp.debian.org/debian /debian ; deb.debian.org/debian" \
+  FreshIndexMaxAge=900
 service "$HF_PYPI_NAME" "$HF_PYPI_IP" "PyPI mirror $HF_PIP_INDEX" -- \
   -v "$HF_DEVPI_HOST:/var/lib/devpi" "$APTC" sh -ec '
     [ -e /var/lib/devpi/.serverversion ] || /opt/devpi/bin/devpi-init --serverdir /var/lib/devpi >/dev/null

@@ -562,3 +562,32 @@ fn error_bad_options_exit_5_and_touch_nothing() {
         }
     }
 }
+
+#[test]
+fn task_timeout_fails_the_attempt() {
+    let Some(h) = hosts() else { return };
+    let tag = "timeout";
+    let base = reset(h, tag);
+    let run = hfplay(&play_args(h, "timeout.yml", tag, &["--json"]));
+    run.expect_code(FAILED);
+    for host in &h.names {
+        assert_eq!(run.stat(host, "failed"), 1, "{host}\n{}", run.describe());
+        assert_eq!(run.stat(host, "ignored"), 1, "{host}: ignore_errors");
+        let res = run.result("outlives its timeout", host).expect("result");
+        assert_eq!(res["status"], "failed");
+        let msg = res["msg"].as_str().unwrap_or_default();
+        assert!(msg.contains("timed out after 2 seconds"), "{host}: {msg}");
+        assert!(
+            msg.contains("timeout.yml"),
+            "{host}: the message names the file: {msg}"
+        );
+        assert!(
+            exists(host, &format!("{base}/after")),
+            "{host}: went on after the ignored one"
+        );
+        assert!(
+            !exists(host, &format!("{base}/reached")),
+            "{host}: the play stopped"
+        );
+    }
+}

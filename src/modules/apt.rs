@@ -300,6 +300,9 @@ pub fn apt_changed(stdout: &str) -> bool {
 
 pub struct Apt;
 
+/// Bound of one `apt-get update` attempt on the host.
+const UPDATE_ATTEMPT_SECS: u64 = 180;
+
 #[async_trait]
 impl Module for Apt {
     fn names(&self) -> &'static [&'static str] {
@@ -310,13 +313,25 @@ impl Module for Apt {
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
         let p: Params = parse("apt", args)?;
-        let _ = (
-            &p.force_apt_get,
-            &p.policy_rc_d,
-            &p.update_cache_retries,
+        let _ = (&p.force_apt_get, &p.policy_rc_d, &p.fail_on_autoremove);
+        let as_u64 = |v: &Option<Value>, what: &str, default: u64| -> Result<u64, ModuleError> {
+            match v {
+                None | Some(Value::Null) => Ok(default),
+                Some(v) => v
+                    .as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+                    .ok_or_else(|| {
+                        ModuleError::Args(format!("apt: {what} must be a number, got {v}"))
+                    }),
+            }
+        };
+        // As Ansible: a failed refresh is retried (5 times, backoff up to 12 s).
+        let retries = as_u64(&p.update_cache_retries, "update_cache_retries", 5)?.max(1);
+        let max_delay = as_u64(
             &p.update_cache_retry_max_delay,
-            &p.fail_on_autoremove,
-        );
+            "update_cache_retry_max_delay",
+            12,
+        )?;
         if p.deb.is_some() {
             return Err(ModuleError::Args(
                 "apt: deb is not supported by hfplay".into(),
@@ -384,8 +399,14 @@ impl Module for Apt {
         if update && cache_stale(stamp, p.cache_valid_time) {
             cache_updated = true;
             if !ctx.check {
+                // Each attempt is bounded (UPDATE_ATTEMPT_SECS): apt's http method was seen
+                // hanging for good on a connection its proxy had closed; partial downloads
+                // survive in lists/partial, so a retry resumes.
                 let script = format!(
-                    "i=0; while :; do out=$(LANG=C apt-get update -q -o DPkg::Lock::Timeout={lock} 2>&1) && break; case \"$out\" in *'Could not get lock'*) i=$((i+1)); if [ $i -ge {lock} ]; then echo \"$out\" >&2; exit 1; fi; sleep 1;; *) echo \"$out\" >&2; exit 1;; esac; done{policy}"
+                    "i=0; n=0; d=1; while :; do out=$(LANG=C timeout -k 10 {UPDATE_ATTEMPT_SECS} apt-get update -q -o DPkg::Lock::Timeout={lock} 2>&1); rc=$?; [ $rc = 0 ] && break; \
+                     case \"$out\" in *'Could not get lock'*) i=$((i+1)); if [ $i -ge {lock} ]; then echo \"$out\" >&2; exit 1; fi; sleep 1; continue;; esac; \
+                     n=$((n+1)); if [ $n -ge {retries} ]; then [ $rc = 124 ] && echo \"apt-get update did not finish within {UPDATE_ATTEMPT_SECS} s\" >&2; echo \"$out\" >&2; echo \"(failed {retries} times)\" >&2; exit 1; fi; \
+                     sleep $d; d=$((d * 2)); [ $d -le {max_delay} ] || d={max_delay}; done{policy}"
                 );
                 let r = ctx.sh(&script).await?;
                 if r.rc != 0 {

@@ -2,7 +2,8 @@
 # Cluster integration test (issue 3): local cluster up -> hfplay deploys playbooks/site.yml ->
 # every component is redundant -> a 16-task DAG succeeds on >= 2 workers -> a second run and a
 # --check run report changed=0 on every host -> heir-supervisor under real faults (issue 4,
-# tests/cluster/heir-test.sh) -> make local-down leaves nothing behind.
+# tests/cluster/heir-test.sh) -> automatic DB failover under real faults (tests/cluster/db-test.sh)
+# -> make local-down leaves nothing behind.
 # usage: tests/cluster/deploy-test.sh [--keep]   (--keep: leave the cluster up at the end)
 # Prints the timings it measured; exits non-zero at the first failed check.
 set -euo pipefail
@@ -124,6 +125,9 @@ T_CHECK=$(secs "$t"); check_zero "$OUT/check.json" "--check"; pass "--check: cha
 
 step "heir-supervisor with real faults (tests/cluster/heir-test.sh)"
 "$TESTS_DIR/heir-test.sh" || fail "heir-supervisor cluster test"
+
+step "DB failover with real faults (tests/cluster/db-test.sh)"
+"$TESTS_DIR/db-test.sh" || fail "DB failover cluster test"
 
 if [ "$KEEP" = 1 ]; then
   echo "cluster kept (--keep)"
