@@ -16,7 +16,7 @@ local-clean:  ## local-down, plus the images and the apt/pip caches
 .PHONY: build test test-unit test-cluster demo deploy
 
 build:        ## build hfplay (release)
-	cargo build --release --workspace
+	cargo build --release --workspace --bins --examples
 
 test: test-unit test-cluster  ## every test: what .ci/run runs
 

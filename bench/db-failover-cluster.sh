@@ -39,8 +39,10 @@ for ((t = 1; t <= TRIALS; t++)); do
   P=$(wait_pair 240) || die_ "trial $t: pair not healthy: $(pair_state)"
   S=$(other_db "$P")
   wait_acks $(($(acks) + 20)) 60 || die_ "trial $t: writer stalled before the kill"
-  t_kill=$(now); KILLED=$P
+  # measured from just before the kill; only commits issued after it returned count
+  t0=$(now); KILLED=$P
   docker kill "$P" > /dev/null
+  t_kill=$(now)
   t_prom=""; t_w=""
   for _ in $(seq 1 600); do
     [ -n "$t_prom" ] || { [ "$(in_recovery "$S")" = f ] && t_prom=$(now); }
@@ -53,7 +55,7 @@ for ((t = 1; t <= TRIALS; t++)); do
   docker start "$P" > /dev/null; KILLED=""
   P2=$(wait_pair 240) || die_ "trial $t: $P did not rejoin: $(pair_state)"
   [ "$P2" = "$S" ] || die_ "trial $t: primary is $P2, want $S"
-  p=$(fsub "${t_prom:-$t_w}" "$t_kill"); w=$(fsub "$t_w" "$t_kill"); r=$((SECONDS - t_start))
+  p=$(fsub "${t_prom:-$t_w}" "$t0"); w=$(fsub "$t_w" "$t0"); r=$((SECONDS - t_start))
   echo "$p" >> "$OUT/promoted"; echo "$w" >> "$OUT/writes"; echo "$r" >> "$OUT/rejoin"
   printf 'trial %2d: kill %s -> %s promoted %5s s  writes %5s s  (old primary back as sync standby %3d s after start)\n' \
     "$t" "$P" "$S" "$p" "$w" "$r"

@@ -13,7 +13,7 @@ p95() { sort -n | awk '{ a[NR] = $1 } END { i = int(NR * 0.95 + 0.999); if (i < 
 timeit() { local t; t=$(now); "$@" > "$LOG" 2>&1 || { tail -30 "$LOG" >&2; echo "FAILED: $*" >&2; exit 1; }; elapsed "$t"; }
 LOG=$(mktemp /tmp/heirflow-bench.XXXXXX)
 
-cargo build --release -q --workspace --bins
+cargo build --release -q --workspace --bins --examples
 echo "# Heirflow deploy benchmark: $(nproc) cores, $(awk '/MemTotal/ { printf "%.1f GiB", $2/1048576 }' /proc/meminfo), $(date -u +%F)"
 if [ "${BENCH_COLD:-0}" = 1 ]; then
   echo "image build, cold:           $(timeit cluster/image.sh --force) s"

@@ -149,6 +149,20 @@ for ((i = 0; ; i++)); do
   sleep 2
 done
 
+# Warm the mirror with every pinned Airflow requirement (pip download, one client): with seven
+# hosts asking a cold devpi for the same files at once, some requests failed inside devpi and
+# some pages came back "from versions: none" (seen in CI). ~30 s when already cached.
+log "warming the PyPI mirror with roles/airflow-common/files/requirements.txt"
+docker cp "$REPO_ROOT/roles/airflow-common/files/requirements.txt" "$HF_PYPI_NAME:/tmp/heirflow-requirements.txt"
+for ((i = 1; ; i++)); do
+  docker exec "$HF_PYPI_NAME" sh -c "rm -rf /tmp/heirflow-warm; /opt/devpi/bin/python -m pip download -q --no-deps \
+      --no-cache-dir --disable-pip-version-check -d /tmp/heirflow-warm -r /tmp/heirflow-requirements.txt \
+      --index-url '$HF_PIP_INDEX' --trusted-host '$HF_PYPI_IP'; rc=\$?; rm -rf /tmp/heirflow-warm; exit \$rc" \
+    > "$CACHE_DIR/pypi-warm.log" 2>&1 && break
+  [ "$i" -lt 3 ] || { warn "PyPI mirror warm-up failed 3 times (hosts will retry): $(tail -3 "$CACHE_DIR/pypi-warm.log")"; break; }
+  sleep 5
+done
+
 # Same for apt-cacher-ng: fetch the release files every host asks for first, one at a time, so
 # that twelve simultaneous first requests do not race in a cold cache.
 log "warming the apt proxy"

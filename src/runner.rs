@@ -1215,7 +1215,7 @@ impl Runner {
         host: &str,
         scope: &Arc<Scope>,
         _label: Option<String>,
-        _no_log: bool,
+        no_log: bool,
     ) -> (Value, Status) {
         let err = |msg: String| {
             (
@@ -1363,9 +1363,24 @@ impl Runner {
                             .unwrap_or(false);
                         if !done && attempt < retries {
                             attempt += 1;
+                            let raw = task.display_name();
+                            let name = match self.templar.template_value(&json!(raw), scope) {
+                                Ok(Value::String(s)) => s,
+                                _ => raw,
+                            };
+                            // Why it retries: the result's message, first line, shortened.
+                            let why = res
+                                .get("msg")
+                                .filter(|_| !no_log)
+                                .and_then(Value::as_str)
+                                .and_then(|m| m.lines().find(|l| !l.trim().is_empty()))
+                                .map(|l| {
+                                    let l: String = l.chars().take(240).collect();
+                                    format!(": {l}")
+                                })
+                                .unwrap_or_default();
                             self.reporter.note(&format!(
-                                "FAILED - RETRYING: [{host}]: {} ({} retries left).",
-                                task.display_name(),
+                                "FAILED - RETRYING: [{host}]: {name} ({} retries left){why}",
                                 retries - attempt + 1
                             ));
                             tokio::time::sleep(Duration::from_secs(delay)).await;

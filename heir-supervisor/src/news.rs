@@ -131,35 +131,53 @@ impl News {
     }
 
     async fn run(self, urls: Vec<String>, exchange: String) {
+        // Every broker is tried in turn; after a full round of failures the task backs off
+        // (up to 5 s). While the brokers stay unreachable (e.g. RabbitMQ not deployed yet) the
+        // log gets the first error and then one reminder a minute, not a line per attempt.
         let mut backoff = Duration::from_millis(200);
         let mut i = 0usize;
-        let mut last_error = String::new();
+        let mut failing_since: Option<std::time::Instant> = None;
+        let mut last_log = std::time::Instant::now();
         loop {
             let url = &urls[i % urls.len()];
             i += 1;
-            match self.session(url, &exchange).await {
-                Ok(()) => {}
-                Err(e) => {
-                    let msg = format!("{e:#}");
-                    if msg != last_error {
-                        crate::log::warn(&format!(
-                            "news: {} ({} events buffered); retrying",
-                            msg,
-                            self.pending()
-                        ));
-                        last_error = msg;
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
+            let mut connected = false;
+            let Err(e) = self.session(url, &exchange, &mut connected).await else {
+                continue;
+            };
+            if connected {
+                failing_since = None;
+                backoff = Duration::from_millis(200);
             }
-            backoff = Duration::from_millis(200);
+            let now = std::time::Instant::now();
+            match failing_since {
+                None => {
+                    crate::log::warn(&format!(
+                        "news: {e:#} ({} events buffered); retrying",
+                        self.pending()
+                    ));
+                    failing_since = Some(now);
+                    last_log = now;
+                }
+                Some(since) if now.duration_since(last_log) >= Duration::from_secs(60) => {
+                    crate::log::warn(&format!(
+                        "news: no broker reachable for {} s, last error: {e:#} ({} events buffered); retrying",
+                        now.duration_since(since).as_secs(),
+                        self.pending()
+                    ));
+                    last_log = now;
+                }
+                Some(_) => {}
+            }
+            if i.is_multiple_of(urls.len()) {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
         }
     }
 
     /// One connection's life: publish until an error ends it.
-    async fn session(&self, url: &str, exchange: &str) -> Result<()> {
+    async fn session(&self, url: &str, exchange: &str, connected: &mut bool) -> Result<()> {
         let props = ConnectionProperties::default()
             .with_executor(tokio_executor_trait::Tokio::current())
             .with_reactor(tokio_reactor_trait::Tokio);
@@ -183,6 +201,7 @@ impl News {
         .await
         .with_context(|| format!("declaring exchange {exchange}"))?;
         crate::log::info(&format!("news: connected to {}", redact(url)));
+        *connected = true;
         loop {
             let next = self.buf.lock().ok().and_then(|b| b.queue.front().cloned());
             let Some(ev) = next else {

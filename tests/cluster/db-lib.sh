@@ -74,8 +74,11 @@ _link_rules() {
 cut_link() { _link_rules -I "$1" "$2"; }
 heal_link() { while _link_rules -D "$1" "$2" 2>/dev/null; do :; done; }
 
+# Built with the same command as the deploy test's first build (deploy-test.sh): a build with
+# another package selection unifies features differently and relinks heir-supervisor, whose
+# deployed copy would then differ from target/release (a re-run would report changed).
 build_writer() {
-  cargo build --release -q -p heir-supervisor --example commit_writer || fail "building commit_writer"
+  cargo build --release -q --workspace --bins --examples || fail "building commit_writer"
 }
 
 writer_dsn() {

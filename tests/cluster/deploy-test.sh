@@ -16,7 +16,7 @@ cd "$REPO_ROOT"
 secs() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 step "build hfplay"
-cargo build --release -q --workspace --bins
+cargo build --release -q --workspace --bins --examples
 
 step "local cluster up"
 t=$(now); make -s local-up > "$OUT/up.log" 2>&1 || { tail -30 "$OUT/up.log"; fail "make local-up"; }

@@ -368,6 +368,7 @@ async fn run_node(a: NodeArgs) -> Result<i32> {
         news: News::start(split_urls(&a.news.urls), a.news.exchange.clone()),
         observer,
         last_local_error: std::sync::Mutex::new(String::new()),
+        voter_errors: crate::log::Throttle::default(),
     };
     node.run().await
 }

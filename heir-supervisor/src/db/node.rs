@@ -40,6 +40,8 @@ pub struct Node {
     pub observer: Arc<Observer>,
     /// Last local probe error logged (logged again only when it changes).
     pub last_local_error: std::sync::Mutex<String>,
+    /// Voters that do not answer (logged on change and once a minute, not every cycle).
+    pub voter_errors: crate::log::Throttle,
 }
 
 /// Retry pause after a failed start/rejoin.
@@ -72,7 +74,7 @@ impl Node {
         .await
     }
 
-    async fn fetch_views(&self) -> Vec<(bool, Result<View>)> {
+    async fn fetch_views(&self) -> Vec<(bool, &String, Result<View>)> {
         let mut urls: Vec<(bool, &String)> = self.witnesses.iter().map(|u| (true, u)).collect();
         if let Some(u) = &self.peer_url {
             urls.push((false, u));
@@ -82,7 +84,7 @@ impl Node {
             let res = http::fetch(url, &self.secret, timeout).await.and_then(|b| {
                 serde_json::from_slice::<View>(&b).with_context(|| format!("{url}: bad view JSON"))
             });
-            (is_witness, res)
+            (is_witness, url, res)
         }))
         .await
     }
@@ -151,15 +153,17 @@ impl Node {
         };
         let mut voters = Vec::new();
         let mut peer_report = None;
-        for (is_witness, res) in views {
+        for (is_witness, url, res) in views {
+            let key = format!("voter {url}");
             match res {
                 Ok(v) => {
+                    self.voter_errors.ok(&key);
                     if !is_witness {
                         peer_report = v.report.clone().filter(|r| r.name == self.peer.name);
                     }
                     voters.push(self.reduce(is_witness, &v));
                 }
-                Err(e) => crate::log::warn(&format!("voter: {e:#}")),
+                Err(e) => self.voter_errors.failed(&key, &format!("{e:#}")),
             }
         }
         let vip_held = match vip_held {
