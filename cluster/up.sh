@@ -119,7 +119,10 @@ Acquire::http::Proxy \"$HF_APT_PROXY\";
 // A cold apt-cacher-ng can stall one of many simultaneous first requests for a file: give up on a
 // silent connection after 20 s and retry instead of hanging.
 Acquire::http::Timeout \"20\";
-Acquire::Retries \"3\";"
+Acquire::Retries \"3\";
+// apt asks proxies to revalidate index files (max-age=0): twelve hosts refreshing the same
+// InRelease at once race inside apt-cacher-ng. Lists up to 15 min old are fine here.
+Acquire::http::Max-Age \"900\";"
 PIP_CONF="# Heirflow local cluster: pip through the cluster's PyPI mirror ($HF_PYPI_NAME, devpi-server).
 # (/etc/pip.conf, from the image, sets the CA bundle; pip merges both files.)
 [global]

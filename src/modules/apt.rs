@@ -300,8 +300,9 @@ pub fn apt_changed(stdout: &str) -> bool {
 
 pub struct Apt;
 
-/// Bound of one `apt-get update` attempt on the host.
-const UPDATE_ATTEMPT_SECS: u64 = 180;
+/// Bound of one `apt-get update` attempt on the host (a refresh takes seconds; a hung one was
+/// seen behind a proxy that races on concurrent InRelease refreshes): the retry resumes.
+const UPDATE_ATTEMPT_SECS: u64 = 60;
 
 #[async_trait]
 impl Module for Apt {
