@@ -64,7 +64,10 @@ for ((t = 1; t <= NATIVE_TRIALS; t++)); do
   t_q=$(wait_sql 90 "select extract(epoch from min(queued_dttm)) from task_instance where dag_id = 'heirflow_smoke' and run_id = '$run' having count(queued_dttm) > 0") || die_ "trial $t: nothing queued"
   q=$(fsub "$t_q" "$t_kill"); echo "$q" >> "$OUT/queued"
   printf 'trial %2d: kill -9 scheduler on %s (%s goes on)  queued %5s s\n' "$t" "$L" "$O" "$q"
-  sleep 5   # systemd restarts the killed scheduler (RestartSec); the loop waits for its heartbeat
+  # systemd restarts the killed scheduler: wait for a SchedulerJob started on L after the kill
+  # (the killed one's row still looks alive for up to 15 s)
+  wait_sql 180 "select 1 from job where job_type = 'SchedulerJob' and hostname like '$L%' and start_date > to_timestamp($t_kill) and latest_heartbeat > now() - interval '15 seconds' limit 1" > /dev/null \
+    || die_ "trial $t: the killed scheduler on $L did not come back within 180 s"
 done
 
 for ((t = 1; t <= HEIR_TRIALS; t++)); do
