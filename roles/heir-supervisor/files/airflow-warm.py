@@ -6,35 +6,136 @@ Usage (as the unit's command, with the Airflow venv's interpreter):
     /opt/airflow/venv/bin/python /usr/local/lib/heirflow/airflow-warm.py dag-processor
 
 Every member starts this at once. It pays Airflow's start-up cost while standing by (importing
-airflow, reading airflow.cfg, loading providers and building the CLI parser: ~4-5 s), then
-blocks on stdin. heir-supervisor writes "go <epoch>" when this member takes the lease; only then
-does the Airflow command run, so takeover costs detection + well under a second. End of file
-(the supervisor stopped it as a standby) exits without running anything.
+airflow, reading airflow.cfg, loading providers, building the CLI parser, configuring the ORM
+mappers, loading the migration scripts: ~4-5 s), then blocks on stdin. heir-supervisor writes
+"go <epoch>" when this member takes the lease; only then does the Airflow command run, so
+takeover costs detection + well under a second. End of file (the supervisor stopped it as a
+standby) exits without running anything.
 """
 import os
 import sys
+import time
 
 
-def main() -> int:
-    # The expensive part, done before we are needed.
+def warm(command: str) -> None:
+    """Everything the command would do before its job starts that needs no lease. Best effort
+    past the imports: a failure here only costs speed (the command then does it itself)."""
     from airflow.__main__ import main as airflow_main  # noqa: F401  (imports airflow + config)
     from airflow.cli import cli_parser
 
     cli_parser.get_parser()
-    # What the command itself imports before doing any work (scheduler: job runner + executor,
-    # dag-processor: its manager); best effort, a failure here only costs speed.
-    try:
-        if "scheduler" in sys.argv[1:2]:
-            from airflow.executors.executor_loader import ExecutorLoader
-            from airflow.jobs.scheduler_job_runner import SchedulerJobRunner  # noqa: F401
+    steps = [_providers, _orm, _listeners, _migration_heads, _dialect, _log_template, _metrics]
+    if command == "scheduler":
+        steps.append(_scheduler)
+    elif command == "dag-processor":
+        steps.append(_dag_processor)
+    for step in steps:
+        try:
+            step()
+        except Exception as e:  # noqa: BLE001
+            print(f"airflow-warm: {step.__name__.strip('_')} skipped: {e}", file=sys.stderr)
 
-            ExecutorLoader.import_default_executor_cls()
-            # imported by the scheduler command before its job starts (~0.3-0.5 s)
-            import airflow.utils.serve_logs  # noqa: F401
-        elif "dag-processor" in sys.argv[1:2]:
-            from airflow.dag_processing.manager import DagFileProcessorManager  # noqa: F401
-    except Exception as e:  # noqa: BLE001
-        print(f"airflow-warm: pre-import skipped: {e}", file=sys.stderr)
+
+def _providers() -> None:
+    # what @providers_configuration_loaded does first
+    from airflow.providers_manager import ProvidersManager
+
+    ProvidersManager().initialize_providers_configuration()
+
+
+def _orm() -> None:
+    # the first ORM object (the command's Job) configures every mapper: ~0.4 s
+    from sqlalchemy.orm import configure_mappers
+
+    from airflow.models import import_all_models
+
+    import_all_models()
+    configure_mappers()
+
+
+def _listeners() -> None:
+    # Job() calls the listener hooks (plugins are loaded for them)
+    from airflow.listeners.listener import get_listener_manager
+
+    get_listener_manager()
+
+
+def _migration_heads() -> None:
+    """The CLI checks that the database schema matches this Airflow before every command:
+    importing alembic and loading ~125 migration scripts (~0.4 s). Do that here, and at "go"
+    check only the database's current revision against these heads (one query); any mismatch
+    or error runs Airflow's own check, which logs why and exits."""
+    from airflow.utils import db
+
+    heads = frozenset(db._get_script_object().get_heads())
+    full_check = db.check_and_run_migrations
+
+    def quick_check() -> None:
+        from sqlalchemy import text
+
+        from airflow import settings
+
+        try:
+            with settings.get_engine().connect() as conn:
+                current = {r[0] for r in conn.execute(text("select version_num from alembic_version"))}
+        except Exception:  # noqa: BLE001
+            current = None
+        if current != heads:
+            full_check()
+
+    db.check_and_run_migrations = quick_check
+
+
+def _dialect() -> None:
+    # The engine's first connection initialises the dialect (server version, types); keep that,
+    # not the connection (it may be stale by the time this member leads).
+    from airflow import settings
+
+    engine = settings.get_engine()
+    with engine.connect():
+        pass
+    engine.dispose()
+
+
+def _log_template() -> None:
+    """The CLI also records the configured log filename template in the database before every
+    command (reflecting tables to do so). The configuration cannot change inside this process,
+    so doing it now is the same; at "go" it is skipped."""
+    from airflow.utils import db
+
+    db.synchronize_log_template()
+    db.synchronize_log_template = lambda *a, **k: None
+
+
+def _metrics() -> None:
+    # the job's first metric loads the metrics registry (a YAML file)
+    from airflow._shared.observability.metrics import stats
+
+    stats._get_registry()
+
+
+def _scheduler() -> None:
+    from airflow.executors.executor_loader import ExecutorLoader
+    from airflow.jobs.scheduler_job_runner import SchedulerJobRunner  # noqa: F401
+
+    for name in ExecutorLoader.get_executor_names():
+        ExecutorLoader.import_executor_cls(name)
+    # imported by the scheduler command before its job starts
+    import airflow.callbacks.database_callback_sink  # noqa: F401
+    import airflow.utils.scheduler_health  # noqa: F401
+    import airflow.utils.serve_logs  # noqa: F401
+
+
+def _dag_processor() -> None:
+    from airflow.dag_processing.manager import DagFileProcessorManager  # noqa: F401
+    from airflow.jobs.dag_processor_job_runner import DagProcessorJobRunner  # noqa: F401
+
+
+def main() -> int:
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    started = time.monotonic()
+    warm(command)
+    print(f"airflow-warm: {command} ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
 
     line = sys.stdin.readline()
     if not line.startswith("go"):
@@ -43,6 +144,8 @@ def main() -> int:
     if len(parts) > 1:
         os.environ["HEIR_EPOCH"] = parts[1]
     sys.argv = ["airflow", *sys.argv[1:]]
+    from airflow.__main__ import main as airflow_main
+
     try:
         airflow_main()
         code = 0
