@@ -34,6 +34,14 @@ def warm(command: str) -> None:
             step()
         except Exception as e:  # noqa: BLE001
             print(f"airflow-warm: {step.__name__.strip('_')} skipped: {e}", file=sys.stderr)
+    # A standby holds no database connection (one per standby for hours would be waste, and a
+    # pooled one may be stale when this member leads).
+    try:
+        from airflow import settings
+
+        settings.get_engine().dispose()
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _providers() -> None:
@@ -87,14 +95,12 @@ def _migration_heads() -> None:
 
 
 def _dialect() -> None:
-    # The engine's first connection initialises the dialect (server version, types); keep that,
-    # not the connection (it may be stale by the time this member leads).
+    # The engine's first connection initialises the dialect (server version, types); that stays
+    # when warm() closes the connection.
     from airflow import settings
 
-    engine = settings.get_engine()
-    with engine.connect():
+    with settings.get_engine().connect():
         pass
-    engine.dispose()
 
 
 def _log_template() -> None:
