@@ -18,13 +18,14 @@ import time
 
 
 def warm(command: str) -> None:
-    """Everything the command would do before its job starts that needs no lease. Best effort
-    past the imports: a failure here only costs speed (the command then does it itself)."""
+    """Everything the command would do before its job starts that needs neither the lease nor
+    the database: a standby never acts on shared state (and holds no connection). Best effort past
+    the imports: a failure here only costs speed (the command then does it itself)."""
     from airflow.__main__ import main as airflow_main  # noqa: F401  (imports airflow + config)
     from airflow.cli import cli_parser
 
     cli_parser.get_parser()
-    steps = [_providers, _orm, _listeners, _migration_heads, _dialect, _log_template, _metrics]
+    steps = [_providers, _orm, _listeners, _migration_heads, _metrics]
     if command == "scheduler":
         steps.append(_scheduler)
     elif command == "dag-processor":
@@ -34,14 +35,6 @@ def warm(command: str) -> None:
             step()
         except Exception as e:  # noqa: BLE001
             print(f"airflow-warm: {step.__name__.strip('_')} skipped: {e}", file=sys.stderr)
-    # A standby holds no database connection (one per standby for hours would be waste, and a
-    # pooled one may be stale when this member leads).
-    try:
-        from airflow import settings
-
-        settings.get_engine().dispose()
-    except Exception:  # noqa: BLE001
-        pass
 
 
 def _providers() -> None:
@@ -92,25 +85,6 @@ def _migration_heads() -> None:
             full_check()
 
     db.check_and_run_migrations = quick_check
-
-
-def _dialect() -> None:
-    # The engine's first connection initialises the dialect (server version, types); that stays
-    # when warm() closes the connection.
-    from airflow import settings
-
-    with settings.get_engine().connect():
-        pass
-
-
-def _log_template() -> None:
-    """The CLI also records the configured log filename template in the database before every
-    command (reflecting tables to do so). The configuration cannot change inside this process,
-    so doing it now is the same; at "go" it is skipped."""
-    from airflow.utils import db
-
-    db.synchronize_log_template()
-    db.synchronize_log_template = lambda *a, **k: None
 
 
 def _metrics() -> None:
