@@ -84,3 +84,34 @@ lease_acquired() {
 
 fsub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a - b }'; }
 flt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
+
+# The operator's view: `heir-supervisor interface` from the controller, in a real terminal (a
+# detached tmux session), reading the registry through the floating IP and the news exchange on
+# the first queue host. ui_start DIR: starts it (DSN in a 0600 file); ui_screen: the rendered
+# screen; ui_wait SECONDS REGEX...: until every regex matches the screen; ui_stop: q, then kill.
+UI_SESSION="heirflow-ui-$$"
+ui_start() {
+  local dir=$1 q
+  ensure_host_pkgs tmux:tmux
+  q=$(group_hosts queue | head -1)
+  printf 'host=%s port=5432 dbname=airflow user=airflow password=%s connect_timeout=2\n' \
+    "$HF_FLOATING_IP" "$(cat "$INVENTORY_DIR/.secrets/postgres_airflow_password")" > "$dir/ui.dsn"
+  chmod 600 "$dir/ui.dsn"
+  printf 'amqp://heirnews:%s@%s:5672/heirflow-news' \
+    "$(cat "$INVENTORY_DIR/.secrets/rabbitmq_news_password")" "$(host_ip "$q")" > "$dir/ui.news"
+  tmux new-session -d -s "$UI_SESSION" -x 160 -y 45 \
+    "HEIR_NEWS_URL=\$(cat '$dir/ui.news') '$REPO_ROOT/target/release/heir-supervisor' interface --dsn-file '$dir/ui.dsn' --group scheduler --refresh 0.5; echo \"interface exited: \$?\"; sleep 60"
+}
+ui_screen() { tmux capture-pane -p -t "$UI_SESSION" 2>/dev/null; }
+ui_wait() {
+  local secs=$1 end re ok; shift
+  end=$((SECONDS + secs))
+  while [ $SECONDS -lt "$end" ]; do
+    ok=1
+    for re in "$@"; do ui_screen | grep -Eq -- "$re" || { ok=0; break; }; done
+    [ "$ok" = 1 ] && return 0
+    sleep 0.3
+  done
+  return 1
+}
+ui_stop() { tmux kill-session -t "$UI_SESSION" 2>/dev/null || true; }

@@ -9,7 +9,10 @@
 #   3. partition (docker network disconnect) of the leader → it fences itself; the new leader's
 #      lease starts only after the old child stopped (one clock: the shared kernel's realtime);
 #      the network is healed (also on failure, in a trap) and the member rejoins;
-#   4. SIGTERM (systemctl restart) of the leader hands over in < 2 s;
+#   4. SIGTERM (systemctl restart) of the leader hands over in < 2 s, watched from the operator's
+#      terminal: `heir-supervisor interface` on the controller (in tmux, through the floating IP
+#      and the news exchange) shows the old leader, then the new leader and epoch and the news
+#      event of the takeover, never a password; `q` quits it;
 # and the cluster is healthy again at the end. Prints the measured times.
 # usage: tests/cluster/heir-test.sh        (needs the deployed local cluster; runs as root)
 set -euo pipefail
@@ -34,6 +37,7 @@ cleanup() {
   heal
   jobs -p | xargs -r kill 2>/dev/null || true
   hpsql "update dag set is_paused = false where dag_id = 'heirflow_smoke'" > /dev/null 2>&1 || true
+  ui_stop
 }
 trap cleanup EXIT
 budget() { [ $((SECONDS - T_START)) -lt 300 ] || fail "time budget of 300 s exceeded"; }
@@ -193,6 +197,10 @@ step "4. SIGTERM (systemctl restart) of the leader hands over"
 L=$(group_summary "$(heir_status "${SCHED[@]}")" scheduler | awk '{print $2}'); O=$(other "$L")
 for ((i = 0; i < 60; i++)); do heir_procs "$O" scheduler | grep -q standby && break; sleep 0.5; done
 read -r ep0 _ <<< "$(lease_acquired scheduler)"
+ui_start "$OUT"
+ui_wait 20 "scheduler — leader $L · epoch $ep0" "db: ok · news: amqp://heirnews:\\*\\*\\*@.* key succession\\.scheduler" \
+  || { ui_screen >&2; fail "the interface does not show $L leading epoch $ep0 with db and news connected"; }
+pass "interface (operator's terminal): scheduler led by $L, epoch $ep0; db ok, news subscribed"
 t_term=$(hssh "$L" "date +%s.%N; systemctl restart airflow-scheduler" | head -1)
 leader_is scheduler "$O" 30 || fail "$O did not take over after SIGTERM of $L"
 read -r ep1 t_lease _ <<< "$(lease_acquired scheduler)"
@@ -200,6 +208,14 @@ read -r ep1 t_lease _ <<< "$(lease_acquired scheduler)"
 R[term_lease]=$(fsub "$t_lease" "$t_term")
 flt "${R[term_lease]}" 2 || fail "SIGTERM handover took ${R[term_lease]} s (want < 2 s)"
 pass "SIGTERM on $L: $O took the lease ${R[term_lease]} s later"
+ui_wait 10 "scheduler — leader $O · epoch $ep1" "scheduler +leader +$O +e$ep1 took the lease" \
+  || { ui_screen >&2; fail "the interface does not show the takeover by $O (epoch $ep1)"; }
+! ui_screen | grep -qF -- "$(cat "$INVENTORY_DIR/.secrets/rabbitmq_news_password")" || fail "the interface shows the news password"
+! ui_screen | grep -qF -- "$(cat "$INVENTORY_DIR/.secrets/postgres_airflow_password")" || fail "the interface shows the DB password"
+tmux send-keys -t "$UI_SESSION" q
+ui_wait 5 "interface exited: 0" || { ui_screen >&2; fail "q did not quit the interface"; }
+pass "interface: $O leads, epoch $ep1, news event of the takeover shown; q quits"
+ui_stop
 budget
 
 step "final: cluster healthy"
