@@ -7,6 +7,7 @@ pub mod connection;
 pub mod error;
 pub mod filters;
 pub mod inventory;
+pub mod jobs;
 pub mod modules;
 pub mod playbook;
 pub mod report;

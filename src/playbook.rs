@@ -56,6 +56,9 @@ pub struct TaskOpts {
     pub delay: Option<Value>,
     /// `timeout:` seconds one attempt of the action may take before the task fails.
     pub timeout: Option<Value>,
+    /// `async:` seconds the task may run; with `poll: 0` it runs in the background (src/jobs.rs).
+    pub async_: Option<Value>,
+    pub poll: Option<Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +102,10 @@ pub enum Action {
         args: Map<String, Value>,
     },
     Ping,
+    /// The state of a background job (`async` + `poll: 0`).
+    AsyncStatus {
+        args: Map<String, Value>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +134,7 @@ impl Task {
             (None, Action::IncludeVars { .. }) => "include_vars".into(),
             (None, Action::Pause { .. }) => "pause".into(),
             (None, Action::Ping) => "ping".into(),
+            (None, Action::AsyncStatus { .. }) => "async_status".into(),
         };
         match &self.role {
             Some(r) => format!("{} : {}", r.name, base),
@@ -194,6 +202,8 @@ const TASK_KEYWORDS: &[&str] = &[
     "until",
     "retries",
     "delay",
+    "async",
+    "poll",
     "block",
     "rescue",
     "always",
@@ -845,6 +855,8 @@ impl Loader<'_> {
                 "retries" => opts.retries = Some(v.to_value()),
                 "delay" => opts.delay = Some(v.to_value()),
                 "timeout" => opts.timeout = Some(v.to_value()),
+                "async" => opts.async_ = Some(v.to_value()),
+                "poll" => opts.poll = Some(v.to_value()),
                 "block" => block = Some(v),
                 "rescue" => rescue = Some(v),
                 "always" => always = Some(v),
@@ -1059,6 +1071,14 @@ impl Loader<'_> {
                 Action::Pause { args: a }
             }
             "ping" => Action::Ping,
+            "async_status" => {
+                let a = raw_args(false)?;
+                check_args(&a, &["jid", "mode"])?;
+                if !a.contains_key("jid") {
+                    return fail(&arg_node, "async_status needs 'jid'");
+                }
+                Action::AsyncStatus { args: a }
+            }
             "meta" => {
                 let m = string_of(&arg_node, "meta")?;
                 if ![
@@ -1216,6 +1236,7 @@ impl Loader<'_> {
                         "include_vars",
                         "pause",
                         "ping",
+                        "async_status",
                     ]);
                     let hint = suggest(&short, known.iter().copied())
                         .map(|s| format!(" (did you mean '{s}'?)"))

@@ -15,6 +15,7 @@ use tokio::sync::{OnceCell, Semaphore};
 
 use crate::connection::{Become, ConnSpec, HostConn};
 use crate::inventory::{load_vars_file, Inventory};
+use crate::jobs::{async_mode, AsyncMode, Jobs};
 use crate::modules::{
     self, args::to_bool, FileKind, Module, ModuleError, Outcome, TaskCtx, TaskEnv,
 };
@@ -82,6 +83,8 @@ pub struct Runner {
     stats: Mutex<IndexMap<String, Stats>>,
     inv_vars: Mutex<HashMap<String, Arc<Map<String, Value>>>>,
     groups: Value,
+    /// Background tasks (`async` + `poll: 0`).
+    jobs: Jobs,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -120,6 +123,7 @@ impl Runner {
             stats: Mutex::default(),
             inv_vars: Mutex::default(),
             groups,
+            jobs: Jobs::default(),
         }
     }
 
@@ -193,6 +197,13 @@ impl Runner {
                     }
                 }
             }
+        }
+        let abandoned = self.jobs.running();
+        if !abandoned.is_empty() {
+            self.reporter.warn(&format!(
+                "async jobs still running when the playbook ended (abandoned): {}",
+                abandoned.join(", ")
+            ));
         }
         let stats = lock(&self.stats).clone();
         self.reporter.recap(&stats);
@@ -1012,6 +1023,16 @@ impl Runner {
             },
             None => false,
         };
+        let mode = match self.async_mode(task, &scope) {
+            Ok(m) => m,
+            Err(e) => return fail_now(self, e),
+        };
+        if let Some(AsyncMode::Background(limit)) = mode {
+            if items.is_some() {
+                return fail_now(self, "async with poll: 0 in a loop is not supported".into());
+            }
+            return self.start_job(ctx, task, host, &scope, limit, no_log).await;
+        }
         let loop_var = task.opts.loop_var.clone().unwrap_or_else(|| "item".into());
         let Some(items) = items else {
             let (res, status) = self.run_item(ctx, task, host, &scope, None, no_log).await;
@@ -1087,6 +1108,60 @@ impl Runner {
         }
         let failed = self.account(host, task, &agg, status, Some(()), no_log, ctx);
         (Some(agg), failed)
+    }
+
+    /// The task's `async` / `poll`, templated.
+    fn async_mode(&self, task: &Task, scope: &Arc<Scope>) -> Result<Option<AsyncMode>, String> {
+        let Some(a) = &task.opts.async_ else {
+            return Ok(None);
+        };
+        let a = self.templar.template_value(a, scope)?;
+        let p = match &task.opts.poll {
+            Some(p) => Some(self.templar.template_value(p, scope)?),
+            None => None,
+        };
+        async_mode(Some(&a), p.as_ref())
+    }
+
+    /// `async` + `poll: 0` on one host: unless `when` skips it, the task runs in the background
+    /// and the job id is registered now (see src/jobs.rs).
+    async fn start_job(
+        self: &Arc<Self>,
+        ctx: &Arc<PlayCtx>,
+        task: &Task,
+        host: &str,
+        scope: &Arc<Scope>,
+        limit: Duration,
+        no_log: bool,
+    ) -> (Option<Value>, bool) {
+        match self.conditions_hold(&task.opts.when, scope) {
+            Ok(true) => {}
+            Ok(false) => {
+                let (res, status) = self.run_item(ctx, task, host, scope, None, no_log).await;
+                let failed = self.account(host, task, &res, status, None, no_log, ctx);
+                return (Some(res), failed);
+            }
+            Err(e) => {
+                self.fail_host(host, task, &e);
+                return (None, true);
+            }
+        }
+        let work = {
+            let (this, ctx, task, host, scope) = (
+                self.clone(),
+                ctx.clone(),
+                task.clone(),
+                host.to_string(),
+                scope.clone(),
+            );
+            async move {
+                this.run_item(&ctx, &task, &host, &scope, None, no_log)
+                    .await
+            }
+        };
+        let (_, res) = self.jobs.start(host, limit, work);
+        let failed = self.account(host, task, &res, Status::Ok, None, no_log, ctx);
+        (Some(res), failed)
     }
 
     fn report_item(
@@ -1289,6 +1364,12 @@ impl Runner {
             Some(Err(e)) => return err(e),
             None => None,
         };
+        // async with poll > 0: the task waits in place, failed after `async` seconds.
+        let timeout = match self.async_mode(task, scope) {
+            Ok(Some(AsyncMode::Wait(limit))) => Some(timeout.map_or(limit, |t| t.min(limit))),
+            Ok(_) => timeout,
+            Err(e) => return err(e),
+        };
         let mut attempt = 0;
         loop {
             let action = self.run_action(ctx, task, host, scope);
@@ -1379,10 +1460,14 @@ impl Runner {
                                     format!(": {l}")
                                 })
                                 .unwrap_or_default();
-                            self.reporter.note(&format!(
-                                "FAILED - RETRYING: [{host}]: {name} ({} retries left){why}",
-                                retries - attempt + 1
-                            ));
+                            // Polling a background job is waiting, not failing: no line per
+                            // poll (the "still running" lines show a long wait).
+                            if !matches!(task.action, Action::AsyncStatus { .. }) {
+                                self.reporter.note(&format!(
+                                    "FAILED - RETRYING: [{host}]: {name} ({} retries left){why}",
+                                    retries - attempt + 1
+                                ));
+                            }
                             tokio::time::sleep(Duration::from_secs(delay)).await;
                             continue;
                         }
@@ -1572,6 +1657,29 @@ impl Runner {
                     tokio::time::sleep(Duration::from_secs_f64(secs.max(0.0))).await;
                 }
                 (json!({"changed": false}), Status::Ok)
+            }
+            Action::AsyncStatus { args } => {
+                let a = match tmpl_args(args) {
+                    Ok(a) => a,
+                    Err(e) => return err(e),
+                };
+                let jid = a.get("jid").map(value_label).unwrap_or_default();
+                match a.get("mode").and_then(Value::as_str).unwrap_or("status") {
+                    "status" => match self.jobs.status(&jid).await {
+                        Some(r) => r,
+                        None => err(format!("could not find job '{jid}'")),
+                    },
+                    "cleanup" => {
+                        let known = self.jobs.cleanup(&jid);
+                        (
+                            json!({"changed": false, "ansible_job_id": jid, "erased": known}),
+                            Status::Ok,
+                        )
+                    }
+                    other => err(format!(
+                        "async_status: mode must be status or cleanup, got '{other}'"
+                    )),
+                }
             }
             Action::Ping => match self.connection(ctx, host).await {
                 Ok(conn) => match conn.run("echo pong", None, None, &BTreeMap::new()).await {
@@ -1768,6 +1876,7 @@ fn failed_task_value(task: &Task) -> Value {
         Action::IncludeVars { .. } => "include_vars".into(),
         Action::Pause { .. } => "pause".into(),
         Action::Ping => "ping".into(),
+        Action::AsyncStatus { .. } => "async_status".into(),
         Action::IncludeTasks { .. } => "include_tasks".into(),
         Action::IncludeRole { .. } => "include_role".into(),
         Action::Block { .. } => "block".into(),

@@ -591,3 +591,64 @@ fn task_timeout_fails_the_attempt() {
         );
     }
 }
+
+#[test]
+fn async_job_runs_in_the_background_and_async_status_collects_it() {
+    let Some(h) = hosts() else { return };
+    let tag = "async";
+    let base = reset(h, tag);
+    let run = hfplay(&play_args(h, "async.yml", tag, &["--json"]));
+    run.expect_code(0);
+    for host in &h.names {
+        let num = |f: &str| -> f64 {
+            read(host, &format!("{base}/{f}"))
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{host}: {f} holds no timestamp"))
+        };
+        // The next task ran while the job was still sleeping.
+        assert!(
+            num("meanwhile") + 1.0 < num("job-done"),
+            "{host}: the play waited for the background job\n{}",
+            run.describe()
+        );
+        assert_eq!(
+            read(host, &format!("{base}/early")),
+            "0",
+            "{host}: finished: 0 while running"
+        );
+        assert_eq!(
+            read(host, &format!("{base}/job-stdout")),
+            "CHANGED",
+            "{host}"
+        );
+        assert_eq!(
+            read(host, &format!("{base}/outcomes")),
+            "3 failed",
+            "{host}: rc of the failed job, in-place timeout"
+        );
+        let waited = run.result("wait for the job", host).expect("result");
+        assert_eq!(
+            waited["status"], "changed",
+            "{host}: the job's change counts on async_status"
+        );
+        let bad = run
+            .result("wait for the failing job", host)
+            .expect("result");
+        assert_eq!(
+            bad["status"], "failed",
+            "{host}: a failed job fails async_status"
+        );
+        let slow = run
+            .result("in place, past its async time", host)
+            .expect("result");
+        assert!(
+            slow["msg"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("timed out after 2 seconds"),
+            "{host}: {slow}"
+        );
+        assert_eq!(run.stat(host, "ignored"), 2, "{host}\n{}", run.describe());
+    }
+}
