@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Removes everything cluster/up.sh created: containers, network, volumes, generated inventory
 # files and known_hosts (all Docker objects are found by the label heirflow=1).
-# Keeps the cached images, the SSH key and the host-side apt/PyPI caches in .cache/.
-# usage: cluster/down.sh [--clean]   (--clean also removes the images and the apt/PyPI/debootstrap caches)
+# Keeps the cached images, the SSH key and the host-side apt/uv caches in .cache/.
+# usage: cluster/down.sh [--clean|--caches]
+#   --clean   also removes the images and the apt/uv/debootstrap caches
+#   --caches  also empties the apt/uv caches (keeps the images): the next up + deploy is cold
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need_root
@@ -20,10 +22,15 @@ if [ ${#vols[@]} -gt 0 ]; then log "removing volume(s): ${vols[*]}"; docker volu
 rm -f "$INVENTORY_DIR/hosts.ini" "$INVENTORY_DIR/group_vars/all.yml" "$SSH_KNOWN_HOSTS"
 rmdir "$INVENTORY_DIR/group_vars" "$INVENTORY_DIR" 2>/dev/null || true
 
+case "${1:-}" in ""|--clean|--caches) ;; *) die "usage: cluster/down.sh [--clean|--caches]" ;; esac
+if [ "${1:-}" = "--caches" ]; then
+  log "emptying host caches (apt, uv)"
+  rm -rf "$HF_APT_CACHE_HOST" "$HF_UV_CACHE_HOST" "$CACHE_DIR/devpi"
+fi
 if [ "${1:-}" = "--clean" ]; then
   mapfile -t imgs < <(docker images -q --filter "label=$HF_LABEL" | sort -u)
   if [ ${#imgs[@]} -gt 0 ]; then log "removing ${#imgs[@]} images"; docker rmi -f "${imgs[@]}" >/dev/null; fi
-  log "removing host caches (apt, PyPI mirror, debootstrap)"
-  rm -rf "$HF_APT_CACHE_HOST" "$HF_DEVPI_HOST" "$CACHE_DIR/pip" "$CACHE_DIR/debootstrap" "$CACHE_DIR/image-build-seconds"
+  log "removing host caches (apt, uv, debootstrap)"
+  rm -rf "$HF_APT_CACHE_HOST" "$HF_UV_CACHE_HOST" "$CACHE_DIR/devpi" "$CACHE_DIR/pip" "$CACHE_DIR/debootstrap" "$CACHE_DIR/image-build-seconds"
 fi
 log "cluster down in $(elapsed "$T0") s"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the Heirflow local-cluster base image (Debian 12 + systemd + sshd) with debootstrap
-# and `docker import` (no registry needed), plus the cache-services image (apt-cacher-ng, devpi-server) derived from it.
+# Builds the Heirflow local-cluster base image (Debian 13 + systemd + sshd) with debootstrap
+# and `docker import` (no registry needed), plus the apt cache image (apt-cacher-ng) derived from it.
 # Cached: images are tagged by a hash of this recipe; existing tags are not rebuilt.
 # usage: cluster/image.sh [--force]      (--force rebuilds even if the tag exists)
 set -euo pipefail
@@ -16,7 +16,7 @@ mkdir -p "$CACHE_DIR"
 exec 9>"$CACHE_DIR/image.lock"
 flock 9
 
-SUITE=bookworm
+SUITE=$HF_SUITE
 MIRROR=http://deb.debian.org/debian   # same as cluster/image/debian.sources (the host's working apt mirror)
 PACKAGES=systemd,systemd-sysv,dbus,openssh-server,iproute2,iputils-ping,iputils-arping,python3,python3-venv,sudo,ca-certificates,curl,procps,netcat-openbsd,gnupg,less,tar,gzip,xz-utils
 # Units that have no job in a container (no consoles, no kernel/fs setup to do).
@@ -100,11 +100,9 @@ if [ "$FORCE" = 1 ] || ! image_exists "$BASE"; then
 fi
 
 if [ "$FORCE" = 1 ] || ! image_exists "$APTC"; then
-  # One image, two cluster services (separate containers, see up.sh):
-  #   apt-cacher-ng  (apt proxy, caches .debs)
-  #   devpi-server   (PyPI mirror, caches wheels/sdists; needed because this machine's egress
-  #                   proxy strips Cache-Control, so pip's own HTTP cache stores nothing)
-  log "building $APTC (apt-cacher-ng + devpi-server on top of the base image)"
+  # The cluster's apt proxy (apt-cacher-ng, caches .debs). Python packages need no service:
+  # the hosts' uv shares one cache directory (cluster/up.sh).
+  log "building $APTC (apt-cacher-ng on top of the base image)"
   t=$(now)
   B=hf-imagebuild-cache
   docker rm -f "$B" >/dev/null 2>&1 || true
@@ -112,14 +110,10 @@ if [ "$FORCE" = 1 ] || ! image_exists "$APTC"; then
     printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends apt-cacher-ng >/dev/null
-    rm -f /usr/sbin/policy-rc.d; rm -rf /var/lib/apt/lists/*
-    python3 -m venv /opt/devpi
-    /opt/devpi/bin/pip install -q --no-cache-dir "devpi-server==6.*"
-    /opt/devpi/bin/devpi-server --version' \
+    rm -f /usr/sbin/policy-rc.d; rm -rf /var/lib/apt/lists/*' \
     || { docker rm -f "$B" >/dev/null 2>&1; die "cache image build failed"; }
   docker commit \
     -c 'CMD ["/usr/sbin/apt-cacher-ng", "-c", "/etc/apt-cacher-ng", "ForeGround=1", "ConnectProto=v4", "CacheDir=/var/cache/apt-cacher-ng", "LogDir=/var/log/apt-cacher-ng"]' \
-    -c 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt' \
     -c 'LABEL heirflow=1' "$B" "$APTC" >/dev/null
   docker rm "$B" >/dev/null
   info "cache image done in $(elapsed "$t") s"

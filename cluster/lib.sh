@@ -5,6 +5,8 @@ CLUSTER_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$CLUSTER_DIR/.." && pwd)"
 CACHE_DIR="$REPO_ROOT/.cache"
 
+# Debian release of the hosts (cluster/image/debian.sources names the same suite).
+HF_SUITE="trixie"
 HF_LABEL="heirflow=1"                  # on every container, network, volume, image we create
 HF_NETWORK="heirflow"
 HF_SUBNET="172.30.0.0/24"
@@ -17,11 +19,9 @@ HF_DAG_MOUNT="/mnt/airflow-dags"
 HF_APTCACHE_NAME="hf-aptcache"
 HF_APTCACHE_IP="$HF_PREFIX.2"
 HF_APT_PROXY="http://$HF_APTCACHE_IP:3142"
-HF_PYPI_NAME="hf-pypi"
-HF_PYPI_IP="$HF_PREFIX.3"
-HF_PIP_INDEX="http://$HF_PYPI_IP:3141/root/pypi/+simple/"   # devpi-server mirror of pypi.org
 HF_APT_CACHE_HOST="$CACHE_DIR/apt-cacher-ng"   # host-side caches: survive local-down
-HF_DEVPI_HOST="$CACHE_DIR/devpi"
+HF_UV_CACHE_HOST="$CACHE_DIR/uv"             # uv's cache, shared by the hosts (bind mount)
+HF_UV_CACHE="/var/cache/heirflow-uv"
 SSH_DIR="$CACHE_DIR/ssh"
 SSH_KEY="$SSH_DIR/id_ed25519"
 SSH_KNOWN_HOSTS="$SSH_DIR/known_hosts"
@@ -58,9 +58,10 @@ image_recipe_files() {
 
 image_hash() {
   local f
-  image_recipe_files | while read -r f; do
-    printf '%s\n' "${f#"$REPO_ROOT"/}"; cat "$f"
-  done | sha256sum | cut -c1-12
+  { echo "suite $HF_SUITE"
+    image_recipe_files | while read -r f; do
+      printf '%s\n' "${f#"$REPO_ROOT"/}"; cat "$f"
+    done; } | sha256sum | cut -c1-12
 }
 
 base_image() { echo "heirflow-base:$(image_hash)"; }

@@ -36,7 +36,7 @@ if ! docker volume inspect "$HF_DAGS_VOLUME" >/dev/null 2>&1; then
   log "creating volume $HF_DAGS_VOLUME (shared DAG folder)"
   docker volume create --label "$HF_LABEL" "$HF_DAGS_VOLUME" >/dev/null
 fi
-mkdir -p "$HF_APT_CACHE_HOST" "$HF_DEVPI_HOST"
+mkdir -p "$HF_APT_CACHE_HOST" "$HF_UV_CACHE_HOST"
 
 # state of a container: missing | running | stopped
 cstate() {
@@ -45,7 +45,7 @@ cstate() {
   [ "$s" = true ] && echo running || echo stopped
 }
 
-# --- cache services (one image; caches kept on the host in .cache/, they survive local-down) ---
+# --- apt cache service (cache kept on the host in .cache/, it survives local-down) ---
 # usage: service NAME IP DESCRIPTION -- docker-run-args... IMAGE [CMD...]
 service() {
   local name=$1 ip=$2 desc=$3; shift 4
@@ -72,10 +72,6 @@ service "$HF_APTCACHE_NAME" "$HF_APTCACHE_IP" "apt proxy $HF_APT_PROXY" -- \
   CacheDir=/var/cache/apt-cacher-ng LogDir=/var/log/apt-cacher-ng \
   "Remap-debrep=deb.debian.org/debian ftp.debian.org/debian /debian ; deb.debian.org/debian" \
   FreshIndexMaxAge=900
-service "$HF_PYPI_NAME" "$HF_PYPI_IP" "PyPI mirror $HF_PIP_INDEX" -- \
-  -v "$HF_DEVPI_HOST:/var/lib/devpi" "$APTC" sh -ec '
-    [ -e /var/lib/devpi/.serverversion ] || /opt/devpi/bin/devpi-init --serverdir /var/lib/devpi >/dev/null
-    exec /opt/devpi/bin/devpi-server --serverdir /var/lib/devpi --host 0.0.0.0 --port 3141'
 
 # --- hosts ---
 # Flags for systemd as PID 1 under Docker 20.10 / cgroup v1 (see cluster/README.md):
@@ -97,7 +93,9 @@ for line in "${HOSTS[@]}"; do
     running) [ -z "$cur_ip" ] && warn "$name is running but not attached to $HF_NETWORK (partition test left over?)"; continue ;;
     stopped) log "starting stopped $name"; docker start "$name" >/dev/null; continue ;;
   esac
-  mounts=()
+  # uv's cache directory is shared by every host (uv locks its cache entries, so concurrent
+  # installs on several hosts fetch each file once; it survives local-down).
+  mounts=(-v "$HF_UV_CACHE_HOST:$HF_UV_CACHE")
   case $group in scheduler|worker|web) mounts+=(-v "$HF_DAGS_VOLUME:$HF_DAG_MOUNT") ;; esac
   log "creating $name ($ip, $group)"
   docker run -d --name "$name" --hostname "$name" --network "$HF_NETWORK" --ip "$ip" \
@@ -112,7 +110,7 @@ for name in $(docker ps -a --filter "label=$HF_LABEL" --filter label=heirflow.gr
   if [ -z "${WANT[$name]:-}" ]; then log "removing surplus $name"; docker rm -f "$name" >/dev/null; fi
 done
 
-# --- per-host environment facts: root's authorized key, apt proxy, pip index (idempotent) ---
+# --- per-host environment facts: root's authorized key, apt proxy, uv settings (idempotent) ---
 APT_PROXY_CONF="// Heirflow local cluster: apt through the cluster's apt-cacher-ng ($HF_APTCACHE_NAME).
 // https sources are fetched directly.
 Acquire::http::Proxy \"$HF_APT_PROXY\";
@@ -123,60 +121,37 @@ Acquire::Retries \"3\";
 // apt asks proxies to revalidate index files (max-age=0): twelve hosts refreshing the same
 // InRelease at once race inside apt-cacher-ng. Lists up to 15 min old are fine here.
 Acquire::http::Max-Age \"900\";"
-PIP_CONF="# Heirflow local cluster: pip through the cluster's PyPI mirror ($HF_PYPI_NAME, devpi-server).
-# (/etc/pip.conf, from the image, sets the CA bundle; pip merges both files.)
-[global]
-index-url = $HF_PIP_INDEX
-trusted-host = $HF_PYPI_IP
-timeout = 60"
+# uv (the roles install Python packages with it) reads PyPI directly, trusting the system CA
+# bundle (this machine's egress intercepts TLS), with its cache on the shared mount (another
+# filesystem than the venvs: copy, as hardlinks cannot cross it).
+UV_CONF="# Heirflow local cluster (cluster/up.sh): environment facts, not role settings.
+cache-dir = \"$HF_UV_CACHE\"
+link-mode = \"copy\"
+system-certs = true"
 for line in "${HOSTS[@]}"; do
   read -r name ip group <<< "$line"
   docker exec -i "$name" sh -ec '
-    umask 022; mkdir -p /root/.ssh /etc/xdg/pip; chmod 700 /root/.ssh
+    umask 022; mkdir -p /root/.ssh /etc/uv; chmod 700 /root/.ssh
     cat > /root/.ssh/authorized_keys.new; chmod 600 /root/.ssh/authorized_keys.new
     mv /root/.ssh/authorized_keys.new /root/.ssh/authorized_keys
     printf "%s\n" "$1" > /etc/apt/apt.conf.d/01heirflow-proxy
-    printf "%s\n" "$2" > /etc/xdg/pip/pip.conf' \
-    sh "$APT_PROXY_CONF" "$PIP_CONF" <<< "$PUBKEY" &
+    printf "%s\n" "$2" > /etc/uv/uv.toml' \
+    sh "$APT_PROXY_CONF" "$UV_CONF" <<< "$PUBKEY" &
 done
 wait
 
-# --- host keys (read over docker exec: a trusted channel, no TOFU), then wait for ssh logins ---
-# A fresh devpi answers "project does not exist" to requests that arrive while it fetches
-# PyPI's project list for the first time: warm it with one request before any host uses it.
-log "waiting for the PyPI mirror"
-for ((i = 0; ; i++)); do
-  docker exec "$HF_PYPI_NAME" python3 -c "import urllib.request as u; u.urlopen('$HF_PIP_INDEX' + 'pip/', timeout=120).read()" \
-    >/dev/null 2>&1 && break
-  [ "$i" -lt 60 ] || die "PyPI mirror $HF_PIP_INDEX does not answer (docker logs $HF_PYPI_NAME)"
-  sleep 2
-done
-
-# Warm the mirror with every pinned Airflow requirement (pip download, one client): with seven
-# hosts asking a cold devpi for the same files at once, some requests failed inside devpi and
-# some pages came back "from versions: none" (seen in CI). ~30 s when already cached.
-log "warming the PyPI mirror with roles/airflow-common/files/requirements.txt"
-docker cp "$REPO_ROOT/roles/airflow-common/files/requirements.txt" "$HF_PYPI_NAME:/tmp/heirflow-requirements.txt"
-for ((i = 1; ; i++)); do
-  docker exec "$HF_PYPI_NAME" sh -c "rm -rf /tmp/heirflow-warm; /opt/devpi/bin/python -m pip download -q --no-deps \
-      --no-cache-dir --disable-pip-version-check -d /tmp/heirflow-warm -r /tmp/heirflow-requirements.txt \
-      --index-url '$HF_PIP_INDEX' --trusted-host '$HF_PYPI_IP'; rc=\$?; rm -rf /tmp/heirflow-warm; exit \$rc" \
-    > "$CACHE_DIR/pypi-warm.log" 2>&1 && break
-  [ "$i" -lt 3 ] || { warn "PyPI mirror warm-up failed 3 times (hosts will retry): $(tail -3 "$CACHE_DIR/pypi-warm.log")"; break; }
-  sleep 5
-done
-
-# Same for apt-cacher-ng: fetch the release files every host asks for first, one at a time, so
+# Warm apt-cacher-ng: fetch the release files every host asks for first, one at a time, so
 # that twelve simultaneous first requests do not race in a cold cache.
 log "warming the apt proxy"
-for f in debian/dists/bookworm/InRelease debian/dists/bookworm-updates/InRelease \
-         debian-security/dists/bookworm-security/InRelease; do
+for f in "debian/dists/$HF_SUITE/InRelease" "debian/dists/$HF_SUITE-updates/InRelease" \
+         "debian-security/dists/$HF_SUITE-security/InRelease"; do
   docker exec "$HF_APTCACHE_NAME" python3 -c "import urllib.request as u, sys
 req = u.Request('http://deb.debian.org/$f')
 req.set_proxy('127.0.0.1:3142', 'http')
 u.urlopen(req, timeout=60).read()" >/dev/null 2>&1 || warn "apt proxy warm-up: $f not fetched (hosts will retry)"
 done
 
+# --- host keys (read over docker exec: a trusted channel, no TOFU), then wait for ssh logins ---
 log "waiting for sshd on ${#HOSTS[@]} hosts"
 hostkey() {  # prints "name,ip <pubkey>" lines once the host generated its keys
   local i
@@ -227,7 +202,9 @@ mkdir -p "$INVENTORY_DIR/group_vars"
   echo "[all:vars]"
   echo "ansible_user=root"
   echo "ansible_ssh_private_key_file=$SSH_KEY"
-  echo "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=$SSH_KNOWN_HOSTS'"
+  # curve25519: OpenSSH's default post-quantum key exchange costs ~4x the CPU per handshake
+  # on these 2 cores (cluster/README.md); the cluster is throwaway and local.
+  echo "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=$SSH_KNOWN_HOSTS -o KexAlgorithms=curve25519-sha256'"
 } > "$INVENTORY_DIR/hosts.ini.tmp"
 mv "$INVENTORY_DIR/hosts.ini.tmp" "$INVENTORY_DIR/hosts.ini"
 cat > "$INVENTORY_DIR/group_vars/all.yml.tmp" <<YAML
@@ -242,11 +219,11 @@ heirflow_dag_storage: volume
 heirflow_dag_mount: $HF_DAG_MOUNT
 # Informational (already configured on every host by cluster/up.sh, roles need not act on them):
 heirflow_apt_proxy: "$HF_APT_PROXY"
-heirflow_pip_index_url: "$HF_PIP_INDEX"
+heirflow_uv_cache_dir: "$HF_UV_CACHE"
 YAML
 mv "$INVENTORY_DIR/group_vars/all.yml.tmp" "$INVENTORY_DIR/group_vars/all.yml"
 
-log "cluster up: ${#HOSTS[@]} hosts + $HF_APTCACHE_NAME + $HF_PYPI_NAME in $(elapsed "$T0") s"
+log "cluster up: ${#HOSTS[@]} hosts + $HF_APTCACHE_NAME in $(elapsed "$T0") s"
 for line in "${HOSTS[@]}"; do read -r name ip group <<< "$line"; printf '    %-11s %-13s %s\n' "$name" "$ip" "$group"; done
 info "inventory: $INVENTORY_DIR/hosts.ini   floating IP (free): $HF_FLOATING_IP"
 info "ssh: ssh -i $SSH_KEY -o UserKnownHostsFile=$SSH_KNOWN_HOSTS root@<ip>"
