@@ -52,13 +52,21 @@ while [ $((SECONDS - t)) -lt 20 ]; do
   sleep 1
 done
 vip_holder=$(vip_holder)
-heal_link "$P" "$S"; CUT=""
+heal_link "$P" "$S"; CUT=""; t_heal=$SECONDS
 [ -z "$promoted" ] || fail "the standby $S was promoted although the witnesses saw the primary"
 [ "$vip_holder" = "$P" ] || fail "floating IP on '$vip_holder' during the partition (want $P)"
 pass "20 s cut off from each other: $S stayed standby, $P kept the floating IP"
 P2=$(wait_pair 90) || fail "pair not healthy after the heal: $(pair_state)"
 [ "$P2" = "$P" ] || fail "primary changed to $P2 after a link partition"
-pass "healed: $S streams synchronously again"
+# The standby may promote only if it saw itself as the live synchronous standby within the
+# sync window (DB-FAILOVER.md): wait until its supervisor says so again before the kill, else
+# the kill lands in the seconds after the heal in which it rightly refuses (seen on PG 17).
+t=$SECONDS
+until hssh "$S" "journalctl -u heir-db --since '-$((SECONDS - t_heal + 2))s' --no-pager -o cat" 2>/dev/null | grep -q '(eligible)'; do
+  [ $((SECONDS - t)) -lt 30 ] || fail "$S not eligible for promotion 30 s after the heal"
+  sleep 0.5
+done
+pass "healed: $S streams synchronously again and is eligible for promotion"
 
 step "3. docker kill $P (the primary's host)"
 before=$(acks)
