@@ -34,7 +34,19 @@ die()  { printf '\033[1;31mERROR:\033[0m %s\n' "$*" >&2; exit 1; }
 now()  { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
-need_root() { [ "$(id -u)" = 0 ] || die "run as root (debootstrap, docker)"; }
+need_root() { [ "$(id -u)" = 0 ] || die "run as root (debootstrap, docker)"; ensure_docker; }
+
+# The Docker engine is the machine's service; start it (own session, so it outlives the
+# caller) when it is not running, e.g. after it was stopped to clear a stale network endpoint.
+ensure_docker() {
+  docker info >/dev/null 2>&1 && return 0
+  command -v dockerd >/dev/null 2>&1 || die "no Docker engine: docker info fails and dockerd is not installed"
+  log "starting the Docker engine (dockerd)"
+  service docker start >/dev/null 2>&1 || setsid -f dockerd >> /var/log/heirflow-dockerd.log 2>&1 < /dev/null
+  local i
+  for ((i = 0; i < 60; i++)); do docker info >/dev/null 2>&1 && return 0; sleep 1; done
+  die "the Docker engine did not start (/var/log/heirflow-dockerd.log)"
+}
 
 # Apt-installs the given host packages if any of their commands are missing.
 # usage: ensure_host_pkgs cmd:pkg ...
