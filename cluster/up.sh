@@ -96,7 +96,14 @@ for line in "${HOSTS[@]}"; do
   # uv's cache directory is shared by every host (uv locks its cache entries, so concurrent
   # installs on several hosts fetch each file once; it survives local-down).
   mounts=(-v "$HF_UV_CACHE_HOST:$HF_UV_CACHE")
-  case $group in scheduler|worker|web) mounts+=(-v "$HF_DAGS_VOLUME:$HF_DAG_MOUNT") ;; esac
+  case $group in scheduler|worker|web)
+    mounts+=(-v "$HF_DAGS_VOLUME:$HF_DAG_MOUNT")
+    # /opt (the Airflow venv, ~20k files) on a volume of its own, as on a host's disk: the
+    # containers' root filesystem is fuse-overlayfs here, whose daemon costs CPU per file.
+    docker volume inspect "$name-opt" >/dev/null 2>&1 \
+      || docker volume create --label "$HF_LABEL" "$name-opt" >/dev/null
+    mounts+=(-v "$name-opt:/opt") ;;
+  esac
   log "creating $name ($ip, $group)"
   docker run -d --name "$name" --hostname "$name" --network "$HF_NETWORK" --ip "$ip" \
     --label "$HF_LABEL" --label "heirflow.group=$group" \
@@ -107,7 +114,10 @@ done
 
 # workers beyond WORKERS (after scaling down)
 for name in $(docker ps -a --filter "label=$HF_LABEL" --filter label=heirflow.group=worker --format '{{.Names}}'); do
-  if [ -z "${WANT[$name]:-}" ]; then log "removing surplus $name"; docker rm -f "$name" >/dev/null; fi
+  if [ -z "${WANT[$name]:-}" ]; then
+    log "removing surplus $name"; docker rm -f "$name" >/dev/null
+    docker volume rm "$name-opt" >/dev/null 2>&1 || true
+  fi
 done
 
 # --- per-host environment facts: root's authorized key, apt proxy, uv settings (idempotent) ---
