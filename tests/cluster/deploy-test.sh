@@ -44,10 +44,14 @@ eventually() {  # eventually CHECK_FUNCTION: retries it every 5 s for up to 240 
 db_hosts=($(group_hosts db)); queue_hosts=($(group_hosts queue)); workers=($(group_hosts worker))
 sync=$(hpsql "select count(*) from pg_stat_replication where state = 'streaming' and sync_state = 'sync'")
 [ "$sync" -ge 1 ] || fail "no synchronous standby streaming (pg_stat_replication: $(hpsql 'select application_name, state, sync_state from pg_stat_replication'))"
-pass "Postgres: $sync synchronous standby streaming"
+pg_version=$(hpsql "show server_version")
+[ "${pg_version%%.*}" = 17 ] || fail "PostgreSQL $pg_version (want 17)"
+pass "PostgreSQL $pg_version: $sync synchronous standby streaming ($(hpsql "select application_name || ' ' || sync_state from pg_stat_replication"))"
 running=$(hssh "${queue_hosts[0]}" "rabbitmqctl cluster_status --formatter json" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["running_nodes"]))')
 [ "$running" -eq "${#queue_hosts[@]}" ] || fail "RabbitMQ: $running of ${#queue_hosts[@]} nodes running in the cluster"
-pass "RabbitMQ: $running nodes in one cluster"
+rmq_version=$(hssh "${queue_hosts[0]}" "rabbitmqctl -q version")
+[ "${rmq_version%%.*}" = 4 ] || fail "RabbitMQ $rmq_version (want 4.x)"
+pass "RabbitMQ $rmq_version: $running nodes in one cluster"
 api_hosts=($(group_hosts scheduler) $(group_hosts web))
 api_check() {
   local h; api_ok=0
