@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Deploy benchmark (issues 3, 9): cluster up + full deploy with hfplay from an empty cluster,
 # cold (empty apt and PyPI caches: every package from the internet through the cluster's
-# apt-cacher-ng and devpi) and warm (caches filled by the previous run), TRIALS times each;
+# apt-cacher-ng and uv) and warm (caches filled by the previous run), TRIALS times each;
 # then the no-change re-run and --check (RUNS times) and the deployed cluster's memory.
 # Prints every trial and the medians; the anchor is the cold trial of the same run.
 # env: TRIALS=3  RUNS=3  BENCH_COLD_IMAGE=1 (also time an image rebuild from scratch)
