@@ -122,13 +122,13 @@ impl Jobs {
         let handle = {
             let mut jobs = lock(&self.jobs);
             match jobs.get(jid)? {
-                Job::Done(r) => return Some(with_job_fields(r.clone(), jid, true)),
+                Job::Done(r) => return Some(finished(r.clone(), jid)),
                 Job::Running(h) if h.is_finished() => {}
-                Job::Running(_) | Job::Collecting => return Some(running(jid)),
+                Job::Running(_) | Job::Collecting => return Some(unfinished(jid)),
             }
             match jobs.insert(jid.to_string(), Job::Collecting) {
                 Some(Job::Running(h)) => h,
-                _ => return Some(running(jid)),
+                _ => return Some(unfinished(jid)),
             }
         };
         // Finished: awaiting the handle returns at once.
@@ -139,7 +139,7 @@ impl Jobs {
             )
         });
         lock(&self.jobs).insert(jid.to_string(), Job::Done(result.clone()));
-        Some(with_job_fields(result, jid, true))
+        Some(finished(result, jid))
     }
 
     /// `async_status: mode=cleanup`: forgets the job (Ansible removes its results file).
@@ -159,18 +159,20 @@ impl Jobs {
     }
 }
 
-fn running(jid: &str) -> JobResult {
+/// `async_status` of a job still running.
+fn unfinished(jid: &str) -> JobResult {
     (
         json!({"ansible_job_id": jid, "started": 1, "finished": 0, "changed": false}),
         Status::Ok,
     )
 }
 
-fn with_job_fields((mut res, status): JobResult, jid: &str, finished: bool) -> JobResult {
+/// `async_status` of a finished job: the task's own result plus the job fields.
+fn finished((mut res, status): JobResult, jid: &str) -> JobResult {
     if let Value::Object(m) = &mut res {
         m.insert("ansible_job_id".into(), json!(jid));
         m.insert("started".into(), json!(1));
-        m.insert("finished".into(), json!(u8::from(finished)));
+        m.insert("finished".into(), json!(1));
     }
     (res, status)
 }
