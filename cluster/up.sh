@@ -214,7 +214,7 @@ mkdir -p "$INVENTORY_DIR/group_vars"
   echo "ansible_ssh_private_key_file=$SSH_KEY"
   # curve25519: OpenSSH's default post-quantum key exchange costs ~4x the CPU per handshake
   # on these 2 cores (cluster/README.md); the cluster is throwaway and local.
-  echo "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=$SSH_KNOWN_HOSTS -o KexAlgorithms=curve25519-sha256'"
+  echo "ansible_ssh_common_args='-o StrictHostKeyChecking=yes -o UserKnownHostsFile=$SSH_KNOWN_HOSTS -o KexAlgorithms=curve25519-sha256'"
 } > "$INVENTORY_DIR/hosts.ini.tmp"
 mv "$INVENTORY_DIR/hosts.ini.tmp" "$INVENTORY_DIR/hosts.ini"
 cat > "$INVENTORY_DIR/group_vars/all.yml.tmp" <<YAML

@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde_json::Map;
 
+use crate::config::Config;
 use crate::inventory::Inventory;
 use crate::modules;
 use crate::playbook::Loader;
@@ -75,6 +76,9 @@ pub struct Cli {
     /// More output (-v shows every result).
     #[arg(short = 'v', action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Treat what Ansible only warns about (duplicate YAML keys) as errors.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 fn split_list(v: &[String]) -> Vec<String> {
@@ -85,19 +89,11 @@ fn split_list(v: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Roles are looked up in `roles/` next to the playbook, `roles_path` of an `ansible.cfg` in
-/// the working directory, and `roles/` in the working directory.
-fn roles_path(playbook_dir: &std::path::Path) -> Vec<PathBuf> {
+/// Roles are looked up in `roles/` next to the playbook, the configured `roles_path`, and
+/// `roles/` in the working directory.
+fn roles_path(playbook_dir: &std::path::Path, cfg: &Config) -> Vec<PathBuf> {
     let mut out = vec![playbook_dir.join("roles")];
-    if let Ok(cfg) = std::fs::read_to_string("ansible.cfg") {
-        for line in cfg.lines() {
-            if let Some((k, v)) = line.split_once('=') {
-                if k.trim() == "roles_path" {
-                    out.extend(v.split(':').map(|p| PathBuf::from(p.trim())));
-                }
-            }
-        }
-    }
+    out.extend(cfg.roles_path.iter().cloned());
     out.push(PathBuf::from("roles"));
     out
 }
@@ -109,6 +105,14 @@ pub fn main_exit() -> i32 {
             let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
             let _ = e.print();
             return code;
+        }
+    };
+    crate::yaml::set_strict_keys(cli.strict);
+    let cfg = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ERROR! {e}");
+            return EXIT_LOAD;
         }
     };
     let mut extra = Map::new();
@@ -156,7 +160,7 @@ pub fn main_exit() -> i32 {
                 }
             })
             .unwrap_or_default();
-        let rp = roles_path(&pb_dir);
+        let rp = roles_path(&pb_dir, &cfg);
         let loader = Loader {
             roles_path: rp.clone(),
             registry: &registry,
@@ -207,6 +211,7 @@ pub fn main_exit() -> i32 {
             skip_tags: split_list(&cli.skip_tags),
             extra_vars: extra.clone(),
             connect_timeout: Duration::from_secs(cli.timeout),
+            host_key_checking: cfg.host_key_checking,
         };
         let runner = Arc::new(Runner::new(
             inv.clone(),

@@ -31,6 +31,50 @@ pub struct Become {
     pub user: String,
 }
 
+/// How a target's SSH host key is checked against known_hosts (Ansible's `host_key_checking`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostKeyPolicy {
+    /// The key must already be known and match (the default, as in Ansible).
+    #[default]
+    Strict,
+    /// An unknown host's key is added to known_hosts; a changed key is still refused.
+    AcceptNew,
+    /// No check at all (`host_key_checking = False`): a machine in the middle sees everything.
+    Off,
+}
+
+impl HostKeyPolicy {
+    pub const EXPECTED: &'static str = "expected true, false or accept-new";
+
+    /// A `host_key_checking` setting: a boolean, or `accept-new`.
+    pub fn parse_setting(v: &str) -> Option<HostKeyPolicy> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "accept-new" | "accept_new" => Some(HostKeyPolicy::AcceptNew),
+            "true" | "yes" | "on" | "1" => Some(HostKeyPolicy::Strict),
+            "false" | "no" | "off" | "0" => Some(HostKeyPolicy::Off),
+            _ => None,
+        }
+    }
+
+    /// A `StrictHostKeyChecking` value of ssh itself.
+    pub fn parse_ssh_option(v: &str) -> Option<HostKeyPolicy> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "yes" | "ask" => Some(HostKeyPolicy::Strict),
+            "accept-new" => Some(HostKeyPolicy::AcceptNew),
+            "no" | "off" => Some(HostKeyPolicy::Off),
+            _ => None,
+        }
+    }
+
+    fn known_hosts(self) -> openssh::KnownHosts {
+        match self {
+            HostKeyPolicy::Strict => openssh::KnownHosts::Strict,
+            HostKeyPolicy::AcceptNew => openssh::KnownHosts::Add,
+            HostKeyPolicy::Off => openssh::KnownHosts::Accept,
+        }
+    }
+}
+
 /// Connection settings of one host, read from its variables (`ansible_host`, `ansible_port`, ...).
 #[derive(Debug, Clone, Default)]
 pub struct ConnSpec {
@@ -43,6 +87,7 @@ pub struct ConnSpec {
     pub ssh_options: Vec<(String, String)>,
     pub local: bool,
     pub connect_timeout: Duration,
+    pub host_keys: HostKeyPolicy,
 }
 
 enum Transport {
@@ -71,7 +116,7 @@ impl HostConn {
             });
         }
         let mut builder = openssh::SessionBuilder::default();
-        builder.known_hosts_check(openssh::KnownHosts::Accept);
+        builder.known_hosts_check(spec.host_keys.known_hosts());
         builder.connect_timeout(spec.connect_timeout);
         builder.server_alive_interval(Duration::from_secs(10));
         if let Some(p) = spec.port {
@@ -97,9 +142,10 @@ impl HostConn {
             .map_err(|e| ConnError::Unreachable(format!("cannot write ssh config: {e}")))?;
         builder.config_file(&cfg_path);
         builder.control_directory(config_dir.path());
-        let session = builder.connect_mux(&spec.address).await.map_err(|e| {
-            ConnError::Unreachable(format!("ssh {}: {}", spec.address, flatten_err(&e)))
-        })?;
+        let session = builder
+            .connect_mux(&spec.address)
+            .await
+            .map_err(|e| ConnError::Unreachable(connect_error(&spec, &flatten_err(&e))))?;
         let login_user = spec.user.clone().unwrap_or_else(|| "root".into());
         Ok(HostConn {
             spec,
@@ -113,7 +159,11 @@ impl HostConn {
         &self.spec
     }
 
-    /// Runs `script` with `sh -c` on the host, feeding `stdin` if given.
+    /// Runs `script` with `sh` on the host, feeding `stdin` if given.
+    ///
+    /// The script (with the `environment:` exports) travels over stdin, ahead of the payload:
+    /// the command line that `ps` shows on the target (and sudo logs) is always the same
+    /// bootstrap, so no secret of a task ever appears there.
     pub async fn run(
         &self,
         script: &str,
@@ -121,48 +171,25 @@ impl HostConn {
         become_: Option<&Become>,
         env: &BTreeMap<String, String>,
     ) -> Result<ExecResult, ConnError> {
-        let mut full = String::new();
-        for (k, v) in env {
-            full.push_str(&format!("export {}={}; ", k, quote(v)));
-        }
-        full.push_str(script);
-        let mut line = format!("sh -c {}", quote(&full));
-        if let Some(b) = become_ {
-            if b.user != self.login_user {
-                line = format!("sudo -H -n -u {} -- {}", quote(&b.user), line);
-            }
-        }
+        let (line, input) = self.command_line(script, stdin, become_, env);
         match &self.transport {
             Transport::Local => {
                 let mut cmd = tokio::process::Command::new("sh");
                 cmd.arg("-c").arg(&line);
-                run_child_local(cmd, stdin).await
+                run_child_local(cmd, &input).await
             }
             Transport::Ssh(session) => {
                 // The openssh crate turns remote exit status 127 into an error indistinguishable
                 // from a broken session, so the real status travels as a stderr trailer.
                 let wrapped = format!("{line}; printf '\\n{RC_TRAILER}%d\\n' $? >&2");
                 let mut cmd = session.raw_command(&wrapped);
-                cmd.stdin(if stdin.is_some() {
-                    openssh::Stdio::piped()
-                } else {
-                    openssh::Stdio::null()
-                });
+                cmd.stdin(openssh::Stdio::piped());
                 cmd.stdout(openssh::Stdio::piped());
                 cmd.stderr(openssh::Stdio::piped());
                 let mut child = cmd.spawn().await.map_err(|e| self.unreachable(e))?;
-                if let Some(data) = stdin {
-                    if let Some(mut w) = child.stdin().take() {
-                        w.write_all(data)
-                            .await
-                            .map_err(|e| ConnError::Unreachable(e.to_string()))?;
-                        w.shutdown().await.ok();
-                    }
-                }
-                let out = child
-                    .wait_with_output()
-                    .await
-                    .map_err(|e| self.unreachable(e))?;
+                let writer = feed(child.stdin().take(), &input);
+                let (_, out) = tokio::join!(writer, child.wait_with_output());
+                let out = out.map_err(|e| self.unreachable(e))?;
                 let mut stderr = String::from_utf8_lossy(&out.stderr).into_owned();
                 let trailer = take_rc_trailer(&mut stderr);
                 // ssh reports a lost connection as exit status 255 (and no trailer).
@@ -180,6 +207,35 @@ impl HostConn {
                 })
             }
         }
+    }
+
+    /// The fixed command line and the bytes for its stdin: `<script length>\n<script><payload>`.
+    /// The bootstrap reads exactly the script (`read` and `head -c` never read past what they
+    /// need from a pipe), so the script's own stdin is the payload.
+    fn command_line(
+        &self,
+        script: &str,
+        stdin: Option<&[u8]>,
+        become_: Option<&Become>,
+        env: &BTreeMap<String, String>,
+    ) -> (String, Vec<u8>) {
+        let mut full = String::new();
+        for (k, v) in env {
+            full.push_str(&format!("export {}={}; ", k, quote(v)));
+        }
+        full.push_str(script);
+        let payload = stdin.unwrap_or_default();
+        let mut input = Vec::with_capacity(full.len() + payload.len() + 12);
+        input.extend_from_slice(format!("{}\n", full.len()).as_bytes());
+        input.extend_from_slice(full.as_bytes());
+        input.extend_from_slice(payload);
+        let mut line = format!("sh -c {}", quote(BOOTSTRAP));
+        if let Some(b) = become_ {
+            if b.user != self.login_user {
+                line = format!("sudo -H -n -u {} -- {}", quote(&b.user), line);
+            }
+        }
+        (line, input)
     }
 
     async fn check_alive(&self) -> Result<(), ConnError> {
@@ -200,36 +256,57 @@ impl HostConn {
     }
 }
 
+/// Writes the input while the output is read (a script that prints before it has read all of
+/// its payload must not deadlock); a script that exits without reading it all is no error.
+async fn feed<W: tokio::io::AsyncWrite + Unpin>(w: Option<W>, data: &[u8]) {
+    if let Some(mut w) = w {
+        let _ = w.write_all(data).await;
+        let _ = w.shutdown().await;
+    }
+}
+
 async fn run_child_local(
     mut cmd: tokio::process::Command,
-    stdin: Option<&[u8]>,
+    input: &[u8],
 ) -> Result<ExecResult, ConnError> {
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
+    cmd.stdin(Stdio::piped());
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd
         .spawn()
         .map_err(|e| ConnError::Unreachable(format!("local sh: {e}")))?;
-    if let Some(data) = stdin {
-        if let Some(mut w) = child.stdin.take() {
-            w.write_all(data)
-                .await
-                .map_err(|e| ConnError::Unreachable(e.to_string()))?;
-            w.shutdown().await.ok();
-        }
-    }
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(|e| ConnError::Unreachable(e.to_string()))?;
+    let writer = feed(child.stdin.take(), input);
+    let (_, out) = tokio::join!(writer, child.wait_with_output());
+    let out = out.map_err(|e| ConnError::Unreachable(e.to_string()))?;
     Ok(ExecResult {
         rc: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     })
+}
+
+/// A failed login, explained where ssh's own words are cryptic (host key problems).
+fn connect_error(spec: &ConnSpec, detail: &str) -> String {
+    let addr = &spec.address;
+    if detail.contains("IDENTIFICATION HAS CHANGED")
+        || detail.contains("key for host") && detail.contains("has changed")
+    {
+        format!(
+            "ssh {addr}: the host key does not match the one in known_hosts: refusing to connect \
+             (nothing was sent). If the host was rebuilt, remove its old key \
+             (ssh-keygen -R {addr}) and add the new one."
+        )
+    } else if detail.contains("Host key verification failed")
+        || detail.contains("No ED25519 host key is known")
+        || detail.contains("host key is known")
+    {
+        format!(
+            "ssh {addr}: host key unknown (not in known_hosts) and host_key_checking is strict: \
+             add the key to known_hosts (ssh-keyscan, checked), or opt in with \
+             host_key_checking = accept-new"
+        )
+    } else {
+        format!("ssh {addr}: {detail}")
+    }
 }
 
 fn flatten_err(e: &dyn std::error::Error) -> String {
@@ -291,9 +368,51 @@ mod tests {
         assert_eq!(r.rc, 3);
         assert_eq!(r.stdout, "hi there bob\n");
     }
+
+    #[tokio::test]
+    async fn secrets_never_reach_the_command_line() {
+        let conn = HostConn::open(ConnSpec {
+            local: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut env = BTreeMap::new();
+        env.insert("PW".to_string(), "s3cret-env".to_string());
+        let become_ = Become {
+            user: "nobody".into(),
+        };
+        let (line, input) = conn.command_line(
+            "echo s3cret-script",
+            Some(b"s3cret-payload"),
+            Some(&become_),
+            &env,
+        );
+        assert!(!line.contains("s3cret"), "{line}");
+        assert!(line.starts_with("sudo -H -n -u nobody -- sh -c "), "{line}");
+        let input = String::from_utf8(input).unwrap();
+        assert!(
+            input.contains("s3cret-env") && input.ends_with("s3cret-payload"),
+            "{input}"
+        );
+        // The script sees exactly its payload on stdin, also when it is large.
+        let big = "x".repeat(300_000);
+        let r = conn
+            .run("wc -c; echo \"$PW\"", Some(big.as_bytes()), None, &env)
+            .await
+            .unwrap();
+        assert_eq!(
+            r.stdout.split_whitespace().collect::<Vec<_>>(),
+            ["300000", "s3cret-env"]
+        );
+    }
 }
 
 const RC_TRAILER: &str = "@@hfplay-rc=";
+
+/// Reads the script from stdin and runs it (see [`HostConn::command_line`]).
+const BOOTSTRAP: &str =
+    "IFS= read -r __hfplay_n && __hfplay_s=$(head -c \"$__hfplay_n\") && eval \"$__hfplay_s\"";
 
 /// Removes the exit-status trailer (`\n@@hfplay-rc=N\n`) from stderr and returns N.
 fn take_rc_trailer(stderr: &mut String) -> Option<i32> {

@@ -160,7 +160,56 @@ impl Inventory {
         }
         inv.vars_dirs = VarsDir::load(&inv.dir)?;
         inv.finish();
+        if let Some(cycle) = inv.group_cycle() {
+            return Err(LocatedError::new(
+                &Loc::file_only(path),
+                format!(
+                    "circular group membership: {} (a group cannot contain itself)",
+                    cycle.join(" → ")
+                ),
+            ));
+        }
         Ok(inv)
+    }
+
+    /// A chain of `children` that leads back to where it started, if any.
+    fn group_cycle(&self) -> Option<Vec<String>> {
+        fn visit(
+            inv: &Inventory,
+            g: &str,
+            path: &mut Vec<String>,
+            done: &mut BTreeSet<String>,
+        ) -> Option<Vec<String>> {
+            if let Some(at) = path.iter().position(|p| p == g) {
+                let mut cycle = path[at..].to_vec();
+                cycle.push(g.to_string());
+                return Some(cycle);
+            }
+            if done.contains(g) {
+                return None;
+            }
+            path.push(g.to_string());
+            for c in inv
+                .groups
+                .get(g)
+                .map(|x| x.children.as_slice())
+                .unwrap_or(&[])
+            {
+                if let Some(cycle) = visit(inv, c, path, done) {
+                    return Some(cycle);
+                }
+            }
+            path.pop();
+            done.insert(g.to_string());
+            None
+        }
+        let mut done = BTreeSet::new();
+        for g in self.groups.keys() {
+            if let Some(c) = visit(self, g, &mut Vec::new(), &mut done) {
+                return Some(c);
+            }
+        }
+        None
     }
 
     fn load_file(&mut self, path: &Path) -> LoadResult<()> {
@@ -622,6 +671,11 @@ fn expand_range(name: &str) -> Result<Vec<String>, String> {
         b.parse()
             .map_err(|_| format!("bad range end in {name:?}"))?,
     );
+    if e < s || e - s >= MAX_RANGE {
+        return Err(format!(
+            "host range in {name:?} must count up, by fewer than {MAX_RANGE} hosts"
+        ));
+    }
     let mut out = Vec::new();
     for i in s..=e {
         for rest in expand_range(post)? {
@@ -630,6 +684,9 @@ fn expand_range(name: &str) -> Result<Vec<String>, String> {
     }
     Ok(out)
 }
+
+/// More hosts than any inventory holds: a typo such as `web[1:1000000000]` must not exhaust memory.
+const MAX_RANGE: u64 = 100_000;
 
 fn glob_match(pat: &str, s: &str) -> bool {
     fn rec(p: &[u8], s: &[u8]) -> bool {
@@ -648,6 +705,26 @@ fn glob_match(pat: &str, s: &str) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn circular_groups_and_huge_ranges_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("hosts");
+        std::fs::write(
+            &p,
+            "[a:children]\nb\n[b:children]\nc\n[c:children]\na\n[c]\nh1\n",
+        )
+        .unwrap();
+        let e = Inventory::load(&p).unwrap_err();
+        assert!(
+            e.msg.contains("circular group membership: a → b → c → a"),
+            "{}",
+            e.msg
+        );
+        std::fs::write(&p, "[w]\nweb[1:1000000000]\n").unwrap();
+        let e = Inventory::load(&p).unwrap_err();
+        assert!(e.msg.contains("fewer than 100000 hosts"), "{}", e.msg);
+    }
 
     fn ini(text: &str) -> Inventory {
         let dir = tempfile::tempdir().unwrap();

@@ -3,6 +3,7 @@
 //! (`connection`) → results → report (`report`).
 
 pub mod cli;
+pub mod config;
 pub mod connection;
 pub mod error;
 pub mod filters;

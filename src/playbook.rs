@@ -169,6 +169,65 @@ pub struct Playbook {
     pub vars_dir: VarsDir,
 }
 
+/// Every task of a list, blocks' children included (depth first).
+fn each_task<'t>(tasks: &'t [Task], out: &mut Vec<&'t Task>) {
+    for t in tasks {
+        out.push(t);
+        if let Action::Block {
+            block,
+            rescue,
+            always,
+        } = &t.action
+        {
+            each_task(block, out);
+            each_task(rescue, out);
+            each_task(always, out);
+        }
+    }
+}
+
+/// Ansible fails a `notify` that names no handler. Where every handler of the play is known at
+/// load time (no dynamic `include_role`, which may bring handlers), hfplay fails it before any
+/// host is contacted; templated names are left to run time.
+fn check_notify(play: &Play) -> LoadResult<()> {
+    let mut tasks = Vec::new();
+    for section in &play.sections {
+        each_task(section, &mut tasks);
+    }
+    let mut handlers = Vec::new();
+    each_task(&play.handlers, &mut handlers);
+    let dynamic = |t: &&Task| matches!(t.action, Action::IncludeRole { .. });
+    if tasks.iter().chain(handlers.iter()).any(dynamic) {
+        return Ok(());
+    }
+    let mut known: BTreeSet<String> = BTreeSet::new();
+    for h in &handlers {
+        if let Some(n) = &h.name {
+            known.insert(n.clone());
+            if let Some(r) = &h.role {
+                known.insert(format!("{} : {}", r.name, n));
+            }
+        }
+        known.extend(h.opts.listen.iter().cloned());
+    }
+    for t in tasks.iter().chain(handlers.iter()) {
+        for n in &t.opts.notify {
+            if crate::template::is_template(n) || known.contains(n) {
+                continue;
+            }
+            let mut msg = format!(
+                "notify: no handler is named or listens to {n:?} (task {:?})",
+                t.display_name()
+            );
+            if let Some(s) = suggest(n, known.iter().map(String::as_str)) {
+                msg.push_str(&format!("; did you mean {s:?}?"));
+            }
+            return Err(LocatedError::new(&t.loc, msg));
+        }
+    }
+    Ok(())
+}
+
 /// Task keywords hfplay knows (anything else on a task must be its one module).
 const TASK_KEYWORDS: &[&str] = &[
     "name",
@@ -371,6 +430,17 @@ pub fn suggest<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> Opti
 
 impl Loader<'_> {
     pub fn load_playbook(&self, path: &Path) -> LoadResult<Playbook> {
+        let pb = self.load_playbook_file(path)?;
+        if pb.plays.is_empty() {
+            return Err(LocatedError::new(
+                &Loc::file_only(&pb.path),
+                "empty playbook, nothing to do",
+            ));
+        }
+        Ok(pb)
+    }
+
+    fn load_playbook_file(&self, path: &Path) -> LoadResult<Playbook> {
         let path = path.to_path_buf();
         let dir = path
             .parent()
@@ -596,6 +666,7 @@ impl Loader<'_> {
         play.handlers.extend(handlers);
         roles_tasks.extend(tasks);
         play.sections = vec![pre, roles_tasks, post];
+        check_notify(&play)?;
         Ok(play)
     }
 

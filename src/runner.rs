@@ -13,7 +13,7 @@ use indexmap::IndexMap;
 use serde_json::{json, Map, Value};
 use tokio::sync::{OnceCell, Semaphore};
 
-use crate::connection::{Become, ConnSpec, HostConn};
+use crate::connection::{Become, ConnSpec, HostConn, HostKeyPolicy};
 use crate::inventory::{load_vars_file, Inventory};
 use crate::jobs::{async_mode, AsyncMode, Jobs};
 use crate::modules::{
@@ -35,6 +35,9 @@ pub struct RunOptions {
     pub skip_tags: Vec<String>,
     pub extra_vars: Map<String, Value>,
     pub connect_timeout: Duration,
+    /// `host_key_checking` from the command line, `ansible.cfg` or the environment; `None` =
+    /// not set (strict, unless a host's own ssh arguments say otherwise).
+    pub host_key_checking: Option<HostKeyPolicy>,
 }
 
 #[derive(Default)]
@@ -612,6 +615,7 @@ impl Runner {
                 }
             }
         }
+        let host_keys = self.host_key_policy(host, &get, &mut ssh_options)?;
         let port = match get("ansible_port")?.or(get("ansible_ssh_port")?) {
             Some(p) => Some(
                 p.parse::<u16>()
@@ -630,6 +634,52 @@ impl Runner {
             ssh_options,
             local: connection == "local",
             connect_timeout: self.opts.connect_timeout,
+            host_keys,
+        })
+    }
+
+    /// Ansible's order: a disabled `host_key_checking` (command line, config, environment or the
+    /// host's `ansible_host_key_checking`) wins; else the host's own `-o StrictHostKeyChecking`;
+    /// else the setting, strict by default. The ssh option is taken out of `ssh_options`: hfplay
+    /// passes the policy to ssh itself.
+    fn host_key_policy(
+        &self,
+        host: &str,
+        get: &dyn Fn(&str) -> Result<Option<String>, String>,
+        ssh_options: &mut Vec<(String, String)>,
+    ) -> Result<HostKeyPolicy, String> {
+        let mut from_args = None;
+        let mut bad = None;
+        ssh_options.retain(|(k, v)| {
+            if !k.eq_ignore_ascii_case("StrictHostKeyChecking") {
+                return true;
+            }
+            match HostKeyPolicy::parse_ssh_option(v) {
+                Some(p) => from_args = from_args.or(Some(p)),
+                None => bad = Some(v.clone()),
+            }
+            false
+        });
+        if let Some(v) = bad {
+            return Err(format!(
+                "{host}: ssh option StrictHostKeyChecking={v:?}: expected yes, accept-new or no"
+            ));
+        }
+        let mut setting = self.opts.host_key_checking;
+        for key in ["ansible_host_key_checking", "ansible_ssh_host_key_checking"] {
+            if let Some(v) = get(key)? {
+                setting =
+                    Some(HostKeyPolicy::parse_setting(&v).ok_or_else(|| {
+                        format!("{host}: {key}={v:?}: {}", HostKeyPolicy::EXPECTED)
+                    })?);
+                break;
+            }
+        }
+        Ok(match (setting, from_args) {
+            (Some(HostKeyPolicy::Off), _) => HostKeyPolicy::Off,
+            (_, Some(p)) => p,
+            (Some(p), None) => p,
+            (None, None) => HostKeyPolicy::Strict,
         })
     }
 

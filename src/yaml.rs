@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde_json::{Map, Number, Value};
@@ -110,15 +111,57 @@ impl Node {
     }
 }
 
+/// The largest YAML file hfplay reads: playbooks and vars files are far smaller; anything
+/// larger is a mistake (a log, a data dump) that would only exhaust memory.
+pub const MAX_FILE_BYTES: u64 = 32 << 20;
+/// The most nodes a document may expand to through aliases (a "billion laughs" alias bomb
+/// otherwise takes every byte of memory).
+pub const MAX_NODES: usize = 1_000_000;
+
+/// `--strict`: duplicate mapping keys are errors instead of warnings.
+static STRICT_KEYS: AtomicBool = AtomicBool::new(false);
+
+pub fn set_strict_keys(on: bool) {
+    STRICT_KEYS.store(on, Ordering::Relaxed);
+}
+
 /// Reads and parses a YAML file (a single document).
 pub fn load_file(path: &Path) -> LoadResult<Node> {
+    let too_big = |len: u64| {
+        LocatedError::new(
+            &Loc::file_only(path),
+            format!("file is {len} bytes, more than the {MAX_FILE_BYTES} hfplay reads"),
+        )
+    };
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.len() > MAX_FILE_BYTES {
+            return Err(too_big(m.len()));
+        }
+    }
     let text = std::fs::read_to_string(path)
         .map_err(|e| LocatedError::new(&Loc::file_only(path), format!("cannot read file: {e}")))?;
     parse_str(path, text)
 }
 
+fn node_count(n: &Node) -> usize {
+    match &n.kind {
+        Kind::Seq(items) => 1 + items.iter().map(node_count).sum::<usize>(),
+        Kind::Map(entries) => {
+            1 + entries
+                .iter()
+                .map(|(k, v)| node_count(k) + node_count(v))
+                .sum::<usize>()
+        }
+        _ => 1,
+    }
+}
+
 /// Parses YAML text; `path` is used for locations only.
 pub fn parse_str(path: &Path, text: String) -> LoadResult<Node> {
+    parse_with(path, text, STRICT_KEYS.load(Ordering::Relaxed))
+}
+
+fn parse_with(path: &Path, text: String, strict_keys: bool) -> LoadResult<Node> {
     let file = Arc::new(SourceFile {
         path: path.to_path_buf(),
         text,
@@ -129,6 +172,8 @@ pub fn parse_str(path: &Path, text: String) -> LoadResult<Node> {
         anchors: HashMap::new(),
         docs: Vec::new(),
         error: None,
+        nodes: 0,
+        duplicates: Vec::new(),
     };
     let mut parser = Parser::new_from_str(&file.text);
     if let Err(e) = parser.load(&mut builder, true) {
@@ -145,6 +190,16 @@ pub fn parse_str(path: &Path, text: String) -> LoadResult<Node> {
     }
     if let Some(err) = builder.error {
         return Err(err);
+    }
+    for (first, again, key) in &builder.duplicates {
+        let msg = format!(
+            "duplicate key {key:?}: also at line {}; the later value wins",
+            first.line
+        );
+        if strict_keys {
+            return Err(LocatedError::new(again, msg));
+        }
+        eprintln!("[WARNING]: {again}: {msg}");
     }
     let mut docs = builder.docs;
     match docs.len() {
@@ -172,9 +227,14 @@ enum Frame {
 struct Builder {
     file: Arc<SourceFile>,
     stack: Vec<Frame>,
-    anchors: HashMap<usize, Node>,
+    /// Each anchor's node and its size in nodes.
+    anchors: HashMap<usize, (Node, usize)>,
     docs: Vec<Node>,
     error: Option<LocatedError>,
+    /// Nodes built so far, aliases counted at their expanded size.
+    nodes: usize,
+    /// (first, later, key) of each key repeated in one mapping.
+    duplicates: Vec<(Loc, Loc, String)>,
 }
 
 impl Builder {
@@ -189,7 +249,8 @@ impl Builder {
 
     fn push_node(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            let size = node_count(&node);
+            self.anchors.insert(anchor, (node.clone(), size));
         }
         match self.stack.last_mut() {
             None => self.docs.push(node),
@@ -203,7 +264,12 @@ impl Builder {
                         .iter()
                         .position(|(k, _)| k.as_str().is_some() && k.as_str() == key.as_str())
                     {
-                        // Later duplicate keys win, as in PyYAML.
+                        // Later duplicate keys win, as in PyYAML (Ansible warns).
+                        self.duplicates.push((
+                            entries[pos].0.loc.clone(),
+                            key.loc.clone(),
+                            key.key_string(),
+                        ));
                         entries[pos] = (key, node);
                     } else {
                         entries.push((key, node));
@@ -240,6 +306,21 @@ impl MarkedEventReceiver for Builder {
             return;
         }
         let loc = self.loc(mark);
+        self.nodes += match &ev {
+            Event::Scalar(..) | Event::SequenceStart(..) | Event::MappingStart(..) => 1,
+            Event::Alias(id) => self.anchors.get(id).map_or(0, |a| a.1),
+            _ => 0,
+        };
+        if self.nodes > MAX_NODES {
+            self.error = Some(LocatedError::new(
+                &loc,
+                format!(
+                    "the document expands to more than {MAX_NODES} nodes \
+                     (aliases of aliases: a YAML alias bomb?)"
+                ),
+            ));
+            return;
+        }
         match ev {
             Event::Scalar(text, style, anchor, tag) => {
                 match resolve_scalar(text, style, tag.as_ref()) {
@@ -284,7 +365,7 @@ impl MarkedEventReceiver for Builder {
                     );
                 }
             }
-            Event::Alias(id) => match self.anchors.get(&id).cloned() {
+            Event::Alias(id) => match self.anchors.get(&id).map(|a| a.0.clone()) {
                 Some(mut n) => {
                     n.loc = loc;
                     self.push_node(n, 0);
@@ -439,6 +520,38 @@ mod tests {
         assert_eq!(
             v,
             json!({"a": true, "b": false, "c": "yes", "d": 420, "e": 31, "f": 1.5, "g": null, "h": "1e5", "i": "y", "j": "08", "k": -12})
+        );
+    }
+
+    #[test]
+    fn alias_bomb_is_refused_quickly() {
+        let mut text = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for (prev, name) in ["a", "b", "c", "d", "e", "f", "g", "h", "i"]
+            .windows(2)
+            .map(|w| (w[0], w[1]))
+        {
+            text.push_str(&format!(
+                "{name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"
+            ));
+        }
+        let e = parse_str(Path::new("bomb.yml"), text).unwrap_err();
+        assert!(e.msg.contains("alias bomb"), "{}", e.msg);
+        assert!(e.loc.line >= 6, "{}", e.loc);
+        // Ordinary aliases still work.
+        let v = parse("base: &b {x: 1}\nuse: *b\n").to_value();
+        assert_eq!(v, json!({"base": {"x": 1}, "use": {"x": 1}}));
+    }
+
+    #[test]
+    fn duplicate_keys_warn_or_fail_when_strict() {
+        let v = parse("a: 1\nb: 2\na: 3\n").to_value();
+        assert_eq!(v, json!({"a": 3, "b": 2}));
+        let e = parse_with(Path::new("d.yml"), "a: 1\nb: 2\na: 3\n".into(), true).unwrap_err();
+        assert_eq!(e.loc.line, 3);
+        assert!(
+            e.msg.contains("duplicate key \"a\": also at line 1"),
+            "{}",
+            e.msg
         );
     }
 

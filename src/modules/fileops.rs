@@ -643,14 +643,11 @@ mod live {
             inventory_name: host.clone(),
             address: host,
             user: Some("root".into()),
-            key_file: Some("/work/main/.cache/ssh/id_ed25519".into()),
-            ssh_options: vec![
-                ("StrictHostKeyChecking".into(), "no".into()),
-                (
-                    "UserKnownHostsFile".into(),
-                    "/work/main/.cache/ssh/known_hosts".into(),
-                ),
-            ],
+            key_file: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/.cache/ssh/id_ed25519").into()),
+            ssh_options: vec![(
+                "UserKnownHostsFile".into(),
+                concat!(env!("CARGO_MANIFEST_DIR"), "/.cache/ssh/known_hosts").into(),
+            )],
             connect_timeout: Duration::from_secs(10),
             ..Default::default()
         };

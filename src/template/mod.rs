@@ -1,7 +1,10 @@
 //! Templating with minijinja, the Ansible way: variables are templated lazily when used (a var
 //! may refer to other vars), a value that is a single `{{ expr }}` keeps its native type, the
 //! Ansible filters/tests/lookups that roles use are provided, and using an undefined variable is
-//! an error that names it — while `a.b | default(x)` on an undefined `a` still works.
+//! an error that names it — while `a.b | default(x)` on an undefined `a` still works
+//! ([`chains`]).
+
+mod chains;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -244,7 +247,9 @@ fn single_expression(s: &str) -> Option<&str> {
 impl Templar {
     pub fn new() -> Templar {
         let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Chainable);
+        // Strict like Ansible: printing, iterating, testing or filtering an undefined value fails;
+        // guarded chains (`a.b | default(x)`) are rewritten before compiling (see `chains`).
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(true);
         env.set_trim_blocks(true);
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
@@ -261,6 +266,7 @@ impl Templar {
         });
         crate::filters::register(&mut env);
         env.add_global("omit", OMIT);
+        env.add_function(chains::CHAIN_FN, chains::chain);
         Templar { env }
     }
 
@@ -320,14 +326,19 @@ impl Templar {
     }
 
     fn render_in(&self, text: &str, ctx: &MjValue) -> Result<String, String> {
+        let text = chains::rewrite_template(text);
         let tmpl = self
             .env
-            .template_from_str(text)
+            .template_from_str(&text)
             .map_err(|e| describe(&e, None))?;
         tmpl.render(ctx).map_err(|e| {
             describe(
                 &e,
-                Some(undefined_names(tmpl.undeclared_variables(false), ctx)),
+                Some(undefined_names(
+                    tmpl.undeclared_variables(false),
+                    || tmpl.undeclared_variables(true),
+                    ctx,
+                )),
             )
         })
     }
@@ -346,18 +357,27 @@ impl Templar {
     }
 
     fn eval_in(&self, expr: &str, ctx: &MjValue) -> Result<MjValue, String> {
+        let rewritten = chains::rewrite_expr(expr);
         let compiled = self
             .env
-            .compile_expression(expr)
+            .compile_expression(&rewritten)
             .map_err(|e| describe(&e, None))?;
         let v = compiled.eval(ctx).map_err(|e| {
             describe(
                 &e,
-                Some(undefined_names(compiled.undeclared_variables(false), ctx)),
+                Some(undefined_names(
+                    compiled.undeclared_variables(false),
+                    || compiled.undeclared_variables(true),
+                    ctx,
+                )),
             )
         })?;
         if v.is_undefined() {
-            let missing = undefined_names(compiled.undeclared_variables(false), ctx);
+            let missing = undefined_names(
+                compiled.undeclared_variables(false),
+                || compiled.undeclared_variables(true),
+                ctx,
+            );
             return Err(if missing.is_empty() {
                 format!("'{expr}' is undefined")
             } else {
@@ -392,8 +412,13 @@ fn has_template(v: &Value) -> bool {
     }
 }
 
-/// Top-level names a template uses that the scope does not define.
-fn undefined_names(names: HashSet<String>, ctx: &MjValue) -> Vec<String> {
+/// Names a template uses that the scope does not define: the top-level ones, or else the first
+/// missing step of a dotted path (`a.b` of `a.b.c` when `a` has no `b`).
+fn undefined_names(
+    names: HashSet<String>,
+    nested: impl FnOnce() -> HashSet<String>,
+    ctx: &MjValue,
+) -> Vec<String> {
     let mut v: Vec<String> = names
         .into_iter()
         .filter(|n| ctx.get_attr(n).map(|x| x.is_undefined()).unwrap_or(true))
@@ -404,7 +429,28 @@ fn undefined_names(names: HashSet<String>, ctx: &MjValue) -> Vec<String> {
             )
         })
         .collect();
+    if v.is_empty() {
+        for path in nested() {
+            let mut parts = path.split('.');
+            let Some(first) = parts.next() else { continue };
+            let mut cur = ctx.get_attr(first).unwrap_or(MjValue::UNDEFINED);
+            let mut seen = first.to_string();
+            for p in parts {
+                if cur.is_undefined() {
+                    break;
+                }
+                cur = cur.get_attr(p).unwrap_or(MjValue::UNDEFINED);
+                seen.push('.');
+                seen.push_str(p);
+                if cur.is_undefined() {
+                    v.push(seen.clone());
+                    break;
+                }
+            }
+        }
+    }
     v.sort();
+    v.dedup();
     v
 }
 
@@ -746,6 +792,54 @@ mod tests {
             json!(7)
         );
         assert!(t.eval_bool("nope is defined", &s).is_ok_and(|b| !b));
+    }
+
+    #[test]
+    fn undefined_fails_wherever_ansible_fails_it() {
+        let (t, s) = scope(json!({"a": {"x": 1}, "n": 1}));
+        for text in [
+            "{{ typo | lower }}",
+            "{{ typo ~ 'x' }}",
+            "{% for i in typo %}{{ i }}{% endfor %}",
+            "x{{ a.x.deeper }}",
+        ] {
+            let e = t.template_value(&json!(text), &s).unwrap_err();
+            assert!(e.contains("is undefined"), "{text}: {e}");
+        }
+        let e = t
+            .template_value(&json!("{{ typo | lower }}"), &s)
+            .unwrap_err();
+        assert!(e.contains("'typo'"), "{e}");
+        let e = t.template_value(&json!("{{ a.y.z }}"), &s).unwrap_err();
+        assert!(e.contains("'a.y' is undefined"), "{e}");
+        for cond in ["not typo", "typo != 1", "typo.attr == 1", "a.y.z == 1"] {
+            let e = t.eval_bool(cond, &s).unwrap_err();
+            assert!(e.contains("undefined"), "{cond}: {e}");
+        }
+    }
+
+    #[test]
+    fn guarded_undefined_keeps_working() {
+        let (t, s) = scope(json!({"a": {"x": 1}, "l": [{"k": 2}]}));
+        for (text, want) in [
+            ("{{ typo.attr | default('d') }}", json!("d")),
+            ("{{ a.y.z | d(3) }}", json!(3)),
+            ("{{ a['x'] | default(0) }}", json!(1)),
+            ("{{ l[0].k | default(0) }}", json!(2)),
+            ("{{ l[5].k | default(0) }}", json!(0)),
+            ("{{ typo | default(omit) }}", json!(OMIT)),
+            ("{{ 'yes' if typo.b is defined else 'no' }}", json!("no")),
+            ("{% if a.q is undefined %}u{% endif %}", json!("u")),
+        ] {
+            assert_eq!(t.template_value(&json!(text), &s).unwrap(), want, "{text}");
+        }
+        assert!(!t.eval_bool("typo.b is defined", &s).unwrap());
+        assert!(t.eval_bool("typo is not defined", &s).unwrap());
+        assert!(t.eval_bool("a.x is defined and a.x == 1", &s).unwrap());
+        let e = t
+            .template_value(&json!("{{ typo.b | mandatory }}"), &s)
+            .unwrap_err();
+        assert!(e.contains("mandatory"), "{e}");
     }
 
     #[test]
