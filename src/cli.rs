@@ -136,6 +136,22 @@ pub fn main_exit() -> i32 {
             return EXIT_LOAD;
         }
     };
+    if let Some(l) = &cli.limit {
+        match inv.select(l) {
+            Ok(h) if !h.is_empty() => {}
+            Ok(_) => {
+                eprintln!(
+                    "ERROR! --limit {l:?} matches no host of the inventory {}",
+                    inv_path.display()
+                );
+                return EXIT_USAGE;
+            }
+            Err(e) => {
+                eprintln!("ERROR! --limit {l:?}: {e}");
+                return EXIT_USAGE;
+            }
+        }
+    }
     let registry: Arc<Vec<Box<dyn modules::Module>>> = Arc::new(modules::registry());
     let reporter = Arc::new(Reporter::new(cli.json, cli.verbose, cli.diff));
     let rt = match tokio::runtime::Builder::new_multi_thread()

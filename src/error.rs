@@ -5,6 +5,19 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// `./a/./b` → `a/b`: paths as a person would write them (`..` is kept).
+pub fn tidy_path(p: &Path) -> PathBuf {
+    let out: PathBuf = p
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect();
+    if out.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        out
+    }
+}
+
 /// One loaded source file, shared by every node parsed from it.
 #[derive(Debug)]
 pub struct SourceFile {

@@ -59,7 +59,14 @@ pub struct TaskOpts {
     /// `async:` seconds the task may run; with `poll: 0` it runs in the background (src/jobs.rs).
     pub async_: Option<Value>,
     pub poll: Option<Value>,
+    /// How many dynamic includes led to this task (bounded: an include of itself must fail,
+    /// not overflow the stack).
+    pub include_depth: usize,
 }
+
+/// The deepest chain of dynamic includes hfplay follows (Ansible has no limit and recurses
+/// until Python's stack gives out).
+pub const MAX_INCLUDE_DEPTH: usize = 64;
 
 #[derive(Debug, Clone)]
 pub enum Action {
@@ -1223,7 +1230,7 @@ impl Loader<'_> {
                         self.task_list(&inner, &sub, &TaskOpts::default())?;
                     }
                 }
-                let path = ctx.resolve_tasks_file(&file);
+                let path = crate::error::tidy_path(&ctx.resolve_tasks_file(&file));
                 Action::IncludeTasks {
                     file: path.to_string_lossy().into_owned(),
                 }

@@ -169,10 +169,17 @@ impl Reporter {
             Some(d) => format!("[{host} -> {d}]"),
             None => format!("[{host}]"),
         };
+        // A no_log loop item may be the secret itself: shown as Ansible shows it.
         let item = r
             .item
             .as_ref()
-            .map(|i| format!(" => (item={i})"))
+            .map(|i| {
+                if r.no_log {
+                    " => (item=None)".to_string()
+                } else {
+                    format!(" => (item={i})")
+                }
+            })
             .unwrap_or_default();
         let detail = |r: &HostResult| -> String {
             if r.no_log {

@@ -860,6 +860,18 @@ impl Runner {
             inherit.when.clear();
             inherit.register = None;
             inherit.vars.clear();
+            inherit.include_depth += 1;
+            if inherit.include_depth > playbook::MAX_INCLUDE_DEPTH {
+                let e = format!(
+                    "{key}: includes nested more than {} deep (does a file include itself?)",
+                    playbook::MAX_INCLUDE_DEPTH
+                );
+                for h in &group_hosts {
+                    self.fail_host(h, task, &e);
+                    failed.insert(h.clone());
+                }
+                continue;
+            }
             let loaded = if let Some(rest) = key.strip_prefix("role:") {
                 let (name, tasks_from) = rest.rsplit_once(':').unwrap_or((rest, "main"));
                 playbook::load_role_tasks(&self.loader(), name, tasks_from, &task.loc, &inherit)
@@ -873,7 +885,7 @@ impl Runner {
                 let path = if path.is_absolute() {
                     path
                 } else {
-                    self.pb.dir.join(path)
+                    crate::error::tidy_path(&self.pb.dir.join(path))
                 };
                 playbook::load_task_file(&self.loader(), &path, task.role.clone(), &inherit)
             };
@@ -1342,12 +1354,23 @@ impl Runner {
         _label: Option<String>,
         no_log: bool,
     ) -> (Value, Status) {
-        let err = |msg: String| {
-            (
-                json!({"failed": true, "msg": located(task, host, &msg)}),
-                Status::Failed,
-            )
+        let failure = |msg: &str, ignored: bool| {
+            let mut r = json!({"failed": true, "msg": located(task, host, msg)});
+            if ignored {
+                r["__ignore_errors"] = json!(true);
+            }
+            (r, Status::Failed)
         };
+        let ignore_errors = match &task.opts.ignore_errors {
+            Some(v) => match self.templar.template_value(v, scope) {
+                Ok(v) => to_bool(&v).unwrap_or(false),
+                Err(e) => return failure(&e, false),
+            },
+            None => false,
+        };
+        // As in Ansible, ignore_errors also covers a task that fails before its action runs
+        // (an undefined variable in `when`, a bad argument).
+        let err = |msg: String| failure(&msg, ignore_errors);
         match self.conditions_hold(&task.opts.when, scope) {
             Ok(true) => {}
             Ok(false) => {
@@ -1358,13 +1381,6 @@ impl Runner {
             }
             Err(e) => return err(e),
         }
-        let ignore_errors = match &task.opts.ignore_errors {
-            Some(v) => match self.templar.template_value(v, scope) {
-                Ok(v) => to_bool(&v).unwrap_or(false),
-                Err(e) => return err(e),
-            },
-            None => false,
-        };
         let retries = match &task.opts.until {
             Some(_) => match task
                 .opts

@@ -163,7 +163,7 @@ pub fn parse_str(path: &Path, text: String) -> LoadResult<Node> {
 
 fn parse_with(path: &Path, text: String, strict_keys: bool) -> LoadResult<Node> {
     let file = Arc::new(SourceFile {
-        path: path.to_path_buf(),
+        path: crate::error::tidy_path(path),
         text,
     });
     let mut builder = Builder {

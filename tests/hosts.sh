@@ -7,7 +7,8 @@
 # usage: tests/hosts.sh up           start (or repair) the hosts, write the inventory; idempotent
 #        tests/hosts.sh down         remove the containers and the network
 #        tests/hosts.sh status       exit 0 if every host is running and the inventory exists
-#        tests/hosts.sh down-after PID   wait until process PID exits, then `down` (test cleanup)
+#        tests/hosts.sh down-after PID   wait until process PID exits and no test binary uses
+#                                        the hosts (in-use.lock), then `down` (test cleanup)
 # env:   HFT_HOSTS=n (default 4, max 9)
 # Prints nothing on stdout except, for `up`, the inventory path (last line). The inventory is
 # .cache/test-hosts/hosts.ini (group `hft`, root login with the project key, the hosts' real
@@ -172,6 +173,8 @@ case "${1:-}" in
   down-after)
     pid=${2:?usage: tests/hosts.sh down-after PID}
     while kill -0 "$pid" 2>/dev/null; do sleep 0.5; done
+    # Test binaries hold in-use.lock shared while they use the hosts (tests/support/mod.rs).
+    mkdir -p "$T_DIR"; exec 9>"$T_DIR/in-use.lock"; flock -x 9
     down ;;
   *) echo "usage: $0 up|down|status|down-after PID" >&2; exit 2 ;;
 esac

@@ -24,6 +24,10 @@ T_UP=$(secs "$t"); pass "cluster up in $T_UP s"
 
 step "deploy: hfplay playbooks/site.yml -i inventory/local"
 t=$(now)
+# Every command line of the machine (controller and every cluster host: containers share the
+# kernel) is sampled during the deploy; none may hold a secret (checked once the secrets exist).
+( while :; do ps -eww -o args=; sleep 0.1; done | awk '!seen[$0]++' > "$OUT/cmdlines.txt" ) &
+SAMPLER=$!
 # The task banners and anything not "ok"/"skipping" stream to the log as they happen, so a CI
 # log shows where a slow deploy is (hfplay prints "still running" lines for long tasks).
 set +o pipefail
@@ -32,6 +36,23 @@ set +o pipefail
 rc=${PIPESTATUS[0]}; set -o pipefail
 [ "$rc" = 0 ] || fail "deploy exited $rc (log: $OUT/deploy.log)"
 T_DEPLOY=$(secs "$t"); pass "deployed in $T_DEPLOY s"
+
+step "no secret on any command line during the deploy"
+kill "$SAMPLER" 2>/dev/null; pkill -P "$SAMPLER" 2>/dev/null || true; wait "$SAMPLER" 2>/dev/null || true
+SECRETS_LIST=$(mktemp); chmod 600 "$SECRETS_LIST"
+for f in "$INVENTORY_DIR"/.secrets/*; do
+  cat "$f"; echo
+  [[ "$f" != *fernet* ]] || { tr -d '\n' < "$f" | base64 -w0 | tr '+/' '-_'; echo; }   # the key derived from it
+done | grep -v '^$' > "$SECRETS_LIST"
+n_secrets=$(wc -l < "$SECRETS_LIST"); n_lines=$(wc -l < "$OUT/cmdlines.txt")
+[ "$n_secrets" -ge 8 ] || fail "only $n_secrets secrets found under $INVENTORY_DIR/.secrets"
+[ "$n_lines" -ge 100 ] || fail "the sampler saw only $n_lines command lines"
+if grep -F -f "$SECRETS_LIST" "$OUT/cmdlines.txt" > "$OUT/leaks.txt"; then
+  rm -f "$SECRETS_LIST"
+  fail "secrets on command lines (the lines, masked): $(sed -E 's/[A-Za-z0-9]{16,}/<…>/g' "$OUT/leaks.txt" | head -5)"
+fi
+rm -f "$SECRETS_LIST"
+pass "$n_lines distinct command lines seen during the deploy, none holds one of $n_secrets secrets"
 
 step "redundancy"
 # Services restarted by the deploy's handlers need a while to come up (api-servers ~30 s,

@@ -48,8 +48,19 @@ pub fn hosts() -> Option<&'static Hosts> {
     }
 }
 
+/// Held (shared) for the life of the test binary: the cleanup watcher of whichever binary
+/// started the hosts takes it exclusively before removing them, so it waits for every other
+/// test binary still using them (cargo runs several in a row).
+static IN_USE: OnceLock<std::fs::File> = OnceLock::new();
+
 fn start_hosts() -> Result<Hosts, String> {
     let script = repo().join("tests/hosts.sh");
+    let dir = repo().join(".cache/test-hosts");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let lock = std::fs::File::create(dir.join("in-use.lock"))
+        .map_err(|e| format!("in-use.lock: {e}"))?;
+    lock.lock_shared().map_err(|e| format!("in-use.lock: {e}"))?;
+    let _ = IN_USE.set(lock);
     let already_up = Command::new(&script)
         .arg("status")
         .status()
