@@ -1323,6 +1323,9 @@ impl Loader<'_> {
                 };
                 let a = raw_args(m.free_form())?;
                 check_args(&a, m.arg_names())?;
+                if let Err(e) = modules::check_at_load(m, &a) {
+                    return fail(key_node, e);
+                }
                 Action::Module {
                     name: m.names()[0].to_string(),
                     args: a,

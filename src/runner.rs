@@ -737,20 +737,7 @@ impl Runner {
                         continue;
                     }
                     for (i, h) in handlers.iter().enumerate() {
-                        let qualified: Vec<String> = match &h.role {
-                            Some(r) => h
-                                .name
-                                .iter()
-                                .map(|n| format!("{} : {}", r.name, n))
-                                .collect(),
-                            None => vec![],
-                        };
-                        let hit = s.notified.iter().any(|n| {
-                            h.name.as_ref() == Some(n)
-                                || h.opts.listen.contains(n)
-                                || qualified.contains(n)
-                        });
-                        if hit {
+                        if s.notified.iter().any(|n| handler_answers(h, n)) {
                             targets[i].push(host.clone());
                         }
                     }
@@ -1274,9 +1261,30 @@ impl Runner {
         status: Status,
         looped: Option<()>,
         no_log: bool,
-        _ctx: &Arc<PlayCtx>,
+        ctx: &Arc<PlayCtx>,
     ) -> bool {
-        if looped.is_none() {
+        // A notify no handler answers fails the task, as in Ansible (handlers that dynamic
+        // includes bring are known by now; the static case already failed at load).
+        let unknown = if status == Status::Changed {
+            let handlers = lock(&ctx.handlers);
+            task.opts
+                .notify
+                .iter()
+                .find(|n| !handlers.iter().any(|h| handler_answers(h, n)))
+                .cloned()
+        } else {
+            None
+        };
+        let refused;
+        let was_refused = unknown.is_some();
+        let (res, status) = match unknown {
+            Some(n) => {
+                refused = json!({"failed": true, "msg": located(task, host, &format!("notify: no handler is named or listens to {n:?}"))});
+                (&refused, Status::Failed)
+            }
+            None => (res, status),
+        };
+        if looped.is_none() || was_refused {
             self.report_item(host, task, res, status, None, no_log);
         }
         let ignored = status == Status::Failed
@@ -1949,6 +1957,20 @@ fn failed_task_value(task: &Task) -> Value {
         Action::Meta(_) => "meta".into(),
     };
     json!({"name": task.display_name(), "action": action, "path": task.loc.to_string()})
+}
+
+/// Whether handler `h` answers a `notify: n` (its name, `role : name`, or a `listen` topic).
+fn handler_answers(h: &Task, n: &str) -> bool {
+    h.name.as_deref() == Some(n)
+        || h.opts.listen.iter().any(|l| l == n)
+        || match (&h.role, &h.name) {
+            (Some(r), Some(name)) => {
+                n.strip_prefix(r.name.as_str())
+                    .and_then(|x| x.strip_prefix(" : "))
+                    == Some(name.as_str())
+            }
+            _ => false,
+        }
 }
 
 /// A controller-side error as the user sees it: where the task is, which task, which host.

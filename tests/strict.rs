@@ -106,6 +106,31 @@ fn unknown_handler_empty_playbook_and_alias_bomb_are_load_errors() {
 }
 
 #[test]
+fn missing_required_argument_and_literal_wrong_type_fail_at_load() {
+    let Some(h) = hosts() else { return };
+    assert_refused_at_load(
+        h,
+        "missing_argument.yml",
+        "strictreq",
+        &[],
+        &[
+            "missing_argument.yml:8:7",
+            "missing required argument 'dest' for module 'copy'",
+        ],
+    );
+    assert_refused_at_load(
+        h,
+        "wrong_type.yml",
+        "stricttype",
+        &[],
+        &[
+            "wrong_type.yml:8:7",
+            "wait_for: expected an integer, got \"eighty\"",
+        ],
+    );
+}
+
+#[test]
 fn duplicate_keys_warn_with_both_lines_and_fail_with_strict() {
     let Some(h) = hosts() else { return };
     let tag = "strictdup";

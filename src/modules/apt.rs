@@ -306,6 +306,7 @@ const UPDATE_ATTEMPT_SECS: u64 = 60;
 
 #[async_trait]
 impl Module for Apt {
+    literal_params!("apt");
     fn names(&self) -> &'static [&'static str] {
         &["apt"]
     }

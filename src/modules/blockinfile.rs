@@ -242,6 +242,10 @@ pub struct BlockInFile;
 
 #[async_trait]
 impl Module for BlockInFile {
+    literal_params!("blockinfile");
+    fn required(&self) -> &'static [&'static [&'static str]] {
+        &[&["path", "dest", "destfile", "name"]]
+    }
     fn names(&self) -> &'static [&'static str] {
         &["blockinfile"]
     }

@@ -67,6 +67,7 @@ pub struct Shell;
 
 #[async_trait]
 impl Module for Command {
+    literal_params!("command");
     fn names(&self) -> &'static [&'static str] {
         &["command"]
     }
@@ -83,6 +84,7 @@ impl Module for Command {
 
 #[async_trait]
 impl Module for Shell {
+    literal_params!("shell");
     fn names(&self) -> &'static [&'static str] {
         &["shell"]
     }

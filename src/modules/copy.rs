@@ -112,6 +112,9 @@ pub struct Copy;
 
 #[async_trait]
 impl Module for Copy {
+    fn required(&self) -> &'static [&'static [&'static str]] {
+        &[&["dest"]]
+    }
     fn names(&self) -> &'static [&'static str] {
         &["copy"]
     }

@@ -485,6 +485,10 @@ pub struct File;
 
 #[async_trait]
 impl Module for File {
+    literal_params!("file");
+    fn required(&self) -> &'static [&'static [&'static str]] {
+        &[&["path", "dest", "name"]]
+    }
     fn names(&self) -> &'static [&'static str] {
         &["file"]
     }

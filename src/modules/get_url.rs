@@ -221,6 +221,10 @@ pub struct GetUrl;
 
 #[async_trait]
 impl Module for GetUrl {
+    literal_params!("get_url");
+    fn required(&self) -> &'static [&'static [&'static str]] {
+        &[&["url"], &["dest"]]
+    }
     fn names(&self) -> &'static [&'static str] {
         &["get_url"]
     }

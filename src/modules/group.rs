@@ -103,6 +103,10 @@ pub struct Group;
 
 #[async_trait]
 impl Module for Group {
+    literal_params!("group");
+    fn required(&self) -> &'static [&'static [&'static str]] {
+        &[&["name"]]
+    }
     fn names(&self) -> &'static [&'static str] {
         &["group"]
     }

@@ -399,6 +399,10 @@ pub struct LineInFile;
 
 #[async_trait]
 impl Module for LineInFile {
+    literal_params!("lineinfile");
+    fn required(&self) -> &'static [&'static [&'static str]] {
+        &[&["path", "dest", "destfile", "name"]]
+    }
     fn names(&self) -> &'static [&'static str] {
         &["lineinfile"]
     }

@@ -16,6 +16,18 @@ use thiserror::Error;
 
 use crate::connection::{Become, ConnError, ExecResult, HostConn};
 
+/// `check_literal` for a module whose arguments deserialize straight into its `Params`.
+macro_rules! literal_params {
+    ($name:literal) => {
+        fn check_literal(
+            &self,
+            args: &$crate::modules::Args,
+        ) -> Result<(), $crate::modules::ModuleError> {
+            $crate::modules::parse::<Params>($name, args).map(|_| ())
+        }
+    };
+}
+
 pub mod apt;
 pub mod args;
 pub mod blockinfile;
@@ -160,8 +172,52 @@ pub trait Module: Send + Sync {
     fn free_form(&self) -> bool {
         false
     }
+    /// Groups of argument names of which one must be given (a name and its aliases).
+    fn required(&self) -> &'static [&'static [&'static str]] {
+        &[]
+    }
+    /// Checks the arguments against the typed parameters; called when a task loads if none of
+    /// its argument values is templated (so a type error fails before any host changes).
+    fn check_literal(&self, _args: &Args) -> Result<(), ModuleError> {
+        Ok(())
+    }
     /// Runs with templated arguments.
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError>;
+}
+
+/// What can be known of a task's arguments when it loads: required ones present, and, where
+/// nothing is templated, values of the types the module takes.
+pub fn check_at_load(m: &dyn Module, args: &Args) -> Result<(), String> {
+    let module = m.names()[0];
+    for group in m.required() {
+        if !group
+            .iter()
+            .any(|k| args.get(*k).is_some_and(|v| !v.is_null()))
+        {
+            return Err(match group {
+                [one] => format!("missing required argument '{one}' for module '{module}'"),
+                _ => format!(
+                    "missing required argument '{}' (or an alias: {}) for module '{module}'",
+                    group[0],
+                    group[1..].join(", ")
+                ),
+            });
+        }
+    }
+    fn templated(v: &Value) -> bool {
+        match v {
+            Value::String(s) => crate::template::is_template(s),
+            Value::Array(a) => a.iter().any(templated),
+            Value::Object(m) => m
+                .iter()
+                .any(|(k, v)| crate::template::is_template(k) || templated(v)),
+            _ => false,
+        }
+    }
+    if !args.values().any(templated) {
+        m.check_literal(args).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// All native modules.

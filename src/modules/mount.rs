@@ -190,6 +190,10 @@ pub struct Mount;
 
 #[async_trait]
 impl Module for Mount {
+    literal_params!("mount");
+    fn required(&self) -> &'static [&'static [&'static str]] {
+        &[&["path", "name"], &["state"]]
+    }
     fn names(&self) -> &'static [&'static str] {
         &["mount"]
     }

@@ -259,6 +259,7 @@ pub struct Pip;
 
 #[async_trait]
 impl Module for Pip {
+    literal_params!("pip");
     fn names(&self) -> &'static [&'static str] {
         &["pip"]
     }

@@ -392,6 +392,7 @@ pub struct Setup;
 
 #[async_trait]
 impl Module for Setup {
+    literal_params!("setup");
     fn names(&self) -> &'static [&'static str] {
         &["setup", "gather_facts"]
     }

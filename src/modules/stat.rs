@@ -192,6 +192,10 @@ pub struct Stat;
 
 #[async_trait]
 impl Module for Stat {
+    literal_params!("stat");
+    fn required(&self) -> &'static [&'static [&'static str]] {
+        &[&["path", "dest", "name"]]
+    }
     fn names(&self) -> &'static [&'static str] {
         &["stat"]
     }

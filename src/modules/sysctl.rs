@@ -131,6 +131,10 @@ pub struct Sysctl;
 
 #[async_trait]
 impl Module for Sysctl {
+    literal_params!("sysctl");
+    fn required(&self) -> &'static [&'static [&'static str]] {
+        &[&["name", "key"]]
+    }
     fn names(&self) -> &'static [&'static str] {
         &["sysctl"]
     }

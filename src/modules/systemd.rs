@@ -354,6 +354,7 @@ pub struct Service;
 
 #[async_trait]
 impl Module for Systemd {
+    literal_params!("systemd");
     fn names(&self) -> &'static [&'static str] {
         &["systemd", "systemd_service"]
     }
@@ -408,6 +409,9 @@ impl Module for Systemd {
 
 #[async_trait]
 impl Module for Service {
+    fn required(&self) -> &'static [&'static [&'static str]] {
+        &[&["name"]]
+    }
     fn names(&self) -> &'static [&'static str] {
         &["service"]
     }

@@ -121,6 +121,9 @@ pub fn apply_newlines(text: &str, seq: Option<&str>) -> Result<String, String> {
 
 #[async_trait]
 impl Module for Template {
+    fn required(&self) -> &'static [&'static [&'static str]] {
+        &[&["src"], &["dest"]]
+    }
     fn names(&self) -> &'static [&'static str] {
         &["template"]
     }

@@ -221,6 +221,10 @@ pub struct Unarchive;
 
 #[async_trait]
 impl Module for Unarchive {
+    literal_params!("unarchive");
+    fn required(&self) -> &'static [&'static [&'static str]] {
+        &[&["src"], &["dest"]]
+    }
     fn names(&self) -> &'static [&'static str] {
         &["unarchive"]
     }

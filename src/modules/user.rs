@@ -343,6 +343,10 @@ pub struct User;
 
 #[async_trait]
 impl Module for User {
+    literal_params!("user");
+    fn required(&self) -> &'static [&'static [&'static str]] {
+        &[&["name"]]
+    }
     fn names(&self) -> &'static [&'static str] {
         &["user"]
     }

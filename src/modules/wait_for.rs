@@ -176,6 +176,7 @@ pub struct WaitFor;
 
 #[async_trait]
 impl Module for WaitFor {
+    literal_params!("wait_for");
     fn names(&self) -> &'static [&'static str] {
         &["wait_for"]
     }

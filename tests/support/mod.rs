@@ -57,9 +57,10 @@ fn start_hosts() -> Result<Hosts, String> {
     let script = repo().join("tests/hosts.sh");
     let dir = repo().join(".cache/test-hosts");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let lock = std::fs::File::create(dir.join("in-use.lock"))
+    let lock =
+        std::fs::File::create(dir.join("in-use.lock")).map_err(|e| format!("in-use.lock: {e}"))?;
+    lock.lock_shared()
         .map_err(|e| format!("in-use.lock: {e}"))?;
-    lock.lock_shared().map_err(|e| format!("in-use.lock: {e}"))?;
     let _ = IN_USE.set(lock);
     let already_up = Command::new(&script)
         .arg("status")
