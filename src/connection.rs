@@ -142,10 +142,9 @@ impl HostConn {
             .map_err(|e| ConnError::Unreachable(format!("cannot write ssh config: {e}")))?;
         builder.config_file(&cfg_path);
         builder.control_directory(config_dir.path());
-        let session = builder
-            .connect_mux(&spec.address)
-            .await
-            .map_err(|e| ConnError::Unreachable(connect_error(&spec, &flatten_err(&e))))?;
+        let session = builder.connect_mux(&spec.address).await.map_err(|e| {
+            ConnError::Unreachable(connect_error(&spec, &crate::error::error_chain(&e)))
+        })?;
         let login_user = spec.user.clone().unwrap_or_else(|| "root".into());
         Ok(HostConn {
             spec,
@@ -246,7 +245,11 @@ impl HostConn {
     }
 
     fn unreachable(&self, e: openssh::Error) -> ConnError {
-        ConnError::Unreachable(format!("{}: {}", self.spec.address, flatten_err(&e)))
+        ConnError::Unreachable(format!(
+            "{}: {}",
+            self.spec.address,
+            crate::error::error_chain(&e)
+        ))
     }
 
     pub async fn close(self) {
@@ -309,20 +312,6 @@ fn connect_error(spec: &ConnSpec, detail: &str) -> String {
     }
 }
 
-fn flatten_err(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let t = inner.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = inner.source();
-    }
-    s.trim().to_string()
-}
-
 /// Single-quotes `s` for a POSIX shell.
 pub fn quote(s: &str) -> String {
     if !s.is_empty()
@@ -346,14 +335,18 @@ mod tests {
         assert_eq!(quote(""), "''");
     }
 
-    #[tokio::test]
-    async fn local_run_with_env_and_stdin() {
-        let conn = HostConn::open(ConnSpec {
+    async fn local() -> HostConn {
+        HostConn::open(ConnSpec {
             local: true,
             ..Default::default()
         })
         .await
-        .unwrap();
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn local_run_with_env_and_stdin() {
+        let conn = local().await;
         let mut env = BTreeMap::new();
         env.insert("GREETING".to_string(), "hi there".to_string());
         let r = conn
@@ -371,12 +364,7 @@ mod tests {
 
     #[tokio::test]
     async fn secrets_never_reach_the_command_line() {
-        let conn = HostConn::open(ConnSpec {
-            local: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        let conn = local().await;
         let mut env = BTreeMap::new();
         env.insert("PW".to_string(), "s3cret-env".to_string());
         let become_ = Become {

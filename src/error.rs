@@ -5,6 +5,21 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// An error and its sources in one line (`a: b: c`), each cause named once.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let t = inner.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = inner.source();
+    }
+    s.trim().to_string()
+}
+
 /// `./a/./b` → `a/b`: paths as a person would write them (`..` is kept).
 pub fn tidy_path(p: &Path) -> PathBuf {
     let out: PathBuf = p

@@ -187,21 +187,7 @@ pub fn to_json(v: &MjValue) -> Result<Value, String> {
     if v.is_undefined() {
         return Err("undefined value".into());
     }
-    serde_json::to_value(v).map_err(|e| flatten(&e))
-}
-
-fn flatten(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let t = inner.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = inner.source();
-    }
-    s
+    serde_json::to_value(v).map_err(|e| crate::error::error_chain(&e))
 }
 
 /// Whether a string holds template syntax at all (most values do not: skip the engine).
