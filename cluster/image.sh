@@ -75,6 +75,8 @@ if [ "$FORCE" = 1 ] || ! image_exists "$BASE"; then
   fi
   chroot "$ROOTFS" update-ca-certificates >/dev/null
   install -m 0644 "$CLUSTER_DIR/image/pip.conf" "$ROOTFS/etc/pip.conf"
+  install -m 0644 "$CLUSTER_DIR/image/dpkg-local.cfg" "$ROOTFS/etc/dpkg/dpkg.cfg.d/heirflow-local"
+  install -m 0644 "$CLUSTER_DIR/image/apt-local.conf" "$ROOTFS/etc/apt/apt.conf.d/90heirflow-local"
   # per-container SSH host keys, generated at boot
   rm -f "$ROOTFS"/etc/ssh/ssh_host_*
   install -D -m 0644 "$CLUSTER_DIR/image/ssh-hostkeys.conf" "$ROOTFS/etc/systemd/system/ssh.service.d/10-heirflow-hostkeys.conf"

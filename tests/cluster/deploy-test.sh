@@ -133,7 +133,7 @@ d = json.load(open(sys.argv[1]))
 for p in d["plays"]:
     for t in p["tasks"]:
         for h, r in t["hosts"].items():
-            if isinstance(r, dict) and (r.get("changed") or r.get("failed")):
+            if isinstance(r, dict) and (r.get("changed") or r.get("failed") or r.get("status") in ("changed", "failed")):
                 print("  changed/failed:", h, "|", t["task"])
 PY
     fail "$2: hosts with changes or failures: $bad"
