@@ -200,7 +200,8 @@ const KEYWORDS: &[&str] = &[
     "and", "or", "not", "in", "is", "if", "else", "true", "false", "none", "True", "False", "None",
 ];
 
-/// One step of a chain: `.name`, `['key']`, `["key"]` or `[3]`; returns (key literal, end).
+/// One step of a chain: `.name` or `[key]`, where the key is any expression (a literal, a
+/// variable: `hostvars[h]`); returns (the key as an argument expression, end).
 fn segment_at(b: &[u8], src: &str, i: usize) -> Option<(String, usize)> {
     if i >= b.len() {
         return None;
@@ -210,23 +211,29 @@ fn segment_at(b: &[u8], src: &str, i: usize) -> Option<(String, usize)> {
         return Some((format!("'{}'", &src[i + 1..end]), end));
     }
     if b[i] == b'[' {
-        let j = skip_ws(b, i + 1);
-        let (lit, after) = if j < b.len() && (b[j] == b'\'' || b[j] == b'"') {
-            let end = skip_string(b, j);
-            (src[j..end].to_string(), end)
-        } else {
-            let mut k = j;
-            while k < b.len() && b[k].is_ascii_digit() {
-                k += 1;
+        // The matching `]`, past nested brackets and string literals.
+        let (mut depth, mut slice) = (0usize, false);
+        let mut k = i + 1;
+        while k < b.len() {
+            match b[k] {
+                b':' if depth == 0 => slice = true,
+                b'\'' | b'"' => {
+                    k = skip_string(b, k);
+                    continue;
+                }
+                b'[' | b'(' | b'{' => depth += 1,
+                b']' if depth == 0 => {
+                    let key = src[i + 1..k].trim();
+                    // `a[1:3]` is a slice, not a key.
+                    if key.is_empty() || slice {
+                        return None;
+                    }
+                    return Some((key.to_string(), k + 1));
+                }
+                b']' | b')' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
             }
-            if k == j {
-                return None; // a dynamic subscript: not a literal chain
-            }
-            (src[j..k].to_string(), k)
-        };
-        let k = skip_ws(b, after);
-        if k < b.len() && b[k] == b']' {
-            return Some((lit, k + 1));
+            k += 1;
         }
     }
     None
@@ -303,6 +310,14 @@ mod tests {
             "not __hfplay_chain(a, 'b') is defined and __hfplay_chain(c, 'd') is not undefined"
         );
         assert_eq!(
+            rewrite_expr("hostvars[h].ip | default(h)"),
+            "__hfplay_chain(hostvars, h, 'ip') | default(h)"
+        );
+        assert_eq!(
+            rewrite_expr("m[x['k:1']].v is defined"),
+            "__hfplay_chain(m, x['k:1'], 'v') is defined"
+        );
+        assert_eq!(
             rewrite_expr("a.b | mandatory"),
             "__hfplay_chain(a, 'b') | mandatory"
         );
@@ -315,7 +330,7 @@ mod tests {
             "a | default(1)",
             "a.b | lower",
             "'a.b | default(1)'",
-            "a[k] | default(1)",
+            "a[1:2] | default(1)",
             "a.items() | default(1)",
             "x.y | defaultdict",
             "a.b is definedness",
