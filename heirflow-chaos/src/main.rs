@@ -7,6 +7,7 @@
 
 mod invariants;
 mod ledger;
+mod ledger_server;
 mod schedule;
 mod timeline;
 
@@ -52,6 +53,12 @@ enum Cmd {
         gap: f64,
         #[arg(long)]
         json: bool,
+    },
+    /// Serve the ledger endpoint (`POST /event`, one JSON line each), appending to FILE.
+    LedgerServe {
+        #[arg(long, default_value = "0.0.0.0:7480")]
+        listen: String,
+        file: PathBuf,
     },
     /// Summarise a ledger: executions, tries that ran twice, unfinished executions.
     Ledger { file: PathBuf },
@@ -192,6 +199,12 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 print_schedule(&faults);
             }
+        }
+        Cmd::LedgerServe { listen, file } => {
+            let listener = std::net::TcpListener::bind(&listen)
+                .with_context(|| format!("listening on {listen}"))?;
+            eprintln!("ledger: POST http://{listen}/event -> {}", file.display());
+            ledger_server::serve(listener, &file).map_err(anyhow::Error::msg)?;
         }
         Cmd::Ledger { file } => {
             let events = ledger::load(&file).map_err(anyhow::Error::msg)?;
