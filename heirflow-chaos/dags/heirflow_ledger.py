@@ -5,8 +5,10 @@ controller (outside every component under test): a `start` line when it begins, 
 when its work is done, each with (dag, run, task, try, host, time, uid). The uid is drawn by the
 execution, so two executions of one try are told apart even if neither finished.
 
-Variables: HEIRFLOW_LEDGER_URL (e.g. http://172.30.0.1:7480/event), HEIRFLOW_LEDGER_TASKS (40),
-HEIRFLOW_LEDGER_SECONDS (6: each task's work).
+The endpoint comes with each run: `airflow dags trigger heirflow_ledger --conf
+'{"ledger_url": "http://172.30.0.1:7480/event"}'` (the environment's HEIRFLOW_LEDGER_URL
+otherwise). HEIRFLOW_LEDGER_TASKS (40) and HEIRFLOW_LEDGER_SECONDS (6, each task's work) are
+read where the DAG file is parsed.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ TASKS = int(os.environ.get("HEIRFLOW_LEDGER_TASKS", "40"))
 SECONDS = float(os.environ.get("HEIRFLOW_LEDGER_SECONDS", "6"))
 
 
-def record(phase: str, ti, uid: str) -> None:
+def record(phase: str, ti, uid: str, url: str) -> None:
     line = {
         "phase": phase,
         "dag": ti.dag_id,
@@ -38,7 +40,7 @@ def record(phase: str, ti, uid: str) -> None:
         "uid": uid,
     }
     req = urllib.request.Request(
-        LEDGER_URL,
+        url,
         data=json.dumps(line).encode(),
         headers={"Content-Type": "application/json"},
         method="POST",
@@ -62,10 +64,11 @@ with DAG(
     @task
     def work(n: int, **context) -> int:
         ti = context["ti"]
+        url = (context["dag_run"].conf or {}).get("ledger_url", LEDGER_URL)
         uid = uuid.uuid4().hex
-        record("start", ti, uid)
+        record("start", ti, uid, url)
         time.sleep(SECONDS)
-        record("end", ti, uid)
+        record("end", ti, uid, url)
         return n
 
     for i in range(TASKS):
