@@ -5,6 +5,7 @@
 //! the local cluster (applying the faults, the workload DAGs, the DB writer, the leases) comes
 //! next; every piece here is a pure function of what such a run records.
 
+mod faults;
 mod invariants;
 mod ledger;
 mod ledger_server;
@@ -53,6 +54,23 @@ enum Cmd {
         gap: f64,
         #[arg(long)]
         json: bool,
+    },
+    /// Apply one fault to a host of the local cluster, hold it, heal it.
+    Fault {
+        #[arg(long)]
+        host: String,
+        /// kill9, crash, freeze, partition or netem.
+        #[arg(long)]
+        kind: String,
+        /// For kill9: the systemd unit.
+        #[arg(long)]
+        unit: Option<String>,
+        /// Seconds between apply and heal (ignored for kill9).
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// The hosts' Docker network.
+        #[arg(long, default_value = "heirflow")]
+        network: String,
     },
     /// Serve the ledger endpoint (`POST /event`, one JSON line each), appending to FILE.
     LedgerServe {
@@ -199,6 +217,45 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 print_schedule(&faults);
             }
+        }
+        Cmd::Fault {
+            host,
+            kind,
+            unit,
+            duration,
+            network,
+        } => {
+            let kind =
+                FaultKind::parse(&kind).with_context(|| format!("unknown fault kind {kind:?}"))?;
+            let f = Fault {
+                at_s: 0.0,
+                duration_s: if kind == FaultKind::Kill9 {
+                    0.0
+                } else {
+                    duration
+                },
+                host,
+                kind,
+                unit,
+            };
+            let cluster = faults::Cluster { network };
+            let t = std::time::Instant::now();
+            let memo = faults::apply(&cluster, &f).map_err(anyhow::Error::msg)?;
+            println!(
+                "{} {}: applied in {:.2} s",
+                f.kind.name(),
+                f.host,
+                t.elapsed().as_secs_f64()
+            );
+            std::thread::sleep(std::time::Duration::from_secs_f64(f.duration_s));
+            let t = std::time::Instant::now();
+            faults::heal(&cluster, &f, memo.as_deref()).map_err(anyhow::Error::msg)?;
+            println!(
+                "{} {}: healed in {:.2} s",
+                f.kind.name(),
+                f.host,
+                t.elapsed().as_secs_f64()
+            );
         }
         Cmd::LedgerServe { listen, file } => {
             let listener = std::net::TcpListener::bind(&listen)
