@@ -8,8 +8,6 @@ use crate::connection::HostKeyPolicy;
 
 #[derive(Debug, Clone, Default)]
 pub struct Config {
-    /// The file the settings came from, if any (for error messages).
-    pub file: Option<PathBuf>,
     /// `[defaults] roles_path` (colon-separated).
     pub roles_path: Vec<PathBuf>,
     /// `[defaults] host_key_checking` / `ANSIBLE_HOST_KEY_CHECKING`; `None` = not set.
@@ -43,10 +41,7 @@ impl Config {
 
     /// Parses the INI text of an `ansible.cfg` (only `[defaults]` matters to hfplay).
     pub fn parse(text: &str, path: &Path) -> Result<Config, String> {
-        let mut cfg = Config {
-            file: Some(path.to_path_buf()),
-            ..Config::default()
-        };
+        let mut cfg = Config::default();
         let mut section = String::new();
         for (n, raw) in text.lines().enumerate() {
             let line = raw.trim();

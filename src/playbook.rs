@@ -125,6 +125,20 @@ pub struct Task {
 }
 
 impl Task {
+    /// Whether this handler answers `notify: n`: its name, `role : name`, or a `listen` topic.
+    pub fn answers_notify(&self, n: &str) -> bool {
+        self.name.as_deref() == Some(n)
+            || self.opts.listen.iter().any(|l| l == n)
+            || match (&self.role, &self.name) {
+                (Some(r), Some(name)) => {
+                    n.strip_prefix(r.name.as_str())
+                        .and_then(|x| x.strip_prefix(" : "))
+                        == Some(name.as_str())
+                }
+                _ => false,
+            }
+    }
+
     /// The name shown in output: `role : name`, or the module and its main argument.
     pub fn display_name(&self) -> String {
         let base = match (&self.name, &self.action) {
@@ -207,26 +221,20 @@ fn check_notify(play: &Play) -> LoadResult<()> {
     if tasks.iter().chain(handlers.iter()).any(dynamic) {
         return Ok(());
     }
-    let mut known: BTreeSet<String> = BTreeSet::new();
-    for h in &handlers {
-        if let Some(n) = &h.name {
-            known.insert(n.clone());
-            if let Some(r) = &h.role {
-                known.insert(format!("{} : {}", r.name, n));
-            }
-        }
-        known.extend(h.opts.listen.iter().cloned());
-    }
     for t in tasks.iter().chain(handlers.iter()) {
         for n in &t.opts.notify {
-            if crate::template::is_template(n) || known.contains(n) {
+            if crate::template::is_template(n) || handlers.iter().any(|h| h.answers_notify(n)) {
                 continue;
             }
             let mut msg = format!(
                 "notify: no handler is named or listens to {n:?} (task {:?})",
                 t.display_name()
             );
-            if let Some(s) = suggest(n, known.iter().map(String::as_str)) {
+            let names = handlers
+                .iter()
+                .flat_map(|h| h.name.iter().chain(h.opts.listen.iter()))
+                .map(String::as_str);
+            if let Some(s) = suggest(n, names) {
                 msg.push_str(&format!("; did you mean {s:?}?"));
             }
             return Err(LocatedError::new(&t.loc, msg));

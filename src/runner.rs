@@ -737,7 +737,7 @@ impl Runner {
                         continue;
                     }
                     for (i, h) in handlers.iter().enumerate() {
-                        if s.notified.iter().any(|n| handler_answers(h, n)) {
+                        if s.notified.iter().any(|n| h.answers_notify(n)) {
                             targets[i].push(host.clone());
                         }
                     }
@@ -1270,7 +1270,7 @@ impl Runner {
             task.opts
                 .notify
                 .iter()
-                .find(|n| !handlers.iter().any(|h| handler_answers(h, n)))
+                .find(|n| !handlers.iter().any(|h| h.answers_notify(n)))
                 .cloned()
         } else {
             None
@@ -1957,20 +1957,6 @@ fn failed_task_value(task: &Task) -> Value {
         Action::Meta(_) => "meta".into(),
     };
     json!({"name": task.display_name(), "action": action, "path": task.loc.to_string()})
-}
-
-/// Whether handler `h` answers a `notify: n` (its name, `role : name`, or a `listen` topic).
-fn handler_answers(h: &Task, n: &str) -> bool {
-    h.name.as_deref() == Some(n)
-        || h.opts.listen.iter().any(|l| l == n)
-        || match (&h.role, &h.name) {
-            (Some(r), Some(name)) => {
-                n.strip_prefix(r.name.as_str())
-                    .and_then(|x| x.strip_prefix(" : "))
-                    == Some(name.as_str())
-            }
-            _ => false,
-        }
 }
 
 /// A controller-side error as the user sees it: where the task is, which task, which host.
