@@ -15,7 +15,7 @@ pub struct Cluster {
     pub network: String,
 }
 
-fn docker(args: &[&str]) -> Result<String, String> {
+pub fn docker(args: &[&str]) -> Result<String, String> {
     let out = Command::new("docker")
         .args(args)
         .output()

@@ -1,23 +1,27 @@
 //! `heirflow-chaos`: faults under running DAGs, and what must still hold (issue 10).
 //!
-//! Built so far: schedules (`plan`: from a seed, or the bounded CI set; one faulty host at a
-//! time), the ledger and its invariants (`ledger`), and the PNG timeline (`timeline`). Driving
-//! the local cluster (applying the faults, the workload DAGs, the DB writer, the leases) comes
-//! next; every piece here is a pure function of what such a run records.
+//! `run` drives a whole run on the local cluster (`src/run.rs`); the other subcommands are its
+//! pieces one at a time: schedules (`plan`), one fault (`fault`), the ledger endpoint and
+//! summary, the invariants of recorded observations (`check`) and the PNG timeline.
 
+mod airflow;
+mod cluster;
+mod db;
 mod faults;
 mod invariants;
 mod ledger;
 mod ledger_server;
+mod run;
 mod schedule;
 mod timeline;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+use cluster::Cluster;
 use schedule::{Fault, FaultKind, PlanSpec, Target};
 
 #[derive(Parser)]
@@ -31,27 +35,108 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// How a schedule is drawn: from a seed, or the bounded CI set.
+#[derive(clap::Args)]
+struct ScheduleArgs {
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Number of random faults (ignored with --bounded).
+    #[arg(long, default_value_t = 50)]
+    count: usize,
+    /// Fault kinds to draw from (comma-separated): kill9, crash, freeze, partition, netem.
+    #[arg(long, default_value = "kill9,crash,freeze,partition,netem")]
+    kinds: String,
+    /// Each kind once on each component class (the CI run).
+    #[arg(long)]
+    bounded: bool,
+    /// Healthy seconds between two faults.
+    #[arg(long, default_value_t = 30.0)]
+    gap: f64,
+    /// Only these component classes (comma-separated; all when empty).
+    #[arg(long, default_value = "")]
+    classes: String,
+}
+
+impl ScheduleArgs {
+    fn draw(&self, mut targets: Vec<Target>) -> Result<Vec<Fault>> {
+        let classes: Vec<&str> = self
+            .classes
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        if !classes.is_empty() {
+            if let Some(c) = classes.iter().find(|c| !cluster::CLASSES.contains(c)) {
+                bail!(
+                    "unknown component class {c:?} (one of {})",
+                    cluster::CLASSES.join(", ")
+                );
+            }
+            targets.retain(|t| classes.contains(&t.class.as_str()));
+        }
+        let kinds = parse_kinds(&self.kinds)?;
+        let faults = if self.bounded {
+            schedule::bounded(&targets, &kinds, 20.0, self.gap)
+        } else {
+            schedule::plan(
+                &PlanSpec {
+                    seed: self.seed,
+                    count: self.count,
+                    kinds,
+                    start_s: 20.0,
+                    gap_s: self.gap,
+                },
+                &targets,
+            )
+        }
+        .map_err(anyhow::Error::msg)?;
+        schedule::validate(&faults, &targets, false).map_err(anyhow::Error::msg)?;
+        Ok(faults)
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
+    /// A whole chaos run on the local cluster: workload, DB writer, lease watcher and the
+    /// schedule's faults; then the invariants (exit 1 when one fails), the figures per fault
+    /// and per component class, and the timeline.
+    Run {
+        /// Inventory directory (hosts.ini, group_vars/all.yml, .secrets/).
+        #[arg(short, long, default_value = "inventory/local")]
+        inventory: PathBuf,
+        #[command(flatten)]
+        schedule: ScheduleArgs,
+        /// A schedule file (JSON, as `plan --json` prints it) instead of drawing one.
+        #[arg(long, conflicts_with_all = ["seed", "bounded"])]
+        schedule_file: Option<PathBuf>,
+        /// Trigger a DAG run this often (seconds).
+        #[arg(long, default_value_t = 20.0)]
+        every: f64,
+        /// Keep triggering this long after the last heal (seconds).
+        #[arg(long, default_value_t = 30.0)]
+        tail: f64,
+        /// Wait at most this long for the DAG runs to end after the schedule (seconds).
+        #[arg(long, default_value_t = 900.0)]
+        settle: f64,
+        /// Output folder: report.json, observed.json, ledger.jsonl, schedule.json, timeline.png.
+        #[arg(short, long, default_value = "chaos-out")]
+        out: PathBuf,
+        /// Ledger endpoint port (on the cluster network's gateway address).
+        #[arg(long, default_value_t = 7480)]
+        port: u16,
+        #[arg(long, default_value = "heirflow")]
+        network: String,
+        /// The Docker volume holding the shared DAG folder.
+        #[arg(long, default_value = "heirflow-dags")]
+        dag_volume: String,
+    },
     /// Print a fault schedule for the hosts of an inventory.
     Plan {
-        /// INI inventory with the groups db, queue, scheduler, worker, web.
-        #[arg(short, long, default_value = "inventory/local/hosts.ini")]
+        /// Inventory directory or its hosts.ini.
+        #[arg(short, long, default_value = "inventory/local")]
         inventory: PathBuf,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Number of random faults (ignored with --bounded).
-        #[arg(long, default_value_t = 50)]
-        count: usize,
-        /// Fault kinds to draw from (comma-separated): kill9, crash, freeze, partition, netem.
-        #[arg(long, default_value = "kill9,crash,freeze,partition,netem")]
-        kinds: String,
-        /// Each kind once on each component class (the CI run).
-        #[arg(long)]
-        bounded: bool,
-        /// Healthy seconds between two faults.
-        #[arg(long, default_value_t = 30.0)]
-        gap: f64,
+        #[command(flatten)]
+        schedule: ScheduleArgs,
         #[arg(long)]
         json: bool,
     },
@@ -105,57 +190,6 @@ enum Cmd {
     },
 }
 
-/// The systemd units a `kill9` may pick on a host of each class.
-fn units_of(class: &str) -> Vec<String> {
-    let u: &[&str] = match class {
-        "db" => &["postgresql@17-main", "heir-db"],
-        "queue" => &["rabbitmq-server"],
-        "scheduler" => &[
-            "airflow-scheduler",
-            "airflow-dag-processor",
-            "airflow-triggerer",
-            "airflow-api-server",
-        ],
-        "worker" => &["airflow-worker"],
-        "web" => &["airflow-api-server", "airflow-flower"],
-        _ => &[],
-    };
-    u.iter().map(|s| s.to_string()).collect()
-}
-
-/// The fault targets of an INI inventory: hosts of the component groups, in file order.
-fn targets(inventory: &Path) -> Result<Vec<Target>> {
-    let text = std::fs::read_to_string(inventory)
-        .with_context(|| format!("reading the inventory {}", inventory.display()))?;
-    let mut out = Vec::new();
-    let mut group = String::new();
-    for line in text.lines().map(str::trim) {
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        if let Some(g) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            group = g.to_string();
-            continue;
-        }
-        if ["db", "queue", "scheduler", "worker", "web"].contains(&group.as_str()) {
-            if let Some(host) = line.split_whitespace().next() {
-                out.push(Target {
-                    host: host.to_string(),
-                    class: group.clone(),
-                    units: units_of(&group),
-                });
-            }
-        }
-    }
-    if out.is_empty() {
-        bail!(
-            "{}: no host in the groups db, queue, scheduler, worker, web",
-            inventory.display()
-        );
-    }
-    Ok(out)
-}
-
 fn parse_kinds(s: &str) -> Result<Vec<FaultKind>> {
     s.split(',')
         .map(str::trim)
@@ -185,33 +219,52 @@ fn print_schedule(faults: &[Fault]) {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
+        Cmd::Run {
+            inventory,
+            schedule,
+            schedule_file,
+            every,
+            tail,
+            settle,
+            out,
+            port,
+            network,
+            dag_volume,
+        } => {
+            let cluster = Cluster::load(&inventory)?;
+            let faults = match schedule_file {
+                Some(p) => {
+                    let text = std::fs::read_to_string(&p)
+                        .with_context(|| format!("reading {}", p.display()))?;
+                    let f: Vec<Fault> = serde_json::from_str(&text)
+                        .with_context(|| format!("{}: not a schedule", p.display()))?;
+                    schedule::validate(&f, &cluster.targets(), false)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+                    f
+                }
+                None => schedule.draw(cluster.targets())?,
+            };
+            let pass = run::run(run::RunSpec {
+                cluster,
+                faults,
+                out,
+                network,
+                dag_volume,
+                every_s: every,
+                tail_s: tail,
+                settle_s: settle,
+                port,
+            })?;
+            if !pass {
+                bail!("an invariant failed");
+            }
+        }
         Cmd::Plan {
             inventory,
-            seed,
-            count,
-            kinds,
-            bounded,
-            gap,
+            schedule,
             json,
         } => {
-            let targets = targets(&inventory)?;
-            let kinds = parse_kinds(&kinds)?;
-            let faults = if bounded {
-                schedule::bounded(&targets, &kinds, 20.0, gap)
-            } else {
-                schedule::plan(
-                    &PlanSpec {
-                        seed,
-                        count,
-                        kinds,
-                        start_s: 20.0,
-                        gap_s: gap,
-                    },
-                    &targets,
-                )
-            }
-            .map_err(anyhow::Error::msg)?;
-            schedule::validate(&faults, &targets, false).map_err(anyhow::Error::msg)?;
+            let faults = schedule.draw(Cluster::load(&inventory)?.targets())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&faults)?);
             } else {

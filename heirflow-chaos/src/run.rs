@@ -1,0 +1,668 @@
+//! A whole chaos run on the local cluster: the ledger endpoint, the workload (ledger DAG runs
+//! triggered at a steady pace through any api-server), the DB writer and the lease watcher run
+//! while the schedule's faults are applied and healed one after another; then the runner waits
+//! for every DAG run to end, checks the invariants, and writes what it saw (`report.json`,
+//! `observed.json`, the ledger, the schedule as applied, `timeline.png`) into the output folder.
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::airflow::{Api, DagRun};
+use crate::cluster::Cluster;
+use crate::faults;
+use crate::invariants::{self, Observed};
+use crate::ledger::{self, Execution};
+use crate::schedule::{Fault, FaultKind};
+use crate::timeline::{self, RunSpan};
+use crate::{db, ledger_server};
+
+pub const DAG_ID: &str = "heirflow_ledger";
+const DAG_FILE: &str = include_str!("../dags/heirflow_ledger.py");
+
+pub struct RunSpec {
+    pub cluster: Cluster,
+    pub faults: Vec<Fault>,
+    pub out: PathBuf,
+    /// The hosts' Docker network and DAG volume.
+    pub network: String,
+    pub dag_volume: String,
+    /// Trigger a DAG run this often (seconds).
+    pub every_s: f64,
+    /// Keep triggering this long after the last fault healed.
+    pub tail_s: f64,
+    /// Give up waiting for the DAG runs to end after this long (after the schedule).
+    pub settle_s: f64,
+    pub port: u16,
+}
+
+/// A fault as it happened: when it was applied and healed (unix seconds) and what it cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct Applied {
+    pub fault: Fault,
+    pub class: String,
+    pub applied: f64,
+    pub healed: f64,
+    /// Longest DAG run that overlapped the fault, minus the baseline.
+    pub extra_s: Option<f64>,
+    /// Task executions that started during the fault or its recovery and were cut short.
+    pub cut_short: usize,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassFigure {
+    pub class: String,
+    pub faults: usize,
+    pub median_extra_s: Option<f64>,
+    pub max_extra_s: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub baseline_s: f64,
+    pub dag_runs: usize,
+    pub executions: usize,
+    pub acknowledged: usize,
+    pub faults: Vec<Applied>,
+    pub classes: Vec<ClassFigure>,
+    pub checks: Vec<invariants::Check>,
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn say(t0: f64, msg: &str) {
+    eprintln!("[{:>7.1} s] {msg}", now() - t0);
+}
+
+/// Where the hosts reach the controller: their network's gateway.
+fn gateway(network: &str) -> Result<String> {
+    let g = faults::docker(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
+        network,
+    ])
+    .map_err(|e| anyhow!("{e} (is the local cluster up?)"))?;
+    if g.is_empty() {
+        bail!("network {network} has no gateway address");
+    }
+    Ok(g)
+}
+
+/// Puts the ledger DAG into the shared DAG folder (the volume every Airflow host mounts).
+fn install_dag(volume: &str) -> Result<()> {
+    let dir = faults::docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", volume])
+        .map_err(|e| anyhow!("{e} (is the local cluster up?)"))?;
+    let path = Path::new(&dir).join("heirflow_ledger.py");
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(DAG_FILE) {
+        std::fs::write(&path, DAG_FILE)
+            .with_context(|| format!("writing the ledger DAG to {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// Seconds after a heal during which a run or a task still counts against the fault.
+const RECOVERY_S: f64 = 30.0;
+
+/// Per-fault costs from the runs and executions that overlapped it.
+fn figures(applied: &mut [Applied], runs: &[(f64, f64)], execs: &[Execution], baseline: f64) {
+    for a in applied.iter_mut() {
+        let (lo, hi) = (a.applied, a.healed + RECOVERY_S);
+        a.extra_s = runs
+            .iter()
+            .filter(|(s, e)| *s < hi && *e > lo)
+            .map(|(s, e)| (e - s - baseline).max(0.0))
+            .reduce(f64::max);
+        a.cut_short = execs
+            .iter()
+            .filter(|x| x.end.is_none() && x.start < hi && x.start > lo - 60.0)
+            .count();
+    }
+}
+
+fn class_figures(applied: &[Applied]) -> Vec<ClassFigure> {
+    let classes: BTreeSet<&str> = applied.iter().map(|a| a.class.as_str()).collect();
+    classes
+        .into_iter()
+        .map(|c| {
+            let mut v: Vec<f64> = applied
+                .iter()
+                .filter(|a| a.class == c)
+                .filter_map(|a| a.extra_s)
+                .collect();
+            ClassFigure {
+                class: c.to_string(),
+                faults: applied.iter().filter(|a| a.class == c).count(),
+                max_extra_s: v.iter().copied().reduce(f64::max),
+                median_extra_s: median(&mut v),
+            }
+        })
+        .collect()
+}
+
+fn render_faults(applied: &[Applied], t0: f64) -> String {
+    let mut s = format!(
+        "{:>7}  {:>5}  {:<9}  {:<11}  {:<22}  {:>8}  {:>9}\n",
+        "at (s)", "for", "kind", "host", "unit", "extra s", "cut short"
+    );
+    for a in applied {
+        s.push_str(&format!(
+            "{:>7.1}  {:>5.1}  {:<9}  {:<11}  {:<22}  {:>8}  {:>9}{}\n",
+            a.applied - t0,
+            a.healed - a.applied,
+            a.fault.kind.name(),
+            a.fault.host,
+            a.fault.unit.as_deref().unwrap_or(""),
+            a.extra_s.map_or("-".into(), |x| format!("{x:.1}")),
+            a.cut_short,
+            a.error
+                .as_deref()
+                .map_or(String::new(), |e| format!("  ERROR {e}"))
+        ));
+    }
+    s
+}
+
+fn render_classes(c: &[ClassFigure]) -> String {
+    let f = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.1}"));
+    let mut s = format!(
+        "{:<10}  {:>6}  {:>15}  {:>12}\n",
+        "class", "faults", "median extra s", "max extra s"
+    );
+    for c in c {
+        s.push_str(&format!(
+            "{:<10}  {:>6}  {:>15}  {:>12}\n",
+            c.class,
+            c.faults,
+            f(c.median_extra_s),
+            f(c.max_extra_s)
+        ));
+    }
+    s
+}
+
+/// Triggers `prefix-NNN` every `every` until `until` (unix s) or `stop`; returns the run ids.
+fn workload(
+    api: &Api,
+    prefix: &str,
+    conf: &serde_json::Value,
+    every: f64,
+    until: f64,
+    t0: f64,
+    stop: &AtomicBool,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut next = now();
+    while now() < until && !stop.load(Ordering::Relaxed) {
+        if now() >= next {
+            let id = format!("{prefix}-{:03}", ids.len());
+            // Retried until it goes through: a run that could not be triggered is not one of
+            // the workload's (the trigger's own failure is the api-server's figure, in the log).
+            let mut tries = 0;
+            loop {
+                match api.trigger(DAG_ID, &id, conf.clone()) {
+                    Ok(()) => {
+                        ids.push(id);
+                        break;
+                    }
+                    Err(e) => {
+                        tries += 1;
+                        if tries == 1 || tries % 10 == 0 {
+                            say(t0, &format!("trigger {id}: {e:#} (retrying)"));
+                        }
+                        if stop.load(Ordering::Relaxed) || now() > until + 120.0 {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_secs(2));
+                    }
+                }
+            }
+            next += every;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ids
+}
+
+/// Waits until every run ended (or `deadline`), printing progress; returns the last states.
+fn settle(api: &Api, ids: &[String], deadline: f64, t0: f64) -> Vec<Option<DagRun>> {
+    let mut last: Vec<Option<DagRun>> = vec![None; ids.len()];
+    let mut shown = String::new();
+    loop {
+        for (i, id) in ids.iter().enumerate() {
+            if last[i].as_ref().is_some_and(DagRun::finished) {
+                continue;
+            }
+            if let Ok(r) = api.dag_run(DAG_ID, id) {
+                last[i] = Some(r);
+            }
+        }
+        let done = last.iter().flatten().filter(|r| r.finished()).count();
+        let line = format!("DAG runs ended: {done} of {}", ids.len());
+        if line != shown {
+            say(t0, &line);
+            shown = line;
+        }
+        if done == ids.len() || now() > deadline {
+            return last;
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    }
+}
+
+pub fn run(spec: RunSpec) -> Result<bool> {
+    let c = &spec.cluster;
+    std::fs::create_dir_all(&spec.out)
+        .with_context(|| format!("creating {}", spec.out.display()))?;
+    let gw = gateway(&spec.network)?;
+    let vip = c
+        .floating_ip
+        .clone()
+        .context("the inventory sets no heirflow_floating_ip")?;
+    let admin = c.secret("airflow_admin_password")?;
+    let dbcfg = db::config(
+        &vip,
+        "airflow",
+        &c.secret("postgres_airflow_password")?,
+        "airflow",
+    );
+    let bases: Vec<String> = c
+        .group("scheduler")
+        .chain(c.group("web"))
+        .map(|h| format!("http://{}:8080", h.address))
+        .collect();
+    let api = Api::new(bases, "admin", &admin);
+    let fault_cluster = faults::Cluster {
+        network: spec.network.clone(),
+    };
+
+    // Faults left over from an interrupted run would make everything below misleading.
+    for t in c.targets() {
+        for kind in [FaultKind::Crash, FaultKind::Freeze, FaultKind::Partition] {
+            let f = Fault {
+                at_s: 0.0,
+                duration_s: 0.0,
+                host: t.host.clone(),
+                kind,
+                unit: None,
+            };
+            faults::heal(&fault_cluster, &f, None).map_err(anyhow::Error::msg)?;
+        }
+    }
+
+    let ledger_path = spec.out.join("ledger.jsonl");
+    let _ = std::fs::remove_file(&ledger_path);
+    let listen = format!("{gw}:{}", spec.port);
+    let listener = TcpListener::bind(&listen)
+        .with_context(|| format!("listening on {listen} for the ledger"))?;
+    {
+        let p = ledger_path.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = ledger_server::serve(listener, &p) {
+                eprintln!("ledger endpoint stopped: {e}");
+            }
+        });
+    }
+    let conf = json!({ "ledger_url": format!("http://{listen}/event") });
+    let t_start = now();
+    let stamp = chrono::DateTime::from_timestamp(t_start as i64, 0).map_or_else(
+        || "run".to_string(),
+        |d| d.format("%Y%m%dT%H%M%S").to_string(),
+    );
+
+    say(
+        t_start,
+        "installing the ledger DAG and waiting for it to be parsed",
+    );
+    install_dag(&spec.dag_volume)?;
+    let parse_deadline = Instant::now() + Duration::from_secs(300);
+    while !api.has_dag(DAG_ID).unwrap_or(false) {
+        if Instant::now() > parse_deadline {
+            bail!("{DAG_ID} was not parsed within 300 s (dag-processor running?)");
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    api.unpause(DAG_ID)?;
+
+    // Baseline: one run with no fault, waited for; it also proves the pipeline works.
+    let base_id = format!("chaos-{stamp}-baseline");
+    api.trigger(DAG_ID, &base_id, conf.clone())?;
+    let base = settle(&api, std::slice::from_ref(&base_id), now() + 600.0, t_start);
+    let base = base.into_iter().flatten().next();
+    let Some((bs, be)) = base
+        .as_ref()
+        .filter(|r| r.state == "success")
+        .and_then(DagRun::span)
+    else {
+        bail!(
+            "the baseline run {base_id} did not succeed without any fault (state {:?})",
+            base.map(|r| r.state)
+        );
+    };
+    let baseline = be - bs;
+    say(
+        t_start,
+        &format!("baseline: {base_id} took {baseline:.1} s"),
+    );
+
+    // The clients that watch: DB writer and lease watcher.
+    let stop = Arc::new(AtomicBool::new(false));
+    let wstats = Arc::new(db::WriterStats::default());
+    let writer = {
+        let (cfg, run, stop, stats) = (dbcfg.clone(), stamp.clone(), stop.clone(), wstats.clone());
+        std::thread::spawn(move || db::writer(cfg, run, Duration::from_millis(50), stop, stats))
+    };
+    let watcher = {
+        let (cfg, stop) = (dbcfg.clone(), stop.clone());
+        std::thread::spawn(move || db::watch_leases(cfg, Duration::from_millis(500), stop))
+    };
+
+    let t0 = now();
+    let last_heal = spec.faults.iter().map(Fault::end_s).fold(0.0, f64::max);
+    let until = t0 + last_heal + spec.tail_s;
+    let wl_stop = Arc::new(AtomicBool::new(false));
+    let ids = Arc::new(Mutex::new(Vec::new()));
+    let wl = {
+        let (api, conf, stop, ids, prefix, every) = (
+            Arc::new(api),
+            conf.clone(),
+            wl_stop.clone(),
+            ids.clone(),
+            format!("chaos-{stamp}"),
+            spec.every_s,
+        );
+        let a = api.clone();
+        let h = std::thread::spawn(move || {
+            let v = workload(&a, &prefix, &conf, every, until, t0, &stop);
+            if let Ok(mut i) = ids.lock() {
+                *i = v;
+            }
+        });
+        (h, api)
+    };
+    let api = wl.1;
+    say(
+        t0,
+        &format!(
+            "{} faults over {last_heal:.0} s; a DAG run every {:.0} s",
+            spec.faults.len(),
+            spec.every_s
+        ),
+    );
+
+    let mut applied = Vec::new();
+    let mut heal_error = None;
+    for f in &spec.faults {
+        let at = t0 + f.at_s;
+        while now() < at {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let class = c.class_of(&f.host).unwrap_or("?").to_string();
+        let a0 = now();
+        let (memo, error) = match faults::apply(&fault_cluster, f) {
+            Ok(m) => (m, None),
+            Err(e) => (None, Some(e)),
+        };
+        say(
+            t0,
+            &format!(
+                "{} {}{} for {:.0} s{}",
+                f.kind.name(),
+                f.host,
+                f.unit
+                    .as_deref()
+                    .map_or(String::new(), |u| format!(" ({u})")),
+                f.duration_s,
+                error.as_deref().map_or(String::new(), |e| format!(": {e}"))
+            ),
+        );
+        while now() < a0 + f.duration_s {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if let Err(e) = faults::heal(&fault_cluster, f, memo.as_deref()) {
+            say(t0, &format!("healing {}: {e}", f.host));
+            heal_error.get_or_insert(e);
+        }
+        let healed = now();
+        let acks = wstats.acknowledged.lock().map_or(0, |a| a.len());
+        say(
+            t0,
+            &format!(
+                "healed {}; {acks} commits acknowledged, {} writer errors",
+                f.host,
+                wstats.errors.load(Ordering::Relaxed)
+            ),
+        );
+        applied.push(Applied {
+            fault: f.clone(),
+            class,
+            applied: a0,
+            healed,
+            extra_s: None,
+            cut_short: 0,
+            error,
+        });
+        if heal_error.is_some() {
+            break;
+        }
+    }
+    if let Some(e) = heal_error {
+        wl_stop.store(true, Ordering::Relaxed);
+        stop.store(true, Ordering::Relaxed);
+        bail!("a fault could not be healed, the run stops here: {e}");
+    }
+
+    let _ = wl.0.join();
+    let ids = ids.lock().map(|v| v.clone()).unwrap_or_default();
+    say(
+        t0,
+        &format!("schedule done; waiting for {} DAG runs", ids.len()),
+    );
+    let states = settle(&api, &ids, now() + spec.settle_s, t0);
+    stop.store(true, Ordering::Relaxed);
+    let _ = writer.join();
+    let leases = watcher
+        .join()
+        .map(|s| db::intervals(&s))
+        .unwrap_or_default();
+    let acknowledged = wstats
+        .acknowledged
+        .lock()
+        .map(|a| a.clone())
+        .unwrap_or_default();
+    let stored: BTreeSet<u64> = db::stored(&dbcfg, &stamp)?.into_iter().collect();
+
+    let mut expected = BTreeSet::new();
+    let mut dag_runs = Vec::new();
+    let mut spans = Vec::new();
+    for (id, st) in ids.iter().zip(&states) {
+        let state = st
+            .as_ref()
+            .map_or("unknown".to_string(), |r| r.state.clone());
+        dag_runs.push((DAG_ID.to_string(), id.clone(), state));
+        if let Some(span) = st.as_ref().and_then(DagRun::span) {
+            spans.push(span);
+        }
+        match api.task_instances(DAG_ID, id) {
+            Ok(tis) => {
+                for ti in tis {
+                    expected.insert((DAG_ID.to_string(), id.clone(), ti.task_id));
+                }
+            }
+            Err(e) => say(t0, &format!("task instances of {id}: {e:#}")),
+        }
+    }
+    let events = ledger::load(&ledger_path).map_err(anyhow::Error::msg)?;
+    let executions: Vec<Execution> = ledger::executions(&events)
+        .into_iter()
+        .filter(|x| x.key.1 != base_id)
+        .collect();
+    let observed = Observed {
+        expected,
+        dag_runs,
+        executions,
+        acknowledged,
+        stored,
+        leases,
+    };
+    std::fs::write(
+        spec.out.join("observed.json"),
+        serde_json::to_string_pretty(&json!({
+            "expected": observed.expected,
+            "dag_runs": observed.dag_runs,
+            "acknowledged": observed.acknowledged,
+            "stored": observed.stored,
+            "leases": observed.leases,
+        }))?,
+    )?;
+    let checks = invariants::check(&observed);
+    figures(&mut applied, &spans, &observed.executions, baseline);
+    let classes = class_figures(&applied);
+
+    println!("\nfaults (extra s: the longest DAG run overlapping the fault, minus the {baseline:.1} s baseline)");
+    print!("{}", render_faults(&applied, t0));
+    println!("\nper component class");
+    print!("{}", render_classes(&classes));
+    println!("\ninvariants");
+    print!("{}", invariants::render(&checks));
+
+    // The schedule as it happened, for the timeline and for replaying.
+    let as_applied: Vec<Fault> = applied
+        .iter()
+        .map(|a| Fault {
+            at_s: a.applied - t0,
+            duration_s: a.healed - a.applied,
+            ..a.fault.clone()
+        })
+        .collect();
+    std::fs::write(
+        spec.out.join("schedule.json"),
+        serde_json::to_string_pretty(&as_applied)?,
+    )?;
+    let hosts: Vec<String> = c.hosts.iter().map(|h| h.name.clone()).collect();
+    let runs: Vec<RunSpan> = ids
+        .iter()
+        .zip(&states)
+        .filter_map(|(id, st)| {
+            let (start, end) = st.as_ref()?.span()?;
+            Some(RunSpan {
+                label: id.rsplit('-').next().unwrap_or(id).to_string(),
+                start,
+                end,
+            })
+        })
+        .collect();
+    let png = spec.out.join("timeline.png");
+    timeline::draw(
+        &timeline::Timeline {
+            hosts: &hosts,
+            faults: &as_applied,
+            executions: &observed.executions,
+            runs: &runs,
+            t0,
+            title: format!(
+                "heirflow-chaos {stamp}: {} faults, {} DAG runs, {} task executions",
+                applied.len(),
+                ids.len(),
+                observed.executions.len()
+            ),
+        },
+        &png,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let pass = checks.iter().all(|c| c.pass);
+    let report = Report {
+        baseline_s: baseline,
+        dag_runs: ids.len(),
+        executions: observed.executions.len(),
+        acknowledged: observed.acknowledged.len(),
+        faults: applied,
+        classes,
+        checks,
+    };
+    std::fs::write(
+        spec.out.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    println!(
+        "\n{}: report {}, timeline {}",
+        if pass { "PASS" } else { "FAIL" },
+        spec.out.join("report.json").display(),
+        png.display()
+    );
+    Ok(pass)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn applied(class: &str, from: f64, to: f64) -> Applied {
+        Applied {
+            fault: Fault {
+                at_s: 0.0,
+                duration_s: to - from,
+                host: "h".into(),
+                kind: FaultKind::Crash,
+                unit: None,
+            },
+            class: class.into(),
+            applied: from,
+            healed: to,
+            extra_s: None,
+            cut_short: 0,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_fault_costs_the_longest_overlapping_run_beyond_the_baseline() {
+        let mut a = vec![
+            applied("queue", 100.0, 110.0),
+            applied("worker", 300.0, 310.0),
+        ];
+        // runs: one before both faults, two overlapping the first, none near the second
+        let runs = [(10.0, 40.0), (90.0, 125.0), (105.0, 170.0)];
+        figures(&mut a, &runs, &[], 30.0);
+        assert_eq!(a[0].extra_s, Some(35.0));
+        assert_eq!(a[1].extra_s, None);
+        let c = class_figures(&a);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].class, "queue");
+        assert_eq!(c[0].median_extra_s, Some(35.0));
+        assert_eq!(c[1].median_extra_s, None);
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&mut []), None);
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    }
+}
