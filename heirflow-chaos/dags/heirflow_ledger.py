@@ -9,6 +9,11 @@ The endpoint comes with each run: `airflow dags trigger heirflow_ledger --conf
 '{"ledger_url": "http://172.30.0.1:7480/event"}'` (the environment's HEIRFLOW_LEDGER_URL
 otherwise). HEIRFLOW_LEDGER_TASKS (40) and HEIRFLOW_LEDGER_SECONDS (6, each task's work) are
 read where the DAG file is parsed.
+
+The deferrable family (`deferred_N`, HEIRFLOW_LEDGER_DEFERRED of them, 4) goes through the
+triggerer: each records its `start`, defers for HEIRFLOW_LEDGER_DEFER_SECONDS (15) and records
+its `end` when a worker resumes it — with the start's uid, so a deferral lost with a triggerer
+host shows as an execution cut short.
 """
 
 from __future__ import annotations
@@ -21,11 +26,14 @@ import urllib.request
 import uuid
 from datetime import datetime, timedelta
 
-from airflow.sdk import DAG, task
+from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+from airflow.sdk import DAG, BaseOperator, task
 
 LEDGER_URL = os.environ.get("HEIRFLOW_LEDGER_URL", "http://172.30.0.1:7480/event")
 TASKS = int(os.environ.get("HEIRFLOW_LEDGER_TASKS", "40"))
 SECONDS = float(os.environ.get("HEIRFLOW_LEDGER_SECONDS", "6"))
+DEFERRED = int(os.environ.get("HEIRFLOW_LEDGER_DEFERRED", "4"))
+DEFER_SECONDS = float(os.environ.get("HEIRFLOW_LEDGER_DEFER_SECONDS", "15"))
 
 
 def record(phase: str, ti, uid: str, url: str) -> None:
@@ -51,6 +59,26 @@ def record(phase: str, ti, uid: str, url: str) -> None:
         resp.read()
 
 
+def ledger_url(context) -> str:
+    return (context["dag_run"].conf or {}).get("ledger_url", LEDGER_URL)
+
+
+class LedgerDeferral(BaseOperator):
+    """Records its start, waits in the triggerer, records its end when resumed."""
+
+    def execute(self, context):
+        uid = uuid.uuid4().hex
+        record("start", context["ti"], uid, ledger_url(context))
+        self.defer(
+            trigger=TimeDeltaTrigger(timedelta(seconds=DEFER_SECONDS)),
+            method_name="resume",
+            kwargs={"uid": uid},
+        )
+
+    def resume(self, context, uid: str, event=None):
+        record("end", context["ti"], uid, ledger_url(context))
+
+
 with DAG(
     dag_id="heirflow_ledger",
     schedule=None,
@@ -64,7 +92,7 @@ with DAG(
     @task
     def work(n: int, **context) -> int:
         ti = context["ti"]
-        url = (context["dag_run"].conf or {}).get("ledger_url", LEDGER_URL)
+        url = ledger_url(context)
         uid = uuid.uuid4().hex
         record("start", ti, uid, url)
         time.sleep(SECONDS)
@@ -73,3 +101,6 @@ with DAG(
 
     for i in range(TASKS):
         work.override(task_id=f"t{i:02d}")(i)
+
+    for i in range(DEFERRED):
+        LedgerDeferral(task_id=f"deferred_{i}")

@@ -55,6 +55,10 @@ struct ScheduleArgs {
     /// Only these component classes (comma-separated; all when empty).
     #[arg(long, default_value = "")]
     classes: String,
+    /// Aim the db and scheduler faults at whoever leads the class when the fault starts
+    /// (`leader:db`, `leader:scheduler`) instead of a fixed host.
+    #[arg(long)]
+    leaders: bool,
 }
 
 impl ScheduleArgs {
@@ -73,6 +77,9 @@ impl ScheduleArgs {
                 );
             }
             targets.retain(|t| classes.contains(&t.class.as_str()));
+        }
+        if self.leaders {
+            targets = schedule::leader_targets(targets);
         }
         let kinds = parse_kinds(&self.kinds)?;
         let faults = if self.bounded {
@@ -231,7 +238,9 @@ fn run(cli: Cli) -> Result<()> {
             network,
             dag_volume,
         } => {
-            let cluster = Cluster::load(&inventory)?;
+            let mut cluster = Cluster::load(&inventory)?;
+            let leaders = run::leaders_first(&mut cluster);
+            eprintln!("leaders (faulted first): {}", leaders.join(", "));
             let faults = match schedule_file {
                 Some(p) => {
                     let text = std::fs::read_to_string(&p)

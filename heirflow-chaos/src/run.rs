@@ -20,7 +20,7 @@ use crate::cluster::Cluster;
 use crate::faults;
 use crate::invariants::{self, Observed};
 use crate::ledger::{self, Execution};
-use crate::schedule::{Fault, FaultKind};
+use crate::schedule::{self, Fault, FaultKind};
 use crate::timeline::{self, RunSpan};
 use crate::{db, ledger_server};
 
@@ -102,6 +102,63 @@ fn gateway(network: &str) -> Result<String> {
     Ok(g)
 }
 
+/// The leaders now: the Postgres primary (the db host holding the floating IP) and the
+/// scheduler group's lease holder, as (class, host). Best effort: what cannot be asked is
+/// left out.
+pub fn leaders(c: &Cluster) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let Some(vip) = c.floating_ip.clone() else {
+        return out;
+    };
+    let needle = format!(" {vip}/");
+    if let Some(h) = c.group("db").find(|h| {
+        faults::docker(&["exec", &h.name, "ip", "-o", "addr", "show"])
+            .is_ok_and(|out| out.contains(&needle))
+    }) {
+        out.push(("db".to_string(), h.name.clone()));
+    }
+    let Ok(password) = c.secret("postgres_airflow_password") else {
+        return out;
+    };
+    let cfg = db::config(&vip, "airflow", &password, "airflow");
+    if let Ok(mut client) = cfg.connect(postgres::NoTls) {
+        let q = "SELECT m.host FROM heirflow_leases l JOIN heirflow_members m \
+                 ON m.grp = l.grp AND m.member = l.holder \
+                 WHERE l.grp = 'scheduler' AND l.expires_at > now()";
+        if let Ok(Some(row)) = client.query_opt(q, &[]) {
+            out.push(("scheduler".to_string(), row.get::<_, String>(0)));
+        }
+    }
+    out
+}
+
+/// Puts the leaders first in their groups, so that "the first host of each class" of a
+/// bounded schedule is the one whose loss costs the most.
+pub fn leaders_first(c: &mut Cluster) -> Vec<String> {
+    let leaders: Vec<String> = leaders(c).into_iter().map(|(_, h)| h).collect();
+    // Stable sorts: everyone else keeps the file order.
+    c.hosts.sort_by_key(|h| !leaders.contains(&h.name));
+    c.hosts.sort_by_key(|h| {
+        crate::cluster::CLASSES
+            .iter()
+            .position(|k| *k == h.class)
+            .unwrap_or(usize::MAX)
+    });
+    leaders
+}
+
+/// A fault aimed at `leader:CLASS` hits whoever leads that class when it starts.
+fn resolve(c: &Cluster, f: &Fault) -> Result<Fault, String> {
+    let Some(class) = f.host.strip_prefix(schedule::LEADER_PREFIX) else {
+        return Ok(f.clone());
+    };
+    leaders(c)
+        .into_iter()
+        .find(|(k, _)| k == class)
+        .map(|(_, host)| Fault { host, ..f.clone() })
+        .ok_or_else(|| format!("no {class} leader found to fault"))
+}
+
 /// Puts the ledger DAG into the shared DAG folder (the volume every Airflow host mounts).
 fn install_dag(volume: &str) -> Result<()> {
     let dir = faults::docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", volume])
@@ -129,6 +186,22 @@ fn median(v: &mut [f64]) -> Option<f64> {
 
 /// Seconds after a heal during which a run or a task still counts against the fault.
 const RECOVERY_S: f64 = 30.0;
+
+/// The fault-free DAG time: the median of the workload's runs that overlapped no fault (nor
+/// its recovery), with the warm-up run among them — measured in the same run as the faults.
+fn baseline_of(warmup: f64, runs: &[(f64, f64)], applied: &[Applied]) -> f64 {
+    let mut clean: Vec<f64> = runs
+        .iter()
+        .filter(|(s, e)| {
+            !applied
+                .iter()
+                .any(|a| *s < a.healed + RECOVERY_S && *e > a.applied)
+        })
+        .map(|(s, e)| e - s)
+        .chain([warmup])
+        .collect();
+    median(&mut clean).unwrap_or(warmup)
+}
 
 /// Per-fault costs from the runs and executions that overlapped it.
 fn figures(applied: &mut [Applied], runs: &[(f64, f64)], execs: &[Execution], baseline: f64) {
@@ -365,10 +438,10 @@ pub fn run(spec: RunSpec) -> Result<bool> {
             base.map(|r| r.state)
         );
     };
-    let baseline = be - bs;
+    let warmup = be - bs;
     say(
         t_start,
-        &format!("baseline: {base_id} took {baseline:.1} s"),
+        &format!("warm-up run: {base_id} took {warmup:.1} s"),
     );
 
     // The clients that watch: DB writer and lease watcher.
@@ -423,12 +496,16 @@ pub fn run(spec: RunSpec) -> Result<bool> {
         while now() < at {
             std::thread::sleep(Duration::from_millis(100));
         }
-        let class = c.class_of(&f.host).unwrap_or("?").to_string();
         let a0 = now();
-        let (memo, error) = match faults::apply(&fault_cluster, f) {
-            Ok(m) => (m, None),
-            Err(e) => (None, Some(e)),
+        let (f, memo, error) = match resolve(c, f) {
+            Ok(f) => match faults::apply(&fault_cluster, &f) {
+                Ok(m) => (f, m, None),
+                Err(e) => (f, None, Some(e)),
+            },
+            Err(e) => (f.clone(), None, Some(e)),
         };
+        let f = &f;
+        let class = c.class_of(&f.host).unwrap_or("?").to_string();
         say(
             t0,
             &format!(
@@ -445,7 +522,14 @@ pub fn run(spec: RunSpec) -> Result<bool> {
         while now() < a0 + f.duration_s {
             std::thread::sleep(Duration::from_millis(100));
         }
-        if let Err(e) = faults::heal(&fault_cluster, f, memo.as_deref()) {
+        // (A fault whose leader could not be found was never applied to any host.)
+        let real_host = c.class_of(&f.host).is_some();
+        let healed = if real_host {
+            faults::heal(&fault_cluster, f, memo.as_deref())
+        } else {
+            Ok(())
+        };
+        if let Err(e) = healed {
             say(t0, &format!("healing {}: {e}", f.host));
             heal_error.get_or_insert(e);
         }
@@ -542,6 +626,7 @@ pub fn run(spec: RunSpec) -> Result<bool> {
         }))?,
     )?;
     let checks = invariants::check(&observed);
+    let baseline = baseline_of(warmup, &spans, &applied);
     figures(&mut applied, &spans, &observed.executions, baseline);
     let classes = class_figures(&applied);
 
@@ -569,10 +654,11 @@ pub fn run(spec: RunSpec) -> Result<bool> {
     let runs: Vec<RunSpan> = ids
         .iter()
         .zip(&states)
-        .filter_map(|(id, st)| {
-            let (start, end) = st.as_ref()?.span()?;
+        .filter_map(|(_, st)| {
+            let r = st.as_ref()?;
+            let (start, end) = r.span()?;
             Some(RunSpan {
-                label: id.rsplit('-').next().unwrap_or(id).to_string(),
+                succeeded: r.state == "success",
                 start,
                 end,
             })
@@ -657,6 +743,15 @@ mod tests {
         assert_eq!(c[0].class, "queue");
         assert_eq!(c[0].median_extra_s, Some(35.0));
         assert_eq!(c[1].median_extra_s, None);
+    }
+
+    #[test]
+    fn the_baseline_is_the_median_of_the_runs_no_fault_touched() {
+        let a = vec![applied("queue", 100.0, 110.0)];
+        // (0, 30) and (200, 236) are clean; (90, 150) overlaps the fault
+        let runs = [(0.0, 30.0), (90.0, 150.0), (200.0, 236.0)];
+        assert_eq!(baseline_of(32.0, &runs, &a), 32.0);
+        assert_eq!(baseline_of(32.0, &[], &a), 32.0);
     }
 
     #[test]

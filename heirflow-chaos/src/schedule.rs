@@ -88,6 +88,26 @@ pub struct Target {
     pub units: Vec<String>,
 }
 
+/// A fault's host `leader:CLASS` means the class's leader at the time the fault starts.
+pub const LEADER_PREFIX: &str = "leader:";
+
+/// The classes with a leader (db: the Postgres primary, scheduler: the lease holder) become one
+/// `leader:CLASS` target each; the other classes keep their hosts.
+pub fn leader_targets(targets: Vec<Target>) -> Vec<Target> {
+    let mut out: Vec<Target> = Vec::new();
+    for t in targets {
+        if t.class == "db" || t.class == "scheduler" {
+            let host = format!("{LEADER_PREFIX}{}", t.class);
+            if !out.iter().any(|o| o.host == host) {
+                out.push(Target { host, ..t });
+            }
+        } else {
+            out.push(t);
+        }
+    }
+    out
+}
+
 /// How a random schedule is drawn.
 #[derive(Debug, Clone)]
 pub struct PlanSpec {
@@ -115,14 +135,15 @@ pub fn plan(spec: &PlanSpec, targets: &[Target]) -> Result<Vec<Fault>, String> {
     for _ in 0..spec.count {
         let target = &targets[rng.gen_range(0..targets.len())];
         let kind = spec.kinds[rng.gen_range(0..spec.kinds.len())];
-        out.push(fault_for(&mut rng, target, kind, at)?);
+        out.push(fault_for(&mut rng, target, kind, at, false)?);
         at = out.last().map_or(at, Fault::end_s) + spec.gap_s;
     }
     Ok(out)
 }
 
 /// The bounded schedule of CI: each kind once on each component class (the first host of the
-/// class), in a fixed order, one at a time.
+/// class), in a fixed order, one at a time, each for the shortest time of its kind (a freeze
+/// still outlasts 30 s, a partition lasts 30 s) so the whole run stays within CI's budget.
 pub fn bounded(
     targets: &[Target],
     kinds: &[FaultKind],
@@ -141,7 +162,7 @@ pub fn bounded(
             if kind == FaultKind::Kill9 && target.units.is_empty() {
                 continue;
             }
-            let f = fault_for(&mut rng, target, kind, at)?;
+            let f = fault_for(&mut rng, target, kind, at, true)?;
             at = f.end_s() + gap_s;
             out.push(f);
         }
@@ -149,9 +170,15 @@ pub fn bounded(
     Ok(out)
 }
 
-fn fault_for(rng: &mut StdRng, target: &Target, kind: FaultKind, at: f64) -> Result<Fault, String> {
+fn fault_for(
+    rng: &mut StdRng,
+    target: &Target,
+    kind: FaultKind,
+    at: f64,
+    shortest: bool,
+) -> Result<Fault, String> {
     let (lo, hi) = kind.duration_range();
-    let duration_s = if hi > lo {
+    let duration_s = if hi > lo && !shortest {
         (rng.gen_range(lo..hi) * 10.0).round() / 10.0
     } else {
         lo
@@ -160,7 +187,14 @@ fn fault_for(rng: &mut StdRng, target: &Target, kind: FaultKind, at: f64) -> Res
         if target.units.is_empty() {
             return Err(format!("{}: kill9 needs a unit to kill", target.host));
         }
-        Some(target.units[rng.gen_range(0..target.units.len())].clone())
+        // The bounded run kills each class's main component (listed first); a random
+        // schedule draws among them.
+        let pick = if shortest {
+            0
+        } else {
+            rng.gen_range(0..target.units.len())
+        };
+        Some(target.units[pick].clone())
     } else {
         None
     };
@@ -178,7 +212,11 @@ fn fault_for(rng: &mut StdRng, target: &Target, kind: FaultKind, at: f64) -> Res
 pub fn validate(faults: &[Fault], targets: &[Target], allow_overlap: bool) -> Result<(), String> {
     for (i, f) in faults.iter().enumerate() {
         let n = i + 1;
-        if !targets.iter().any(|t| t.host == f.host) {
+        let leader_of_known_class = f
+            .host
+            .strip_prefix(LEADER_PREFIX)
+            .is_some_and(|c| targets.iter().any(|t| t.class == c));
+        if !leader_of_known_class && !targets.iter().any(|t| t.host == f.host) {
             return Err(format!("fault {n}: unknown host {:?}", f.host));
         }
         if f.at_s < 0.0 || f.duration_s < 0.0 {
@@ -255,6 +293,26 @@ mod tests {
         validate(&a, &targets(), false).unwrap();
         let kinds: BTreeSet<FaultKind> = a.iter().map(|f| f.kind).collect();
         assert_eq!(kinds.len(), 5, "60 draws reach every kind");
+    }
+
+    #[test]
+    fn leader_targets_stand_for_their_class() {
+        let t = leader_targets(targets());
+        assert_eq!(t.iter().filter(|t| t.host == "leader:db").count(), 1);
+        assert!(t.iter().all(|t| t.class != "db" || t.host == "leader:db"));
+        let f = Fault {
+            at_s: 1.0,
+            duration_s: 5.0,
+            host: "leader:db".into(),
+            kind: FaultKind::Crash,
+            unit: None,
+        };
+        assert!(validate(std::slice::from_ref(&f), &targets(), false).is_ok());
+        let bad = Fault {
+            host: "leader:nope".into(),
+            ..f
+        };
+        assert!(validate(&[bad], &targets(), false).is_err());
     }
 
     #[test]

@@ -12,9 +12,9 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use crate::ledger::Execution;
 use crate::schedule::{Fault, FaultKind};
 
-/// A DAG run as drawn: label, start and end (unix seconds).
+/// A DAG run as drawn: whether it succeeded, start and end (unix seconds).
 pub struct RunSpan {
-    pub label: String,
+    pub succeeded: bool,
     pub start: f64,
     pub end: f64,
 }
@@ -60,6 +60,31 @@ fn fault_color(k: FaultKind) -> RGBColor {
     }
 }
 
+/// Greedy lanes for overlapping intervals (a worker runs several tasks at once, DAG runs
+/// overlap): each interval gets the lowest lane free at its start. Returns (lane of each
+/// interval, number of lanes).
+pub fn lanes(intervals: &[(f64, f64)]) -> (Vec<usize>, usize) {
+    let mut order: Vec<usize> = (0..intervals.len()).collect();
+    order.sort_by(|&a, &b| intervals[a].0.total_cmp(&intervals[b].0));
+    let mut free_at: Vec<f64> = Vec::new();
+    let mut out = vec![0; intervals.len()];
+    for i in order {
+        let (s, e) = intervals[i];
+        let lane = match free_at.iter().position(|&f| f <= s) {
+            Some(l) => l,
+            None => {
+                free_at.push(f64::NEG_INFINITY);
+                free_at.len() - 1
+            }
+        };
+        free_at[lane] = e.max(s);
+        out[i] = lane;
+    }
+    (out, free_at.len().max(1))
+}
+
+const LANE_H: i32 = 7;
+
 pub fn draw(t: &Timeline, path: &Path) -> Result<(), String> {
     let text = font_available();
     let left = 140i32;
@@ -67,7 +92,41 @@ pub fn draw(t: &Timeline, path: &Path) -> Result<(), String> {
     let top = 50i32;
     let width = 1600i32;
     let rows = t.hosts.len() as i32 + 1;
-    let height = top + rows * row_h + 50;
+    // Lanes: row 0 holds the DAG runs, row i + 1 the executions of host i.
+    let run_iv: Vec<(f64, f64)> = t.runs.iter().map(|r| (r.start, r.end)).collect();
+    let (run_lane, run_lanes) = lanes(&run_iv);
+    let exec_iv: Vec<(f64, f64)> = t
+        .executions
+        .iter()
+        .map(|x| (x.start, x.end.unwrap_or(x.start + 1.0)))
+        .collect();
+    let exec_row: Vec<Option<usize>> = t
+        .executions
+        .iter()
+        .map(|x| t.hosts.iter().position(|h| *h == x.host))
+        .collect();
+    let mut exec_lane = vec![0; t.executions.len()];
+    let mut row_lanes = vec![run_lanes];
+    for i in 0..t.hosts.len() {
+        let idx: Vec<usize> = (0..t.executions.len())
+            .filter(|&k| exec_row[k] == Some(i))
+            .collect();
+        let iv: Vec<(f64, f64)> = idx.iter().map(|&k| exec_iv[k]).collect();
+        let (l, n) = lanes(&iv);
+        for (j, &k) in idx.iter().enumerate() {
+            exec_lane[k] = l[j];
+        }
+        row_lanes.push(n);
+    }
+    let heights: Vec<i32> = row_lanes
+        .iter()
+        .map(|&n| (n as i32 * LANE_H + 8).max(row_h))
+        .collect();
+    let mut offsets = vec![top];
+    for h in &heights {
+        offsets.push(offsets[offsets.len() - 1] + h);
+    }
+    let height = offsets[rows as usize] + 50;
     let end = t
         .executions
         .iter()
@@ -77,7 +136,10 @@ pub fn draw(t: &Timeline, path: &Path) -> Result<(), String> {
         .fold(t.t0 + 1.0, f64::max);
     let span = end - t.t0;
     let x = |ts: f64| left + (((ts - t.t0) / span) * f64::from(width - left - 20)) as i32;
-    let row_y = |i: i32| top + i * row_h;
+    let row_y = |i: i32| offsets[i as usize];
+    let row_h_of = |i: i32| heights[i as usize];
+    // The top of lane `l` in row `i`.
+    let lane_y = |i: i32, l: usize| row_y(i) + 4 + l as i32 * LANE_H;
 
     let root = BitMapBackend::new(path, (width as u32, height as u32)).into_drawing_area();
     let e = |e: DrawingAreaErrorKind<_>| format!("timeline {}: {e}", path.display());
@@ -100,7 +162,7 @@ pub fn draw(t: &Timeline, path: &Path) -> Result<(), String> {
             WHITE
         };
         root.draw(&Rectangle::new(
-            [(left, row_y(i)), (width - 20, row_y(i) + row_h)],
+            [(left, row_y(i)), (width - 20, row_y(i) + row_h_of(i))],
             shade.filled(),
         ))
         .map_err(e)?;
@@ -109,23 +171,23 @@ pub fn draw(t: &Timeline, path: &Path) -> Result<(), String> {
         } else {
             &t.hosts[(i - 1) as usize]
         };
-        label(name, (10, row_y(i) + row_h / 2), 13.0, left_mid)?;
+        label(name, (10, row_y(i) + row_h_of(i) / 2), 13.0, left_mid)?;
     }
-    for r in t.runs {
+    for (r, &l) in t.runs.iter().zip(&run_lane) {
+        let y = lane_y(0, l);
         root.draw(&Rectangle::new(
             [
-                (x(r.start), row_y(0) + 5),
-                (x(r.end).max(x(r.start) + 2), row_y(0) + row_h - 5),
+                (x(r.start), y),
+                (x(r.end).max(x(r.start) + 2), y + LANE_H - 1),
             ],
-            RGBColor(60, 140, 200).filled(),
+            if r.succeeded {
+                RGBColor(60, 140, 200)
+            } else {
+                RGBColor(200, 30, 30)
+            }
+            .filled(),
         ))
         .map_err(e)?;
-        label(
-            &r.label,
-            (x(r.start) + 3, row_y(0) + row_h / 2),
-            10.0,
-            left_mid,
-        )?;
     }
     for f in t.faults {
         let Some(i) = t.hosts.iter().position(|h| *h == f.host) else {
@@ -137,7 +199,7 @@ pub fn draw(t: &Timeline, path: &Path) -> Result<(), String> {
         );
         let c = fault_color(f.kind);
         root.draw(&Rectangle::new(
-            [(a, row_y(i as i32 + 1)), (b, row_y(i as i32 + 1) + row_h)],
+            [(a, row_y(i as i32 + 1)), (b, row_y(i as i32 + 2))],
             c.mix(0.35).filled(),
         ))
         .map_err(e)?;
@@ -161,20 +223,17 @@ pub fn draw(t: &Timeline, path: &Path) -> Result<(), String> {
                 .map_err(e)?;
         }
     }
-    for ex in t.executions {
-        let Some(i) = t.hosts.iter().position(|h| *h == ex.host) else {
-            continue;
+    for (k, ex) in t.executions.iter().enumerate() {
+        let Some(i) = exec_row[k] else { continue };
+        let y = lane_y(i as i32 + 1, exec_lane[k]);
+        let color = if ex.end.is_some() {
+            RGBColor(60, 170, 90)
+        } else {
+            RGBColor(240, 140, 30)
         };
-        let y = row_y(i as i32 + 1);
-        let (color, stop) = match ex.end {
-            Some(end) => (RGBColor(60, 170, 90), end),
-            None => (RGBColor(240, 140, 30), ex.start + 1.0),
-        };
+        let (a, b) = exec_iv[k];
         root.draw(&Rectangle::new(
-            [
-                (x(ex.start), y + 6),
-                (x(stop).max(x(ex.start) + 2), y + row_h - 6),
-            ],
+            [(x(a), y), ((x(b) - 1).max(x(a) + 2), y + LANE_H - 1)],
             color.filled(),
         ))
         .map_err(e)?;
@@ -210,6 +269,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn overlapping_intervals_get_separate_lanes() {
+        let (l, n) = lanes(&[(0.0, 10.0), (2.0, 5.0), (5.0, 8.0), (11.0, 12.0)]);
+        assert_eq!(n, 2);
+        assert_eq!(l, vec![0, 1, 1, 0]);
+        assert_eq!(lanes(&[]), (vec![], 1));
+    }
+
+    #[test]
     fn a_timeline_png_is_written() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.png");
@@ -235,7 +302,7 @@ mod tests {
             ex("hf-worker1", 12.0, Some(18.0)),
         ];
         let runs = vec![RunSpan {
-            label: "r".into(),
+            succeeded: true,
             start: 1000.0,
             end: 1040.0,
         }];
