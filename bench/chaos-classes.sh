@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Extra DAG time per host fault, per component class (issue 10), on the deployed local cluster.
 # For each class, one heirflow-chaos run with TRIALS host crashes (docker kill, started again
-# after 5-15 s) spaced GAP s apart while ledger DAG runs go on (one every 20 s); db and scheduler
+# after 5-15 s) spaced GAP s apart while ledger DAG runs go on (one every 30 s); db and scheduler
 # faults hit whoever leads the class at that moment (--leaders: the Postgres primary, the
 # scheduler's lease holder). A fault's cost is the longest DAG run that overlapped it minus the
 # fault-free DAG time measured in the same run (the anchor: the median of the runs no fault

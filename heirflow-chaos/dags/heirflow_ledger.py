@@ -7,7 +7,7 @@ execution, so two executions of one try are told apart even if neither finished.
 
 The endpoint comes with each run: `airflow dags trigger heirflow_ledger --conf
 '{"ledger_url": "http://172.30.0.1:7480/event"}'` (the environment's HEIRFLOW_LEDGER_URL
-otherwise). HEIRFLOW_LEDGER_TASKS (40) and HEIRFLOW_LEDGER_SECONDS (6, each task's work) are
+otherwise). HEIRFLOW_LEDGER_TASKS (20) and HEIRFLOW_LEDGER_SECONDS (6, each task's work) are
 read where the DAG file is parsed.
 
 The deferrable family (`deferred_N`, HEIRFLOW_LEDGER_DEFERRED of them, 4) goes through the
@@ -30,7 +30,7 @@ from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import DAG, BaseOperator, task
 
 LEDGER_URL = os.environ.get("HEIRFLOW_LEDGER_URL", "http://172.30.0.1:7480/event")
-TASKS = int(os.environ.get("HEIRFLOW_LEDGER_TASKS", "40"))
+TASKS = int(os.environ.get("HEIRFLOW_LEDGER_TASKS", "20"))
 SECONDS = float(os.environ.get("HEIRFLOW_LEDGER_SECONDS", "6"))
 DEFERRED = int(os.environ.get("HEIRFLOW_LEDGER_DEFERRED", "4"))
 DEFER_SECONDS = float(os.environ.get("HEIRFLOW_LEDGER_DEFER_SECONDS", "15"))
@@ -85,6 +85,8 @@ with DAG(
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=4,
+    # The workers (16 slots locally) are the limit, not the DAG (default 16 tasks over all runs).
+    max_active_tasks=64,
     default_args={"retries": 3, "retry_delay": timedelta(seconds=5)},
     tags=["heirflow", "chaos"],
 ) as dag:

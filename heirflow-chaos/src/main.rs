@@ -117,7 +117,7 @@ enum Cmd {
         #[arg(long, conflicts_with_all = ["seed", "bounded"])]
         schedule_file: Option<PathBuf>,
         /// Trigger a DAG run this often (seconds).
-        #[arg(long, default_value_t = 20.0)]
+        #[arg(long, default_value_t = 30.0)]
         every: f64,
         /// Keep triggering this long after the last heal (seconds).
         #[arg(long, default_value_t = 30.0)]

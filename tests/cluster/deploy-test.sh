@@ -3,7 +3,8 @@
 # every component is redundant -> a 16-task DAG succeeds on >= 2 workers -> a second run and a
 # --check run report changed=0 on every host -> heir-supervisor under real faults (issue 4,
 # tests/cluster/heir-test.sh) -> automatic DB failover under real faults (tests/cluster/db-test.sh)
-# -> make local-down leaves nothing behind.
+# -> one fault of each kind on each component class while DAGs run, with the invariants
+# (tests/cluster/chaos-test.sh) -> make local-down leaves nothing behind.
 # usage: tests/cluster/deploy-test.sh [--keep]   (--keep: leave the cluster up at the end)
 # Prints the timings it measured; exits non-zero at the first failed check.
 set -euo pipefail
@@ -153,6 +154,9 @@ step "heir-supervisor with real faults (tests/cluster/heir-test.sh)"
 
 step "DB failover with real faults (tests/cluster/db-test.sh)"
 "$TESTS_DIR/db-test.sh" || fail "DB failover cluster test"
+
+step "bounded chaos run under running DAGs (tests/cluster/chaos-test.sh)"
+"$TESTS_DIR/chaos-test.sh" || fail "chaos cluster test"
 
 if [ "$KEEP" = 1 ]; then
   echo "cluster kept (--keep)"
