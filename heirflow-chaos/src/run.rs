@@ -54,6 +54,9 @@ pub struct Applied {
     pub extra_s: Option<f64>,
     /// Task executions that started during the fault or its recovery and were cut short.
     pub cut_short: usize,
+    /// Seconds from the fault's start until a DAG file written then was parsed (the
+    /// dag-processor's figure), `None` when it was not within the probe's limit.
+    pub new_dag_s: Option<f64>,
     pub error: Option<String>,
 }
 
@@ -63,6 +66,7 @@ pub struct ClassFigure {
     pub faults: usize,
     pub median_extra_s: Option<f64>,
     pub max_extra_s: Option<f64>,
+    pub median_new_dag_s: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -159,8 +163,9 @@ fn resolve(c: &Cluster, f: &Fault) -> Result<Fault, String> {
         .ok_or_else(|| format!("no {class} leader found to fault"))
 }
 
-/// Puts the ledger DAG into the shared DAG folder (the volume every Airflow host mounts).
-fn install_dag(volume: &str) -> Result<()> {
+/// Puts the ledger DAG into the shared DAG folder (the volume every Airflow host mounts);
+/// returns the folder.
+fn install_dag(volume: &str) -> Result<PathBuf> {
     let dir = faults::docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", volume])
         .map_err(|e| anyhow!("{e} (is the local cluster up?)"))?;
     let path = Path::new(&dir).join("heirflow_ledger.py");
@@ -168,7 +173,42 @@ fn install_dag(volume: &str) -> Result<()> {
         std::fs::write(&path, DAG_FILE)
             .with_context(|| format!("writing the ledger DAG to {}", path.display()))?;
     }
-    Ok(())
+    Ok(PathBuf::from(dir))
+}
+
+/// The probe DAG files are named like this (removed again at the end of the run).
+const PROBE_PREFIX: &str = "heirflow_chaos_probe_";
+
+/// Writes a new one-task DAG file into the DAG folder and waits until the API knows the DAG:
+/// how long a new DAG file takes to be parsed while the fault goes on. `None` after `limit`.
+fn probe_new_dag(api: &Api, dags: &Path, id: &str, limit: Duration) -> Option<f64> {
+    let t = Instant::now();
+    let text = format!(
+        "# heirflow-chaos probe: a new DAG file written when a fault started\n\
+         from datetime import datetime\n\
+         from airflow.providers.standard.operators.empty import EmptyOperator\n\
+         from airflow.sdk import DAG\n\n\
+         with DAG(dag_id=\"{id}\", schedule=None, start_date=datetime(2026, 1, 1), catchup=False,\n\
+                  tags=[\"heirflow\", \"chaos\"]):\n    EmptyOperator(task_id=\"noop\")\n"
+    );
+    std::fs::write(dags.join(format!("{id}.py")), text).ok()?;
+    while t.elapsed() < limit {
+        if api.has_dag(id).unwrap_or(false) {
+            return Some(t.elapsed().as_secs_f64());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    None
+}
+
+fn remove_probes(dags: &Path) {
+    if let Ok(rd) = std::fs::read_dir(dags) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(PROBE_PREFIX) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
 }
 
 fn median(v: &mut [f64]) -> Option<f64> {
@@ -229,11 +269,17 @@ fn class_figures(applied: &[Applied]) -> Vec<ClassFigure> {
                 .filter(|a| a.class == c)
                 .filter_map(|a| a.extra_s)
                 .collect();
+            let mut parsed: Vec<f64> = applied
+                .iter()
+                .filter(|a| a.class == c)
+                .filter_map(|a| a.new_dag_s)
+                .collect();
             ClassFigure {
                 class: c.to_string(),
                 faults: applied.iter().filter(|a| a.class == c).count(),
                 max_extra_s: v.iter().copied().reduce(f64::max),
                 median_extra_s: median(&mut v),
+                median_new_dag_s: median(&mut parsed),
             }
         })
         .collect()
@@ -241,12 +287,12 @@ fn class_figures(applied: &[Applied]) -> Vec<ClassFigure> {
 
 fn render_faults(applied: &[Applied], t0: f64) -> String {
     let mut s = format!(
-        "{:>7}  {:>5}  {:<9}  {:<11}  {:<22}  {:>8}  {:>9}\n",
-        "at (s)", "for", "kind", "host", "unit", "extra s", "cut short"
+        "{:>7}  {:>5}  {:<9}  {:<11}  {:<22}  {:>8}  {:>9}  {:>9}\n",
+        "at (s)", "for", "kind", "host", "unit", "extra s", "cut short", "new DAG s"
     );
     for a in applied {
         s.push_str(&format!(
-            "{:>7.1}  {:>5.1}  {:<9}  {:<11}  {:<22}  {:>8}  {:>9}{}\n",
+            "{:>7.1}  {:>5.1}  {:<9}  {:<11}  {:<22}  {:>8}  {:>9}  {:>9}{}\n",
             a.applied - t0,
             a.healed - a.applied,
             a.fault.kind.name(),
@@ -254,6 +300,7 @@ fn render_faults(applied: &[Applied], t0: f64) -> String {
             a.fault.unit.as_deref().unwrap_or(""),
             a.extra_s.map_or("-".into(), |x| format!("{x:.1}")),
             a.cut_short,
+            a.new_dag_s.map_or("-".into(), |x| format!("{x:.1}")),
             a.error
                 .as_deref()
                 .map_or(String::new(), |e| format!("  ERROR {e}"))
@@ -265,16 +312,17 @@ fn render_faults(applied: &[Applied], t0: f64) -> String {
 fn render_classes(c: &[ClassFigure]) -> String {
     let f = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.1}"));
     let mut s = format!(
-        "{:<10}  {:>6}  {:>15}  {:>12}\n",
-        "class", "faults", "median extra s", "max extra s"
+        "{:<10}  {:>6}  {:>15}  {:>12}  {:>18}\n",
+        "class", "faults", "median extra s", "max extra s", "median new DAG s"
     );
     for c in c {
         s.push_str(&format!(
-            "{:<10}  {:>6}  {:>15}  {:>12}\n",
+            "{:<10}  {:>6}  {:>15}  {:>12}  {:>18}\n",
             c.class,
             c.faults,
             f(c.median_extra_s),
-            f(c.max_extra_s)
+            f(c.max_extra_s),
+            f(c.median_new_dag_s)
         ));
     }
     s
@@ -375,9 +423,15 @@ pub fn run(spec: RunSpec) -> Result<bool> {
         network: spec.network.clone(),
     };
 
-    // Faults left over from an interrupted run would make everything below misleading.
+    // Faults left over from an interrupted run would make everything below misleading (an
+    // interrupted run is healed here, by the next one).
     for t in c.targets() {
-        for kind in [FaultKind::Crash, FaultKind::Freeze, FaultKind::Partition] {
+        for kind in [
+            FaultKind::Crash,
+            FaultKind::Freeze,
+            FaultKind::Partition,
+            FaultKind::Netem,
+        ] {
             let f = Fault {
                 at_s: 0.0,
                 duration_s: 0.0,
@@ -413,7 +467,8 @@ pub fn run(spec: RunSpec) -> Result<bool> {
         t_start,
         "installing the ledger DAG and waiting for it to be parsed",
     );
-    install_dag(&spec.dag_volume)?;
+    let dags = install_dag(&spec.dag_volume)?;
+    remove_probes(&dags);
     let parse_deadline = Instant::now() + Duration::from_secs(300);
     while !api.has_dag(DAG_ID).unwrap_or(false) {
         if Instant::now() > parse_deadline {
@@ -506,6 +561,11 @@ pub fn run(spec: RunSpec) -> Result<bool> {
         };
         let f = &f;
         let class = c.class_of(&f.host).unwrap_or("?").to_string();
+        let probe = {
+            let (api, dags) = (api.clone(), dags.clone());
+            let id = format!("{PROBE_PREFIX}{}_{}", stamp.to_lowercase(), applied.len());
+            std::thread::spawn(move || probe_new_dag(&api, &dags, &id, Duration::from_secs(180)))
+        };
         say(
             t0,
             &format!(
@@ -550,6 +610,7 @@ pub fn run(spec: RunSpec) -> Result<bool> {
             healed,
             extra_s: None,
             cut_short: 0,
+            new_dag_s: probe.join().ok().flatten(),
             error,
         });
         if heal_error.is_some() {
@@ -569,6 +630,7 @@ pub fn run(spec: RunSpec) -> Result<bool> {
         &format!("schedule done; waiting for {} DAG runs", ids.len()),
     );
     let states = settle(&api, &ids, now() + spec.settle_s, t0);
+    remove_probes(&dags);
     stop.store(true, Ordering::Relaxed);
     let _ = writer.join();
     let leases = watcher
@@ -723,6 +785,7 @@ mod tests {
             healed: to,
             extra_s: None,
             cut_short: 0,
+            new_dag_s: None,
             error: None,
         }
     }
