@@ -136,6 +136,9 @@ enum Cmd {
         /// The Docker volume holding the shared DAG folder.
         #[arg(long, default_value = "heirflow-dags")]
         dag_volume: String,
+        /// The report as JSON on stdout instead of the tables.
+        #[arg(long)]
+        json: bool,
     },
     /// Print a fault schedule for the hosts of an inventory.
     Plan {
@@ -237,6 +240,7 @@ fn run(cli: Cli) -> Result<()> {
             port,
             network,
             dag_volume,
+            json,
         } => {
             let mut cluster = Cluster::load(&inventory)?;
             let leaders = run::leaders_first(&mut cluster);
@@ -263,6 +267,7 @@ fn run(cli: Cli) -> Result<()> {
                 tail_s: tail,
                 settle_s: settle,
                 port,
+                json,
             })?;
             if !pass {
                 bail!("an invariant failed");

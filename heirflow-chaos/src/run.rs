@@ -41,6 +41,8 @@ pub struct RunSpec {
     /// Give up waiting for the DAG runs to end after this long (after the schedule).
     pub settle_s: f64,
     pub port: u16,
+    /// Print the report as JSON on stdout instead of the tables (progress stays on stderr).
+    pub json: bool,
 }
 
 /// A fault as it happened: when it was applied and healed (unix seconds) and what it cost.
@@ -692,12 +694,14 @@ pub fn run(spec: RunSpec) -> Result<bool> {
     figures(&mut applied, &spans, &observed.executions, baseline);
     let classes = class_figures(&applied);
 
-    println!("\nfaults (extra s: the longest DAG run overlapping the fault, minus the {baseline:.1} s baseline)");
-    print!("{}", render_faults(&applied, t0));
-    println!("\nper component class");
-    print!("{}", render_classes(&classes));
-    println!("\ninvariants");
-    print!("{}", invariants::render(&checks));
+    if !spec.json {
+        println!("\nfaults (extra s: the longest DAG run overlapping the fault, minus the {baseline:.1} s baseline)");
+        print!("{}", render_faults(&applied, t0));
+        println!("\nper component class");
+        print!("{}", render_classes(&classes));
+        println!("\ninvariants");
+        print!("{}", invariants::render(&checks));
+    }
 
     // The schedule as it happened, for the timeline and for replaying.
     let as_applied: Vec<Fault> = applied
@@ -754,11 +758,12 @@ pub fn run(spec: RunSpec) -> Result<bool> {
         classes,
         checks,
     };
-    std::fs::write(
-        spec.out.join("report.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
-    println!(
+    let report_json = serde_json::to_string_pretty(&report)?;
+    std::fs::write(spec.out.join("report.json"), &report_json)?;
+    if spec.json {
+        println!("{report_json}");
+    }
+    eprintln!(
         "\n{}: report {}, timeline {}",
         if pass { "PASS" } else { "FAIL" },
         spec.out.join("report.json").display(),
