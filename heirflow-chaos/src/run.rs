@@ -80,6 +80,7 @@ pub struct Report {
     pub faults: Vec<Applied>,
     pub classes: Vec<ClassFigure>,
     pub checks: Vec<invariants::Check>,
+    pub health: Health,
 }
 
 fn now() -> f64 {
@@ -151,6 +152,55 @@ pub fn leaders_first(c: &mut Cluster) -> Vec<String> {
             .unwrap_or(usize::MAX)
     });
     leaders
+}
+
+/// Redundancy after the run, as the runner finds it (reported, not an invariant yet): does the
+/// Postgres primary have a synchronous standby streaming, how many RabbitMQ nodes run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    pub sync_standby: bool,
+    pub rabbitmq_running: usize,
+    pub rabbitmq_nodes: usize,
+}
+
+fn health(c: &Cluster) -> Health {
+    let sync_standby = c.group("db").any(|h| {
+        faults::docker(&[
+            "exec",
+            &h.name,
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            "psql",
+            "-Atc",
+            "SELECT count(*) FROM pg_stat_replication \
+             WHERE state = 'streaming' AND sync_state = 'sync'",
+        ])
+        .is_ok_and(|n| n.trim().parse::<u32>().unwrap_or(0) > 0)
+    });
+    let rabbitmq_running = c
+        .group("queue")
+        .find_map(|h| {
+            let out = faults::docker(&[
+                "exec",
+                &h.name,
+                "rabbitmqctl",
+                "-q",
+                "cluster_status",
+                "--formatter",
+                "json",
+            ])
+            .ok()?;
+            let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+            Some(v["running_nodes"].as_array()?.len())
+        })
+        .unwrap_or(0);
+    Health {
+        sync_standby,
+        rabbitmq_running,
+        rabbitmq_nodes: c.group("queue").count(),
+    }
 }
 
 /// A fault aimed at `leader:CLASS` hits whoever leads that class when it starts.
@@ -702,6 +752,15 @@ pub fn run(spec: RunSpec) -> Result<bool> {
         println!("\ninvariants");
         print!("{}", invariants::render(&checks));
     }
+    let health = health(c);
+    if !spec.json {
+        println!(
+            "\nafter the run (reported, not checked): PostgreSQL synchronous standby streaming: {}; RabbitMQ nodes running: {} of {}",
+            if health.sync_standby { "yes" } else { "NO" },
+            health.rabbitmq_running,
+            health.rabbitmq_nodes
+        );
+    }
 
     // The schedule as it happened, for the timeline and for replaying.
     let as_applied: Vec<Fault> = applied
@@ -757,6 +816,7 @@ pub fn run(spec: RunSpec) -> Result<bool> {
         faults: applied,
         classes,
         checks,
+        health,
     };
     let report_json = serde_json::to_string_pretty(&report)?;
     std::fs::write(spec.out.join("report.json"), &report_json)?;
