@@ -22,7 +22,8 @@ KINDS=${KINDS:-crash}
 CLASSES=${CLASSES:-queue worker scheduler db web}
 RES=bench/results
 mkdir -p "$RES"
-cargo build --release -q -p heirflow-chaos
+# The same build as deploy-test.sh's (a one-package build would re-resolve features and rebuild).
+cargo build --release -q --workspace --bins --examples
 CHAOS=./target/release/heirflow-chaos
 
 declare -A TARGET=([queue]=10 [worker]=45 [scheduler]=10 [db]=20 [web]=10)

@@ -12,7 +12,8 @@ source "$(dirname "$0")/lib.sh"
 need_root
 cd "$REPO_ROOT"
 OUT=${CHAOS_OUT:-$(mktemp -d /tmp/heirflow-chaos-test.XXXXXX)}
-cargo build --release -q -p heirflow-chaos
+# The same build as deploy-test.sh's (a one-package build would re-resolve features and rebuild).
+cargo build --release -q --workspace --bins --examples
 CHAOS=./target/release/heirflow-chaos
 
 step "bounded chaos schedule"
