@@ -597,6 +597,9 @@ pub fn run(spec: RunSpec) -> Result<bool> {
     );
 
     let mut applied = Vec::new();
+    // Joined after the schedule: a probe may outlast its fault, and waiting for it here would
+    // eat the healthy gap before the next fault.
+    let mut probes = Vec::new();
     let mut heal_error = None;
     for f in &spec.faults {
         let at = t0 + f.at_s;
@@ -618,6 +621,7 @@ pub fn run(spec: RunSpec) -> Result<bool> {
             let id = format!("{PROBE_PREFIX}{}_{}", stamp.to_lowercase(), applied.len());
             std::thread::spawn(move || probe_new_dag(&api, &dags, &id, Duration::from_secs(180)))
         };
+        probes.push(probe);
         say(
             t0,
             &format!(
@@ -662,7 +666,7 @@ pub fn run(spec: RunSpec) -> Result<bool> {
             healed,
             extra_s: None,
             cut_short: 0,
-            new_dag_s: probe.join().ok().flatten(),
+            new_dag_s: None,
             error,
         });
         if heal_error.is_some() {
@@ -682,6 +686,9 @@ pub fn run(spec: RunSpec) -> Result<bool> {
         &format!("schedule done; waiting for {} DAG runs", ids.len()),
     );
     let states = settle(&api, &ids, now() + spec.settle_s, t0);
+    for (a, p) in applied.iter_mut().zip(probes) {
+        a.new_dag_s = p.join().ok().flatten();
+    }
     remove_probes(&dags);
     stop.store(true, Ordering::Relaxed);
     let _ = writer.join();
