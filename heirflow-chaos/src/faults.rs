@@ -143,3 +143,33 @@ pub fn heal(cluster: &Cluster, f: &Fault, ip: Option<&str>) -> Result<(), String
         .map(|_| ()),
     }
 }
+
+/// Heals whatever fault a host may still carry (an interrupted run's), reading its state once:
+/// started, thawed, reconnected with `address` (its own: Docker would otherwise hand out one
+/// from the dynamic pool), links unthrottled.
+pub fn heal_host(cluster: &Cluster, host: &str, address: &str) -> Result<(), String> {
+    let now = state(cluster, host)?;
+    if !now.running {
+        docker(&["start", host])?;
+    } else if now.paused {
+        docker(&["unpause", host])?;
+    }
+    if !now.connected {
+        docker(&[
+            "network",
+            "connect",
+            "--ip",
+            address,
+            &cluster.network,
+            host,
+        ])?;
+    }
+    docker(&[
+        "exec",
+        host,
+        "sh",
+        "-c",
+        "for i in $(ls /sys/class/net | grep -vx lo); do tc qdisc del dev $i root 2>/dev/null; done; true",
+    ])
+    .map(|_| ())
+}

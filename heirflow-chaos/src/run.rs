@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -20,7 +20,7 @@ use crate::cluster::Cluster;
 use crate::faults;
 use crate::invariants::{self, Observed};
 use crate::ledger::{self, Execution};
-use crate::schedule::{self, Fault, FaultKind};
+use crate::schedule::{self, Fault};
 use crate::timeline::{self, RunSpan};
 use crate::{db, ledger_server};
 
@@ -143,14 +143,8 @@ pub fn leaders(c: &Cluster) -> Vec<(String, String)> {
 /// bounded schedule is the one whose loss costs the most.
 pub fn leaders_first(c: &mut Cluster) -> Vec<String> {
     let leaders: Vec<String> = leaders(c).into_iter().map(|(_, h)| h).collect();
-    // Stable sorts: everyone else keeps the file order.
+    // A stable sort: everyone else keeps the file order (schedules pick per class).
     c.hosts.sort_by_key(|h| !leaders.contains(&h.name));
-    c.hosts.sort_by_key(|h| {
-        crate::cluster::CLASSES
-            .iter()
-            .position(|k| *k == h.class)
-            .unwrap_or(usize::MAX)
-    });
     leaders
 }
 
@@ -470,29 +464,15 @@ pub fn run(spec: RunSpec) -> Result<bool> {
         .chain(c.group("web"))
         .map(|h| format!("http://{}:8080", h.address))
         .collect();
-    let api = Api::new(bases, "admin", &admin);
+    let api = Arc::new(Api::new(bases, "admin", &admin));
     let fault_cluster = faults::Cluster {
         network: spec.network.clone(),
     };
 
     // Faults left over from an interrupted run would make everything below misleading (an
     // interrupted run is healed here, by the next one).
-    for t in c.targets() {
-        for kind in [
-            FaultKind::Crash,
-            FaultKind::Freeze,
-            FaultKind::Partition,
-            FaultKind::Netem,
-        ] {
-            let f = Fault {
-                at_s: 0.0,
-                duration_s: 0.0,
-                host: t.host.clone(),
-                kind,
-                unit: None,
-            };
-            faults::heal(&fault_cluster, &f, None).map_err(anyhow::Error::msg)?;
-        }
+    for h in &c.hosts {
+        faults::heal_host(&fault_cluster, &h.name, &h.address).map_err(anyhow::Error::msg)?;
     }
 
     let ledger_path = spec.out.join("ledger.jsonl");
@@ -567,26 +547,16 @@ pub fn run(spec: RunSpec) -> Result<bool> {
     let last_heal = spec.faults.iter().map(Fault::end_s).fold(0.0, f64::max);
     let until = t0 + last_heal + spec.tail_s;
     let wl_stop = Arc::new(AtomicBool::new(false));
-    let ids = Arc::new(Mutex::new(Vec::new()));
     let wl = {
-        let (api, conf, stop, ids, prefix, every) = (
-            Arc::new(api),
+        let (api, conf, stop, prefix, every) = (
+            api.clone(),
             conf.clone(),
             wl_stop.clone(),
-            ids.clone(),
             format!("chaos-{stamp}"),
             spec.every_s,
         );
-        let a = api.clone();
-        let h = std::thread::spawn(move || {
-            let v = workload(&a, &prefix, &conf, every, until, t0, &stop);
-            if let Ok(mut i) = ids.lock() {
-                *i = v;
-            }
-        });
-        (h, api)
+        std::thread::spawn(move || workload(&api, &prefix, &conf, every, until, t0, &stop))
     };
-    let api = wl.1;
     say(
         t0,
         &format!(
@@ -679,8 +649,7 @@ pub fn run(spec: RunSpec) -> Result<bool> {
         bail!("a fault could not be healed, the run stops here: {e}");
     }
 
-    let _ = wl.0.join();
-    let ids = ids.lock().map(|v| v.clone()).unwrap_or_default();
+    let ids = wl.join().unwrap_or_default();
     say(
         t0,
         &format!("schedule done; waiting for {} DAG runs", ids.len()),
@@ -842,6 +811,7 @@ pub fn run(spec: RunSpec) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schedule::FaultKind;
 
     fn applied(class: &str, from: f64, to: f64) -> Applied {
         Applied {
