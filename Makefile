@@ -34,5 +34,6 @@ test-cluster: ## the local cluster end to end: up, deploy with hfplay, DAG on >=
 deploy: build ## deploy Heirflow onto the local cluster with hfplay
 	./target/release/hfplay playbooks/site.yml -i inventory/local
 
-demo: build local-up deploy  ## one command: cluster up, deploy, run the smoke DAG
+demo: build local-up deploy  ## one command: cluster up, deploy, run the smoke DAG and model_select
 	scripts/smoke-dag.sh
+	scripts/model-select.sh

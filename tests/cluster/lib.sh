@@ -42,3 +42,43 @@ json_changed() {
 d = json.load(open(sys.argv[1]))
 for h, s in sorted(d["stats"].items()): print(h, s["changed"], s["failed"], s["unreachable"])' "$1"
 }
+
+# run_dag DAG_ID RUN_ID [TIMEOUT]: waits until the DAG is parsed, unpauses and triggers it on
+# the first scheduler host, then follows the run (state changes on stderr). Returns 0 when the
+# run succeeded, 1 when it failed or did not finish within TIMEOUT seconds (default 600).
+run_dag() {
+  local dag=$1 run_id=$2 timeout=${3:-600} sched i start state last="" errors
+  sched=$(group_hosts scheduler | head -1)
+  # The DAG processor may not have parsed the file yet right after a deploy: wait for it.
+  for ((i = 0; ; i++)); do
+    hssh "$sched" "$AIRFLOW_CMD dags list -o json 2>/dev/null" | grep -q "\"$dag\"" && break
+    # a DAG file that does not import never appears: say why at once
+    errors=$(hssh "$sched" "$AIRFLOW_CMD dags list-import-errors -o json 2>/dev/null" | grep "$dag" || true)
+    [ -z "$errors" ] || { echo "$dag does not import: $errors" >&2; return 1; }
+    [ "$i" -lt 60 ] || { echo "$dag is not parsed after 5 minutes (dag-processor running?)" >&2; return 1; }
+    sleep 5
+  done
+  echo "triggering $dag ($run_id) on $sched" >&2
+  hssh "$sched" "$AIRFLOW_CMD dags unpause $dag >/dev/null 2>&1; $AIRFLOW_CMD dags trigger $dag -r $run_id >/dev/null"
+  start=$(date +%s)
+  while :; do
+    state=$(dag_run_state "$dag" "$run_id")
+    [ "$state" != "$last" ] && { echo "  $(($(date +%s) - start)) s: ${state:-not visible yet}" >&2; last=$state; }
+    case "$state" in
+      success) echo "DAG run $run_id: success" >&2; return 0 ;;
+      failed) echo "DAG run $run_id: failed" >&2; return 1 ;;
+    esac
+    [ $(($(date +%s) - start)) -lt "$timeout" ] || { echo "DAG run $run_id did not finish in $timeout s" >&2; return 1; }
+    sleep 3
+  done
+}
+
+# dag_run_state DAG_ID RUN_ID: the run's state from the metadata DB (empty while not visible)
+dag_run_state() {
+  hpsql "select state from dag_run where dag_id = '$1' and run_id = '$2'" 2>/dev/null || true
+}
+
+# model_select_result RUN_ID: the JSON the run's `final` task returned (its XCom)
+model_select_result() {
+  hpsql "select value from xcom where dag_id = 'model_select' and run_id = '$1' and task_id = 'final' and key = 'return_value'"
+}
