@@ -9,6 +9,8 @@
 #   3. docker kill of the primary's host: the standby is promoted, the floating IP moves, writes
 #      are acknowledged again (time measured from the kill), the Airflow smoke DAG still runs;
 #   4. docker start of the old primary: it rejoins as the synchronous standby (pg_rewind);
+#      then a rejoin left unfinished (its mark beside the data directory, PostgreSQL killed):
+#      heir-db copies the primary afresh (pg_basebackup) instead of starting that directory;
 #   5. every acknowledged commit is in the database (0 missing).
 # usage: tests/cluster/db-test.sh        (needs the deployed local cluster; runs as root)
 # The failover time is printed; its target (<= 10 s) is checked by bench/db-failover-cluster.sh.
@@ -96,6 +98,21 @@ docker start "$P" > /dev/null; KILLED=""
 P3=$(wait_pair 180) || fail "old primary $P did not rejoin: $(pair_state)"
 [ "$P3" = "$S" ] || fail "primary is $P3 after the rejoin (want $S)"
 pass "$P back as synchronous standby of $S in $((SECONDS - t)) s (pg_rewind)"
+
+step "4b. an unfinished rejoin on $P: never started as is, copied afresh"
+# What a crash in the middle of pg_rewind leaves: the rejoin mark beside the data directory.
+# heir-db must not start that directory (pg_rewind may later call it "no rewind required",
+# yet it cannot replay); it copies the primary (pg_basebackup) and follows it.
+t=$SECONDS
+PGDATA_DIR=$(docker exec "$P" sh -c 'ls -d /var/lib/postgresql/*/main' | head -1)
+since=$(docker exec "$P" date '+%Y-%m-%d %H:%M:%S')
+docker exec "$P" sh -c "echo 'a rejoin of this data directory has not finished' > $PGDATA_DIR.heir-rejoin && systemctl kill -s KILL 'postgresql@*'"
+P4=$(wait_pair 180) || fail "$P did not come back after an unfinished rejoin: $(pair_state)"
+[ "$P4" = "$S" ] || fail "primary is $P4 after the fresh copy (want $S)"
+docker exec "$P" journalctl -u heir-db --since "$since" --no-pager 2>/dev/null | grep -q db_reinitialized \
+  || fail "$P came back without a fresh copy (no db_reinitialized in heir-db's journal)"
+! docker exec "$P" test -e "$PGDATA_DIR.heir-rejoin" || fail "the rejoin mark is still there"
+pass "$P copied $S afresh (pg_basebackup) and is its synchronous standby again in $((SECONDS - t)) s"
 
 step "5. no acknowledged commit lost"
 stop_writer > "$OUT/writer.out"

@@ -131,8 +131,10 @@ impl Node {
         }
         let local_state = local_res.as_ref().and_then(|r| r.as_ref().ok()).cloned();
         let local = match (&local_res, &local_state) {
+            // A data directory whose rejoin did not finish is never started as a primary: it is
+            // a standby to be copied afresh (Action::StartStandby).
             (None, _) => Local::Down {
-                was_primary: !self.pg.standby_signal(),
+                was_primary: !self.pg.standby_signal() && !self.pg.rejoin_marked(),
             },
             (Some(_), None) => Local::Unresponsive,
             (Some(_), Some(st)) if st.in_recovery => Local::Standby,
@@ -224,6 +226,33 @@ impl Node {
         s
     }
 
+    /// Replace the local data directory by a fresh copy of the peer (pg_basebackup) and follow
+    /// it: after a pg_rewind that failed or was cut short, whose result cannot be trusted.
+    async fn reinit(&self, why: &str) -> Result<()> {
+        let t0 = Instant::now();
+        self.pg.mark_rejoin()?;
+        self.pg
+            .basebackup(&self.primary_conninfo())
+            .await
+            .with_context(|| format!("{why}: copying {} afresh", self.peer.name))?;
+        self.pg.write_standby(&self.primary_conninfo())?;
+        self.pg
+            .start()
+            .await
+            .context("starting as standby after pg_basebackup")?;
+        self.pg.clear_rejoin_mark()?;
+        self.event(
+            "db_reinitialized",
+            None,
+            &format!(
+                "{why}: fresh copy of {} (pg_basebackup); following it; {:.1}s",
+                self.peer.name,
+                t0.elapsed().as_secs_f64()
+            ),
+        );
+        Ok(())
+    }
+
     async fn promote(&self, reason: &str) -> Result<()> {
         let t0 = Instant::now();
         // 1. The new primary has no standby yet: do not let its commits wait for one.
@@ -307,35 +336,44 @@ impl Node {
                     "host={} port={} user={} dbname={}",
                     self.peer.host, self.peer.port, self.admin.user, self.admin.dbname
                 );
-                let out = self
-                    .pg
-                    .rewind(&source, self.admin.password.as_deref())
-                    .await
-                    .context("rejoining as standby")?;
-                let last = out
-                    .lines()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("")
-                    .trim();
-                self.pg.write_standby(&self.primary_conninfo())?;
-                self.pg
-                    .start()
-                    .await
-                    .context("starting as standby after pg_rewind")?;
-                self.event(
-                    "db_rejoined",
-                    None,
-                    &format!(
-                        "pg_rewind from {} ({last}); following it; {:.1}s",
-                        self.peer.name,
-                        t0.elapsed().as_secs_f64()
-                    ),
-                );
+                // Marked until the rejoined standby has started: a crash in between leaves a
+                // data directory no one starts as is (PgCtl::rejoin_mark).
+                self.pg.mark_rejoin()?;
+                match self.pg.rewind(&source, self.admin.password.as_deref()).await {
+                    Ok(out) => {
+                        let last = out
+                            .lines()
+                            .rev()
+                            .find(|l| !l.trim().is_empty())
+                            .unwrap_or("")
+                            .trim();
+                        self.pg.write_standby(&self.primary_conninfo())?;
+                        self.pg
+                            .start()
+                            .await
+                            .context("starting as standby after pg_rewind")?;
+                        self.pg.clear_rejoin_mark()?;
+                        self.event(
+                            "db_rejoined",
+                            None,
+                            &format!(
+                                "pg_rewind from {} ({last}); following it; {:.1}s",
+                                self.peer.name,
+                                t0.elapsed().as_secs_f64()
+                            ),
+                        );
+                    }
+                    Err(e) => self.reinit(&format!("pg_rewind failed ({e:#})")).await?,
+                }
             }
             Action::StartStandby => {
-                self.pg.start().await?;
-                self.event("db_started", None, "standby started");
+                if self.pg.rejoin_marked() {
+                    self.reinit("a rejoin of this data directory did not finish")
+                        .await?;
+                } else {
+                    self.pg.start().await?;
+                    self.event("db_started", None, "standby started");
+                }
             }
             Action::StartPrimary => {
                 self.pg.write_primary(&self.sync_names)?;

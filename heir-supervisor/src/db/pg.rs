@@ -1,5 +1,6 @@
-//! The local PostgreSQL's life: is the postmaster alive, start, stop, pg_rewind, and the few
-//! settings written into `postgresql.auto.conf` while it is stopped.
+//! The local PostgreSQL's life: is the postmaster alive, start, stop, pg_rewind, a fresh copy
+//! (pg_basebackup) when a rewind cannot be trusted, and the few settings written into
+//! `postgresql.auto.conf` while it is stopped.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -122,6 +123,76 @@ impl PgCtl {
         self.pgdata.join("standby.signal").exists()
     }
 
+    /// `PGDATA.heir-rejoin`, beside the data directory (pg_rewind and pg_basebackup rewrite what
+    /// is inside): present from the start of a rejoin until the rejoined standby started. A
+    /// rejoin cut short (the host crashed during pg_rewind) leaves a data directory that
+    /// pg_rewind may later call "no rewind required" although it cannot replay: a marked data
+    /// directory is never started as is, only replaced by a fresh copy of the primary.
+    fn rejoin_mark(&self) -> PathBuf {
+        sibling(&self.pgdata, "heir-rejoin")
+    }
+
+    pub fn rejoin_marked(&self) -> bool {
+        self.rejoin_mark().exists()
+    }
+
+    pub fn mark_rejoin(&self) -> Result<()> {
+        let mark = self.rejoin_mark();
+        std::fs::write(&mark, "a rejoin of this data directory has not finished\n")
+            .with_context(|| format!("writing {}", mark.display()))
+    }
+
+    pub fn clear_rejoin_mark(&self) -> Result<()> {
+        let mark = self.rejoin_mark();
+        match std::fs::remove_file(&mark) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", mark.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Replace this (stopped) data directory by a fresh copy of `source` (pg_basebackup over a
+    /// replication connection, WAL streamed alongside). The old directory waits beside it as
+    /// `PGDATA.heir-old` until the copy is complete, and comes back if the copy fails.
+    pub async fn basebackup(&self, source: &str) -> Result<String> {
+        if self.postmaster().is_some() {
+            bail!("refusing to replace {}: PostgreSQL is running on it", self.pgdata.display());
+        }
+        let old = sibling(&self.pgdata, "heir-old");
+        if !self.pgdata.exists() && old.exists() {
+            // an earlier copy was cut short: the directory set aside is the one to replace
+            std::fs::rename(&old, &self.pgdata)
+                .with_context(|| format!("restoring {}", self.pgdata.display()))?;
+        }
+        if old.exists() {
+            std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
+        }
+        std::fs::rename(&self.pgdata, &old)
+            .with_context(|| format!("moving {} aside", self.pgdata.display()))?;
+        let mut c = as_user(&self.user, &self.bin("pg_basebackup"));
+        c.arg("-D")
+            .arg(&self.pgdata)
+            .arg(format!("--dbname={source}"))
+            .args(["-X", "stream", "-c", "fast", "--no-password"]);
+        c.env("PGCONNECT_TIMEOUT", "5");
+        match output(c, "pg_basebackup", Duration::from_secs(3600)).await {
+            Ok(out) => {
+                std::fs::remove_dir_all(&old)
+                    .with_context(|| format!("removing {}", old.display()))?;
+                Ok(out)
+            }
+            Err(e) => {
+                if self.pgdata.exists() {
+                    let _ = std::fs::remove_dir_all(&self.pgdata);
+                }
+                std::fs::rename(&old, &self.pgdata)
+                    .with_context(|| format!("restoring {} after: {e:#}", self.pgdata.display()))?;
+                Err(e)
+            }
+        }
+    }
+
     pub async fn start(&self) -> Result<()> {
         let c = match &self.start_cmd {
             Some(cmd) => shell(cmd),
@@ -224,6 +295,14 @@ impl PgCtl {
     }
 }
 
+/// `DIR.ext` beside `dir` (`/var/lib/postgresql/17/main` → `/var/lib/postgresql/17/main.ext`).
+fn sibling(dir: &Path, ext: &str) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".");
+    name.push(ext);
+    dir.with_file_name(name)
+}
+
 fn quote(v: &str) -> String {
     format!("'{}'", v.replace('\'', "''"))
 }
@@ -267,6 +346,53 @@ fn write_owned(path: &Path, text: &str, pgdata: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn marks_live_beside_the_data_directory() {
+        let dir = std::env::temp_dir().join(format!("heir-pg-test-{}", std::process::id()));
+        let pgdata = dir.join("main");
+        std::fs::create_dir_all(&pgdata).unwrap();
+        let pg = PgCtl {
+            pgdata: pgdata.clone(),
+            bindir: PathBuf::from("/nonexistent"),
+            user: "nobody".into(),
+            start_cmd: None,
+            stop_cmd: None,
+            ctl_opts: None,
+            config_file: None,
+            log_file: dir.join("log"),
+        };
+        assert!(!pg.rejoin_marked());
+        pg.mark_rejoin().unwrap();
+        assert!(dir.join("main.heir-rejoin").exists());
+        assert!(pg.rejoin_marked());
+        pg.clear_rejoin_mark().unwrap();
+        pg.clear_rejoin_mark().unwrap(); // already gone: fine
+        assert!(!pg.rejoin_marked());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_copy_puts_the_old_data_directory_back() {
+        let dir = std::env::temp_dir().join(format!("heir-pg-copy-{}", std::process::id()));
+        let pgdata = dir.join("main");
+        std::fs::create_dir_all(&pgdata).unwrap();
+        std::fs::write(pgdata.join("PG_VERSION"), "17\n").unwrap();
+        let pg = PgCtl {
+            pgdata: pgdata.clone(),
+            bindir: PathBuf::from("/nonexistent"),
+            user: "root".into(),
+            start_cmd: None,
+            stop_cmd: None,
+            ctl_opts: None,
+            config_file: None,
+            log_file: dir.join("log"),
+        };
+        assert!(pg.basebackup("host=127.0.0.1").await.is_err());
+        assert_eq!(std::fs::read_to_string(pgdata.join("PG_VERSION")).unwrap(), "17\n");
+        assert!(!dir.join("main.heir-old").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn auto_conf_is_rewritten() {
