@@ -86,6 +86,19 @@ default_workers() {
   if [ "$avail_kb" -ge $((16 * 1024 * 1024)) ]; then echo 4; else echo 2; fi
 }
 
+# CPU weight (docker --cpu-shares; 1024 = the default) per host class. All 12 hosts share 2
+# cores: under a busy workload (chaos runs, 16 tasks at once) an even share starved Postgres
+# and RabbitMQ long enough to miss heartbeats and fail over for nothing. The services everything
+# waits on weigh more; Celery task processes, which only slow down, weigh less.
+cpu_shares() {
+  case $1 in
+    db) echo 4096 ;;
+    queue|scheduler) echo 2048 ;;
+    worker) echo 512 ;;
+    *) echo 1024 ;;
+  esac
+}
+
 cluster_hosts() {
   local n=${WORKERS:-$(default_workers)} i
   [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le 39 ] || die "WORKERS must be 1..39 (got '$n')"

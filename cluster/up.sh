@@ -89,6 +89,8 @@ for line in "${HOSTS[@]}"; do
     img=$(docker inspect -f '{{.Config.Image}}' "$name")
     [ "$img" = "$BASE" ] || STALE+=("$name")
   fi
+  # CPU weight per class (cluster/lib.sh cpu_shares), also for containers that already exist
+  [ "$state" = missing ] || docker update --cpu-shares "$(cpu_shares "$group")" "$name" >/dev/null
   case $state in
     running) [ -z "$cur_ip" ] && warn "$name is running but not attached to $HF_NETWORK (partition test left over?)"; continue ;;
     stopped) log "starting stopped $name"; docker start "$name" >/dev/null; continue ;;
@@ -106,7 +108,7 @@ for line in "${HOSTS[@]}"; do
   esac
   log "creating $name ($ip, $group)"
   docker run -d --name "$name" --hostname "$name" --network "$HF_NETWORK" --ip "$ip" \
-    --label "$HF_LABEL" --label "heirflow.group=$group" \
+    --label "$HF_LABEL" --label "heirflow.group=$group" --cpu-shares "$(cpu_shares "$group")" \
     "${SYSTEMD_FLAGS[@]}" ${mounts[@]+"${mounts[@]}"} "$BASE" /sbin/init >/dev/null
 done
 

@@ -111,6 +111,38 @@ def _dag_processor() -> None:
     from airflow.jobs.dag_processor_job_runner import DagProcessorJobRunner  # noqa: F401
 
 
+# Task instances the previous leader queued this recently may never have reached the broker:
+# it can die between committing "queued" and publishing the message (or the publish dies with a
+# broker node). Airflow adopts them as sent and waits task_queued_timeout (10 min) for them.
+STRANDED_WINDOW_S = 30
+
+
+def requeue_stranded() -> None:
+    """At takeover (scheduler only, before its loop): hand recently queued task instances back to
+    the scheduler ("scheduled"), which queues and sends them again at once. One that did reach a
+    worker runs only once: the worker's start call to the Execution API needs state "queued", so
+    of two deliveries only the first start wins (the other is refused with 409)."""
+    from sqlalchemy import text
+
+    from airflow import settings
+
+    engine = settings.get_engine()
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.begin() as conn:
+        rows = conn.execute(
+            text(
+                "update task_instance set state = 'scheduled', queued_by_job_id = null, "
+                "external_executor_id = null where state = 'queued' "
+                "and queued_dttm > now() - make_interval(secs => :window) "
+                "returning dag_id, run_id, task_id, map_index"
+            ),
+            {"window": STRANDED_WINDOW_S},
+        ).fetchall()
+    for r in rows:
+        print(f"airflow-warm: requeued {r.dag_id} {r.run_id} {r.task_id}[{r.map_index}] (queued by the previous leader)", file=sys.stderr)
+
+
 def main() -> int:
     command = sys.argv[1] if len(sys.argv) > 1 else ""
     started = time.monotonic()
@@ -123,6 +155,11 @@ def main() -> int:
     parts = line.split()
     if len(parts) > 1:
         os.environ["HEIR_EPOCH"] = parts[1]
+    if command == "scheduler":
+        try:
+            requeue_stranded()
+        except Exception as e:  # noqa: BLE001  (the scheduler must start regardless)
+            print(f"airflow-warm: requeue of stranded task instances skipped: {e}", file=sys.stderr)
     sys.argv = ["airflow", *sys.argv[1:]]
     from airflow.__main__ import main as airflow_main
 
