@@ -103,10 +103,15 @@ step "4b. an unfinished rejoin on $P: never started as is, copied afresh"
 # What a crash in the middle of pg_rewind leaves: the rejoin mark beside the data directory.
 # heir-db must not start that directory (pg_rewind may later call it "no rewind required",
 # yet it cannot replay); it copies the primary (pg_basebackup) and follows it.
-t=$SECONDS
 PGDATA_DIR=$(docker exec "$P" sh -c 'ls -d /var/lib/postgresql/*/main' | head -1)
+# the rejoin of step 4 has finished (its own mark is gone) and heir-db has settled
+for ((i = 0; i < 60; i++)); do docker exec "$P" test -e "$PGDATA_DIR.heir-rejoin" || break; sleep 1; done
+sleep 3
+t=$SECONDS
 since=$(docker exec "$P" date '+%Y-%m-%d %H:%M:%S')
-docker exec "$P" sh -c "echo 'a rejoin of this data directory has not finished' > $PGDATA_DIR.heir-rejoin && systemctl kill -s KILL 'postgresql@*'"
+# kill -9 of the postmaster by its pid inside the container: `systemctl kill` of a unit would
+# reach the same-named unit's processes in the other db container (cgroup v1 under Docker).
+docker exec "$P" sh -c "echo 'a rejoin of this data directory has not finished' > $PGDATA_DIR.heir-rejoin && kill -9 \$(head -1 $PGDATA_DIR/postmaster.pid)"
 P4=$(wait_pair 180) || fail "$P did not come back after an unfinished rejoin: $(pair_state)"
 [ "$P4" = "$S" ] || fail "primary is $P4 after the fresh copy (want $S)"
 docker exec "$P" journalctl -u heir-db --since "$since" --no-pager 2>/dev/null | grep -q db_reinitialized \

@@ -339,7 +339,11 @@ impl Node {
                 // Marked until the rejoined standby has started: a crash in between leaves a
                 // data directory no one starts as is (PgCtl::rejoin_mark).
                 self.pg.mark_rejoin()?;
-                match self.pg.rewind(&source, self.admin.password.as_deref()).await {
+                match self
+                    .pg
+                    .rewind(&source, self.admin.password.as_deref())
+                    .await
+                {
                     Ok(out) => {
                         let last = out
                             .lines()

@@ -157,7 +157,10 @@ impl PgCtl {
     /// `PGDATA.heir-old` until the copy is complete, and comes back if the copy fails.
     pub async fn basebackup(&self, source: &str) -> Result<String> {
         if self.postmaster().is_some() {
-            bail!("refusing to replace {}: PostgreSQL is running on it", self.pgdata.display());
+            bail!(
+                "refusing to replace {}: PostgreSQL is running on it",
+                self.pgdata.display()
+            );
         }
         let old = sibling(&self.pgdata, "heir-old");
         if !self.pgdata.exists() && old.exists() {
@@ -389,7 +392,10 @@ mod tests {
             log_file: dir.join("log"),
         };
         assert!(pg.basebackup("host=127.0.0.1").await.is_err());
-        assert_eq!(std::fs::read_to_string(pgdata.join("PG_VERSION")).unwrap(), "17\n");
+        assert_eq!(
+            std::fs::read_to_string(pgdata.join("PG_VERSION")).unwrap(),
+            "17\n"
+        );
         assert!(!dir.join("main.heir-old").exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
