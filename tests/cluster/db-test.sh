@@ -112,10 +112,13 @@ since=$(docker exec "$P" date '+%Y-%m-%d %H:%M:%S')
 # kill -9 of the postmaster by its pid inside the container: `systemctl kill` of a unit would
 # reach the same-named unit's processes in the other db container (cgroup v1 under Docker).
 docker exec "$P" sh -c "echo 'a rejoin of this data directory has not finished' > $PGDATA_DIR.heir-rejoin && kill -9 \$(head -1 $PGDATA_DIR/postmaster.pid)"
+for ((i = 0; ; i++)); do
+  docker exec "$P" journalctl -u heir-db --since "$since" --no-pager 2>/dev/null | grep -q db_reinitialized && break
+  [ "$i" -lt 120 ] || fail "no fresh copy on $P within 2 minutes (no db_reinitialized in heir-db's journal): $(pair_state)"
+  sleep 1
+done
 P4=$(wait_pair 180) || fail "$P did not come back after an unfinished rejoin: $(pair_state)"
 [ "$P4" = "$S" ] || fail "primary is $P4 after the fresh copy (want $S)"
-docker exec "$P" journalctl -u heir-db --since "$since" --no-pager 2>/dev/null | grep -q db_reinitialized \
-  || fail "$P came back without a fresh copy (no db_reinitialized in heir-db's journal)"
 ! docker exec "$P" test -e "$PGDATA_DIR.heir-rejoin" || fail "the rejoin mark is still there"
 pass "$P copied $S afresh (pg_basebackup) and is its synchronous standby again in $((SECONDS - t)) s"
 
