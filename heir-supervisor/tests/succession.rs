@@ -52,7 +52,12 @@ fn three_members_one_child_kill9_passes_in_registration_order() {
     assert_eq!(starts[0].member, "m1");
 
     for (victim, next) in [("m1", "m2"), ("m2", "m3")] {
-        let recs = c.records();
+        // The child records its grandchild a moment after its own start: wait for both (a
+        // takeover observed by its start alone raced that record).
+        let recs = c.wait_for(&format!("{victim}'s grandchild"), 10 * S, |r: &[Rec]| {
+            r.iter()
+                .any(|r| r.kind == "grandchild" && r.member == victim)
+        });
         let child = start_of(&recs, victim).pid;
         let grandchild = grandchild_of(&recs, victim);
         let killed_at = mono_ns();
