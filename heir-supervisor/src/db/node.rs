@@ -226,6 +226,17 @@ impl Node {
         s
     }
 
+    /// Start the rewound or copied data directory as the peer's standby; only then is the
+    /// rejoin finished (its mark removed).
+    async fn start_following(&self, after: &str) -> Result<()> {
+        self.pg.write_standby(&self.primary_conninfo())?;
+        self.pg
+            .start()
+            .await
+            .with_context(|| format!("starting as standby after {after}"))?;
+        self.pg.clear_rejoin_mark()
+    }
+
     /// Replace the local data directory by a fresh copy of the peer (pg_basebackup) and follow
     /// it: after a pg_rewind that failed or was cut short, whose result cannot be trusted.
     async fn reinit(&self, why: &str) -> Result<()> {
@@ -235,12 +246,7 @@ impl Node {
             .basebackup(&self.primary_conninfo())
             .await
             .with_context(|| format!("{why}: copying {} afresh", self.peer.name))?;
-        self.pg.write_standby(&self.primary_conninfo())?;
-        self.pg
-            .start()
-            .await
-            .context("starting as standby after pg_basebackup")?;
-        self.pg.clear_rejoin_mark()?;
+        self.start_following("pg_basebackup").await?;
         self.event(
             "db_reinitialized",
             None,
@@ -351,12 +357,7 @@ impl Node {
                             .find(|l| !l.trim().is_empty())
                             .unwrap_or("")
                             .trim();
-                        self.pg.write_standby(&self.primary_conninfo())?;
-                        self.pg
-                            .start()
-                            .await
-                            .context("starting as standby after pg_rewind")?;
-                        self.pg.clear_rejoin_mark()?;
+                        self.start_following("pg_rewind").await?;
                         self.event(
                             "db_rejoined",
                             None,
