@@ -286,7 +286,7 @@ impl Inventory {
             }
             match &section {
                 Section::Hosts(g) => {
-                    let words = crate::modules::args::shell_words(line);
+                    let words = crate::words::shell_words(line);
                     let Some((name, rest)) = words.split_first() else {
                         continue;
                     };
@@ -313,7 +313,7 @@ impl Inventory {
                         LocatedError::new(&loc, "expected key=value in a :vars section")
                     })?;
                     let v = v.trim();
-                    let v = crate::modules::args::shell_words(v).join(" ");
+                    let v = crate::words::shell_words(v).join(" ");
                     self.group_mut(g)
                         .vars
                         .insert(k.trim().to_string(), Value::String(v));

@@ -15,4 +15,5 @@ pub mod report;
 pub mod runner;
 pub mod template;
 pub mod vars;
+pub mod words;
 pub mod yaml;

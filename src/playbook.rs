@@ -12,8 +12,9 @@ use serde_json::{Map, Value};
 
 use crate::error::{LoadResult, Loc, LocatedError};
 use crate::inventory::{load_vars_file, VarsDir};
-use crate::modules::{self, args::split_kv, Module};
+use crate::modules::{self, Module};
 use crate::template::is_template;
+use crate::words::split_kv;
 use crate::yaml::{self, Kind, Node};
 
 /// A role as loaded from disk.
@@ -1049,15 +1050,12 @@ impl Loader<'_> {
                     let mut m = Map::new();
                     let mut rest = String::new();
                     let mut copied = 0;
-                    for (start, end) in crate::modules::args::arg_spans(s) {
-                        if let Some((k, v)) = crate::modules::args::kv_token(&s[start..end]) {
+                    for (start, end) in crate::words::arg_spans(s) {
+                        if let Some((k, v)) = crate::words::kv_token(&s[start..end]) {
                             if ["creates", "removes", "chdir", "executable", "stdin"].contains(&k)
                                 && !v.is_empty()
                             {
-                                m.insert(
-                                    k.to_string(),
-                                    Value::String(crate::modules::args::unquote(v)),
-                                );
+                                m.insert(k.to_string(), Value::String(crate::words::unquote(v)));
                                 rest.push_str(&s[copied..start]);
                                 copied = end;
                             }

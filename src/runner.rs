@@ -599,7 +599,7 @@ impl Runner {
         let mut ssh_options = Vec::new();
         for key in ["ansible_ssh_common_args", "ansible_ssh_extra_args"] {
             if let Some(args) = get(key)? {
-                let words = crate::modules::args::shell_words(&args);
+                let words = crate::words::shell_words(&args);
                 let mut it = words.iter();
                 while let Some(w) = it.next() {
                     let opt = if w == "-o" {

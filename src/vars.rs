@@ -64,7 +64,7 @@ pub fn parse_extra_vars(arg: &str) -> Result<Map<String, Value>, String> {
             _ => Err(format!("extra vars must be a mapping: {arg}")),
         };
     }
-    let (map, rest) = crate::modules::args::split_kv(arg);
+    let (map, rest) = crate::words::split_kv(arg);
     if !rest.is_empty() {
         return Err(format!(
             "cannot parse extra vars {rest:?}: expected key=value, JSON, or @file"

@@ -17,9 +17,10 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::args::{de_opt_list, de_opt_string, shell_words};
+use super::args::{de_opt_list, de_opt_string};
 use super::{parse, Args, Module, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
+use crate::words::shell_words;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

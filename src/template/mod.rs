@@ -563,7 +563,7 @@ fn resolve_path(base: &std::path::Path, p: &str, state: &State) -> PathBuf {
 /// `lookup('password', 'path length=32 chars=ascii_letters,digits')`: generates a secret once,
 /// keeps it on the controller (0600, parent dirs 0700) and returns it on every later run.
 fn password_lookup(base: &std::path::Path, term: &str, kwargs: &Kwargs) -> Result<String, Error> {
-    let (params, path) = crate::modules::args::split_kv(term);
+    let (params, path) = crate::words::split_kv(term);
     let get = |k: &str| -> Result<Option<String>, Error> {
         if let Some(v) = params.get(k) {
             return Ok(v.as_str().map(str::to_string));
