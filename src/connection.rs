@@ -90,6 +90,107 @@ pub struct ConnSpec {
     pub host_keys: HostKeyPolicy,
 }
 
+/// A host's variables as strings, by name (`None` when unset or null).
+pub type VarLookup<'a> = &'a dyn Fn(&str) -> Result<Option<String>, String>;
+
+impl ConnSpec {
+    /// Reads `host`'s connection settings from its variables (`get`). `host_key_checking` is the
+    /// run-wide setting, which the host's own variables may override.
+    pub fn from_vars(
+        host: &str,
+        get: VarLookup<'_>,
+        connect_timeout: Duration,
+        host_key_checking: Option<HostKeyPolicy>,
+    ) -> Result<ConnSpec, String> {
+        let connection = get("ansible_connection")?.unwrap_or_else(|| "ssh".into());
+        let mut ssh_options = Vec::new();
+        for key in ["ansible_ssh_common_args", "ansible_ssh_extra_args"] {
+            if let Some(args) = get(key)? {
+                let words = crate::words::shell_words(&args);
+                let mut it = words.iter();
+                while let Some(w) = it.next() {
+                    let opt = if w == "-o" {
+                        it.next().cloned()
+                    } else {
+                        w.strip_prefix("-o").map(str::to_string)
+                    };
+                    if let Some(o) = opt {
+                        if let Some((k, v)) = o.split_once('=') {
+                            ssh_options.push((k.trim().to_string(), v.trim().to_string()));
+                        }
+                    }
+                }
+            }
+        }
+        let host_keys = host_key_policy(host, get, &mut ssh_options, host_key_checking)?;
+        let port = match get("ansible_port")?.or(get("ansible_ssh_port")?) {
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .map_err(|_| format!("{host}: ansible_port {p:?} is not a port number"))?,
+            ),
+            None => None,
+        };
+        Ok(ConnSpec {
+            inventory_name: host.to_string(),
+            address: get("ansible_host")?
+                .or(get("ansible_ssh_host")?)
+                .unwrap_or_else(|| host.to_string()),
+            port,
+            user: get("ansible_user")?.or(get("ansible_ssh_user")?),
+            key_file: get("ansible_ssh_private_key_file")?.map(PathBuf::from),
+            ssh_options,
+            local: connection == "local",
+            connect_timeout,
+            host_keys,
+        })
+    }
+}
+
+/// Ansible's order: a disabled `host_key_checking` (command line, config, environment or the
+/// host's `ansible_host_key_checking`) wins; else the host's own `-o StrictHostKeyChecking`;
+/// else the setting, strict by default. The ssh option is taken out of `ssh_options`: hfplay
+/// passes the policy to ssh itself.
+fn host_key_policy(
+    host: &str,
+    get: VarLookup<'_>,
+    ssh_options: &mut Vec<(String, String)>,
+    host_key_checking: Option<HostKeyPolicy>,
+) -> Result<HostKeyPolicy, String> {
+    let mut from_args = None;
+    let mut bad = None;
+    ssh_options.retain(|(k, v)| {
+        if !k.eq_ignore_ascii_case("StrictHostKeyChecking") {
+            return true;
+        }
+        match HostKeyPolicy::parse_ssh_option(v) {
+            Some(p) => from_args = from_args.or(Some(p)),
+            None => bad = Some(v.clone()),
+        }
+        false
+    });
+    if let Some(v) = bad {
+        return Err(format!(
+            "{host}: ssh option StrictHostKeyChecking={v:?}: expected yes, accept-new or no"
+        ));
+    }
+    let mut setting = host_key_checking;
+    for key in ["ansible_host_key_checking", "ansible_ssh_host_key_checking"] {
+        if let Some(v) = get(key)? {
+            setting = Some(
+                HostKeyPolicy::parse_setting(&v)
+                    .ok_or_else(|| format!("{host}: {key}={v:?}: {}", HostKeyPolicy::EXPECTED))?,
+            );
+            break;
+        }
+    }
+    Ok(match (setting, from_args) {
+        (Some(HostKeyPolicy::Off), _) => HostKeyPolicy::Off,
+        (_, Some(p)) => p,
+        (Some(p), None) => p,
+        (None, None) => HostKeyPolicy::Strict,
+    })
+}
+
 enum Transport {
     Local,
     Ssh(openssh::Session),

@@ -1,0 +1,362 @@
+//! The action of one task iteration: the built-in actions that run on the controller (debug,
+//! set_fact, assert, fail, include_vars, pause, async_status), ping, and a module call.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+use super::results::{located, outcome_json, value_label};
+use super::{PlayCtx, Runner};
+use crate::inventory::load_vars_file;
+use crate::modules::{self, args::to_bool, FileKind, ModuleError, TaskCtx, TaskEnv};
+use crate::playbook::{Action, Role, Task};
+use crate::report::Status;
+use crate::template::{Scope, Templar, OMIT};
+
+/// An action's result, or a controller-side error (reported as a failure located at the task).
+type ActionResult = Result<(Value, Status), String>;
+
+impl Runner {
+    pub(super) async fn run_action(
+        self: &Arc<Self>,
+        ctx: &Arc<PlayCtx>,
+        task: &Task,
+        host: &str,
+        scope: &Arc<Scope>,
+    ) -> (Value, Status) {
+        let r = match self.check_mode(task, scope) {
+            Err(e) => Err(e),
+            Ok(check) => match &task.action {
+                Action::Debug { args } => self.debug(args, scope),
+                Action::SetFact { args } => self.set_fact(args, scope),
+                Action::Assert { args } => self.assert(args, scope),
+                Action::Fail { args } => self.fail(args, scope),
+                Action::IncludeVars { args } => self.include_vars(task, args, scope),
+                Action::Pause { args } => self.pause(args, scope, check).await,
+                Action::AsyncStatus { args } => self.async_status(args, scope).await,
+                Action::Ping => self.ping(ctx, host).await,
+                Action::Module { name, args } => {
+                    self.module(ctx, task, host, scope, name, args, check).await
+                }
+                Action::Block { .. }
+                | Action::IncludeTasks { .. }
+                | Action::IncludeRole { .. }
+                | Action::Meta(_) => {
+                    Err("internal: structural task dispatched as an action".into())
+                }
+            },
+        };
+        r.unwrap_or_else(|msg| {
+            (
+                json!({"failed": true, "msg": located(task, host, &msg)}),
+                Status::Failed,
+            )
+        })
+    }
+
+    /// `check_mode` of the task, else `--check`.
+    fn check_mode(&self, task: &Task, scope: &Arc<Scope>) -> Result<bool, String> {
+        Ok(match &task.opts.check_mode {
+            Some(v) => to_bool(&self.templar.template_value(v, scope)?).unwrap_or(self.opts.check),
+            None => self.opts.check,
+        })
+    }
+
+    /// The action's arguments, templated, without those equal to `omit`.
+    fn template_args(
+        &self,
+        args: &Map<String, Value>,
+        scope: &Arc<Scope>,
+    ) -> Result<Map<String, Value>, String> {
+        match self
+            .templar
+            .template_value(&Value::Object(args.clone()), scope)?
+        {
+            Value::Object(mut m) => {
+                m.retain(|_, v| v.as_str() != Some(OMIT));
+                Ok(m)
+            }
+            _ => Err("arguments must be a mapping".into()),
+        }
+    }
+
+    fn debug(&self, args: &Map<String, Value>, scope: &Arc<Scope>) -> ActionResult {
+        let a = self.template_args(args, scope)?;
+        if let Some(var) = args.get("var").and_then(Value::as_str) {
+            let v = match self.templar.eval(var, scope) {
+                Ok(v) => v,
+                Err(_) => json!("VARIABLE IS NOT DEFINED!"),
+            };
+            return Ok((
+                json!({"changed": false, "msg": {var: v}, "__debug": true}),
+                Status::Ok,
+            ));
+        }
+        let msg = a.get("msg").cloned().unwrap_or(json!("Hello world!"));
+        Ok((
+            json!({"changed": false, "msg": msg, "__debug": true}),
+            Status::Ok,
+        ))
+    }
+
+    fn set_fact(&self, args: &Map<String, Value>, scope: &Arc<Scope>) -> ActionResult {
+        let facts = Value::Object(self.template_args(args, scope)?);
+        Ok((
+            json!({"changed": false, "ansible_facts_set": facts.clone(), "__set_facts": facts}),
+            Status::Ok,
+        ))
+    }
+
+    fn assert(&self, args: &Map<String, Value>, scope: &Arc<Scope>) -> ActionResult {
+        let that = match args.get("that") {
+            Some(Value::Array(a)) => a.clone(),
+            Some(other) => vec![other.clone()],
+            None => vec![],
+        };
+        for cond in &that {
+            if !self.conditions_hold(std::slice::from_ref(cond), scope)? {
+                let msg = match args.get("fail_msg").or_else(|| args.get("msg")) {
+                    Some(m) => self
+                        .templar
+                        .template_value(m, scope)
+                        .map(|v| value_label(&v))
+                        .unwrap_or_else(|e| e),
+                    None => "Assertion failed".into(),
+                };
+                return Ok((
+                    json!({"failed": true, "changed": false, "assertion": cond, "evaluated_to": false, "msg": msg}),
+                    Status::Failed,
+                ));
+            }
+        }
+        let msg = match args.get("success_msg") {
+            Some(m) => self
+                .templar
+                .template_value(m, scope)
+                .map(|v| value_label(&v))
+                .unwrap_or_default(),
+            None => "All assertions passed".into(),
+        };
+        Ok((json!({"changed": false, "msg": msg}), Status::Ok))
+    }
+
+    fn fail(&self, args: &Map<String, Value>, scope: &Arc<Scope>) -> ActionResult {
+        let a = self.template_args(args, scope)?;
+        Ok((
+            json!({"failed": true, "msg": a.get("msg").cloned().unwrap_or(json!("Failed as requested from task"))}),
+            Status::Failed,
+        ))
+    }
+
+    /// `include_vars`: a relative file is looked for in the role's `vars/`, then the playbook's
+    /// directory.
+    fn include_vars(
+        &self,
+        task: &Task,
+        args: &Map<String, Value>,
+        scope: &Arc<Scope>,
+    ) -> ActionResult {
+        let a = self.template_args(args, scope)?;
+        let file = a
+            .get("file")
+            .or_else(|| a.get("_raw_params"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let mut path = PathBuf::from(&file);
+        if path.is_relative() {
+            let cands: Vec<PathBuf> = task
+                .role
+                .iter()
+                .map(|r| r.path.join("vars").join(&file))
+                .chain(std::iter::once(self.pb.dir.join(&file)))
+                .collect();
+            path = cands
+                .iter()
+                .find(|p| p.exists())
+                .cloned()
+                .unwrap_or_else(|| self.pb.dir.join(&file));
+        }
+        let m = load_vars_file(&path).map_err(|e| e.to_string())?;
+        let facts = match a.get("name").and_then(Value::as_str) {
+            Some(n) => json!({ n: m }),
+            None => Value::Object(m),
+        };
+        Ok((json!({"changed": false, "__set_facts": facts}), Status::Ok))
+    }
+
+    /// `pause` with `seconds`/`minutes` (no prompt); skipped in check mode.
+    async fn pause(
+        &self,
+        args: &Map<String, Value>,
+        scope: &Arc<Scope>,
+        check: bool,
+    ) -> ActionResult {
+        let a = self.template_args(args, scope)?;
+        let number = |k: &str| {
+            a.get(k)
+                .and_then(|v| {
+                    v.as_f64()
+                        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                })
+                .unwrap_or(0.0)
+        };
+        let secs = number("seconds") + 60.0 * number("minutes");
+        if !check {
+            tokio::time::sleep(Duration::from_secs_f64(secs.max(0.0))).await;
+        }
+        Ok((json!({"changed": false}), Status::Ok))
+    }
+
+    async fn async_status(&self, args: &Map<String, Value>, scope: &Arc<Scope>) -> ActionResult {
+        let a = self.template_args(args, scope)?;
+        let jid = a.get("jid").map(value_label).unwrap_or_default();
+        match a.get("mode").and_then(Value::as_str).unwrap_or("status") {
+            "status" => self
+                .jobs
+                .status(&jid)
+                .await
+                .ok_or_else(|| format!("could not find job '{jid}'")),
+            "cleanup" => {
+                let known = self.jobs.cleanup(&jid);
+                Ok((
+                    json!({"changed": false, "ansible_job_id": jid, "erased": known}),
+                    Status::Ok,
+                ))
+            }
+            other => Err(format!(
+                "async_status: mode must be status or cleanup, got '{other}'"
+            )),
+        }
+    }
+
+    async fn ping(self: &Arc<Self>, ctx: &Arc<PlayCtx>, host: &str) -> ActionResult {
+        let conn = match self.connection(ctx, host).await {
+            Ok(c) => c,
+            Err(e) => return Ok((json!({"unreachable": true, "msg": e}), Status::Unreachable)),
+        };
+        match conn.run("echo pong", None, None, &BTreeMap::new()).await {
+            Ok(r) if r.rc == 0 => Ok((json!({"changed": false, "ping": "pong"}), Status::Ok)),
+            Ok(r) => Err(format!("ping failed: {}", r.stderr.trim())),
+            Err(e) => Ok((
+                json!({"unreachable": true, "msg": e.to_string()}),
+                Status::Unreachable,
+            )),
+        }
+    }
+
+    /// A module on the host's connection, or with `delegate_to` on another host's connection
+    /// with this host's vars.
+    #[allow(clippy::too_many_arguments)]
+    async fn module(
+        self: &Arc<Self>,
+        ctx: &Arc<PlayCtx>,
+        task: &Task,
+        host: &str,
+        scope: &Arc<Scope>,
+        name: &str,
+        args: &Map<String, Value>,
+        check: bool,
+    ) -> ActionResult {
+        let a = self.template_args(args, scope)?;
+        let Some(module) = modules::lookup(&self.registry, name) else {
+            return Err(format!("unknown module '{name}'"));
+        };
+        let delegate = match &task.opts.delegate_to {
+            Some(d) => Some(
+                self.templar
+                    .template_value(&json!(d), scope)?
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let conn_host = delegate.clone().unwrap_or_else(|| host.to_string());
+        let conn = match self.connection(ctx, &conn_host).await {
+            Ok(c) => c,
+            Err(e) if delegate.is_some() => return Err(format!("delegate_to {conn_host}: {e}")),
+            Err(e) => return Ok((json!({"unreachable": true, "msg": e}), Status::Unreachable)),
+        };
+        let become_ = self.become_of(task, scope)?;
+        let environment = self.environment_of(task, scope)?;
+        let env = Env {
+            templar: self.templar.clone(),
+            scope: scope.clone(),
+            role: task.role.clone(),
+            pb_dir: self.pb.dir.clone(),
+        };
+        let tctx = TaskCtx {
+            host,
+            check,
+            diff: self.opts.diff,
+            conn: &conn,
+            become_,
+            environment,
+            env: &env,
+        };
+        match module.run(&a, &tctx).await {
+            Ok(o) => {
+                let mut v = outcome_json(&o);
+                if let Some(d) = &delegate {
+                    v["__delegated"] = json!(d);
+                }
+                let status = if o.failed {
+                    Status::Failed
+                } else if o.skipped {
+                    Status::Skipped
+                } else if o.changed {
+                    Status::Changed
+                } else {
+                    Status::Ok
+                };
+                Ok((v, status))
+            }
+            Err(ModuleError::Conn(e)) if delegate.is_none() => Ok((
+                json!({"unreachable": true, "msg": e.to_string()}),
+                Status::Unreachable,
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// The controller side of a module run.
+struct Env {
+    templar: Arc<Templar>,
+    scope: Arc<Scope>,
+    role: Option<Arc<Role>>,
+    pb_dir: PathBuf,
+}
+
+impl TaskEnv for Env {
+    fn render(&self, text: &str, origin: &str) -> Result<String, String> {
+        self.templar
+            .render(text, &self.scope)
+            .map_err(|e| format!("{origin}: {e}"))
+    }
+    fn find_file(&self, kind: FileKind, name: &str) -> Option<PathBuf> {
+        let p = PathBuf::from(name);
+        if p.is_absolute() {
+            return p.exists().then_some(p);
+        }
+        let sub = match kind {
+            FileKind::Files => "files",
+            FileKind::Templates => "templates",
+        };
+        let mut cands = Vec::new();
+        if let Some(r) = &self.role {
+            cands.push(r.path.join(sub).join(&p));
+            cands.push(r.path.join(&p));
+        }
+        cands.push(self.pb_dir.join(sub).join(&p));
+        cands.push(self.pb_dir.join(&p));
+        if let Some(parent) = self.pb_dir.parent() {
+            cands.push(parent.join(sub).join(&p));
+        }
+        cands.into_iter().find(|c| c.exists())
+    }
+}
