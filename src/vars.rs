@@ -15,13 +15,6 @@ use crate::inventory::Inventory;
 use crate::playbook::Role;
 use crate::template::{HostVars, Scope, Templar};
 
-/// Overlays `top` onto `base`, replacing whole keys.
-pub fn merge_into(base: &mut Map<String, Value>, top: Map<String, Value>) {
-    for (k, v) in top {
-        base.insert(k, v);
-    }
-}
-
 /// The precedence layers of one host at one task, merged in order by [`Layers::flatten`].
 #[derive(Debug, Default, Clone)]
 pub struct Layers<'a> {
