@@ -4,7 +4,7 @@ use minijinja::value::{Kwargs, Rest, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, Value};
 use serde_json::Value as Json;
 
-use crate::template::{b64, digest, lookup_fn, query_fn};
+use crate::lookups::{b64, digest, lookup_fn, query_fn};
 
 fn err(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidOperation, msg.into())

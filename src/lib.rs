@@ -9,6 +9,7 @@ pub mod error;
 pub mod filters;
 pub mod inventory;
 pub mod jobs;
+pub mod lookups;
 pub mod modules;
 pub mod playbook;
 pub mod report;
