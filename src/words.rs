@@ -1,7 +1,22 @@
-//! Splitting of Ansible's free-form argument strings and of shell-like word lists. A leaf:
-//! the loaders, the template lookups, the connection settings and the modules all split words.
+//! Ansible's text conventions: free-form `k=v` argument strings, shell-like word lists and
+//! yes/no booleans. A leaf: the loaders, templates, connection settings and modules all use it.
 
 use serde_json::{Map, Value};
+
+/// Ansible's boolean coercion (`yes`, `on`, `true`, `1`, `y` and their negatives).
+pub fn to_bool(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) => n.as_i64().map(|i| i != 0),
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "yes" | "on" | "true" | "1" | "y" | "t" => Some(true),
+            "no" | "off" | "false" | "0" | "n" | "f" | "" => Some(false),
+            _ => None,
+        },
+        Value::Null => Some(false),
+        _ => None,
+    }
+}
 
 /// Splits Ansible's `k=v k2='v 2' k3={{ a | b }}` form. Tokens without `=` are returned,
 /// unquoted, as the raw remainder.
@@ -139,6 +154,17 @@ pub fn shell_words(s: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn ansible_booleans() {
+        for t in ["yes", "Yes", "on", "true", "True", "1"] {
+            assert_eq!(to_bool(&json!(t)), Some(true), "{t}");
+        }
+        for f in ["no", "off", "false", "False", "0"] {
+            assert_eq!(to_bool(&json!(f)), Some(false), "{f}");
+        }
+        assert_eq!(to_bool(&json!("maybe")), None);
+    }
 
     #[test]
     fn kv_split() {

@@ -341,7 +341,7 @@ impl Module for Apt {
         }
         if p.upgrade
             .as_ref()
-            .is_some_and(|u| !matches!(u, Value::Null) && super::args::to_bool(u) != Some(false))
+            .is_some_and(|u| !matches!(u, Value::Null) && crate::words::to_bool(u) != Some(false))
         {
             return Err(ModuleError::Args(
                 "apt: upgrade is not supported by hfplay (list packages with state: latest)".into(),

@@ -4,23 +4,10 @@
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
+use crate::words::to_bool;
+
 /// A module's templated arguments.
 pub type Args = Map<String, Value>;
-
-/// Ansible's boolean coercion (`yes`, `on`, `true`, `1`, `y` and their negatives).
-pub fn to_bool(v: &Value) -> Option<bool> {
-    match v {
-        Value::Bool(b) => Some(*b),
-        Value::Number(n) => n.as_i64().map(|i| i != 0),
-        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-            "yes" | "on" | "true" | "1" | "y" | "t" => Some(true),
-            "no" | "off" | "false" | "0" | "n" | "f" | "" => Some(false),
-            _ => None,
-        },
-        Value::Null => Some(false),
-        _ => None,
-    }
-}
 
 pub fn de_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     let v = Value::deserialize(d)?;
@@ -131,18 +118,6 @@ pub fn parse_mode(s: &str) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn ansible_booleans() {
-        for t in ["yes", "Yes", "on", "true", "True", "1"] {
-            assert_eq!(to_bool(&json!(t)), Some(true), "{t}");
-        }
-        for f in ["no", "off", "false", "False", "0"] {
-            assert_eq!(to_bool(&json!(f)), Some(false), "{f}");
-        }
-        assert_eq!(to_bool(&json!("maybe")), None);
-    }
 
     #[test]
     fn modes() {

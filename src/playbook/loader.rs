@@ -219,7 +219,7 @@ impl Loader<'_> {
                     })
                 }
                 "gather_facts" => {
-                    play.gather_facts = crate::modules::args::to_bool(&v.to_value()).unwrap_or(true)
+                    play.gather_facts = crate::words::to_bool(&v.to_value()).unwrap_or(true)
                 }
                 "serial" => play.serial = Some(v.to_value()),
                 "vars" => {
@@ -244,12 +244,10 @@ impl Loader<'_> {
                 "no_log" => inherit.no_log = Some(bool_of(v, "no_log")?),
                 "ignore_errors" => inherit.ignore_errors = Some(bool_of(v, "ignore_errors")?),
                 "force_handlers" => {
-                    play.force_handlers =
-                        crate::modules::args::to_bool(&v.to_value()).unwrap_or(false)
+                    play.force_handlers = crate::words::to_bool(&v.to_value()).unwrap_or(false)
                 }
                 "any_errors_fatal" => {
-                    play.any_errors_fatal =
-                        crate::modules::args::to_bool(&v.to_value()).unwrap_or(false)
+                    play.any_errors_fatal = crate::words::to_bool(&v.to_value()).unwrap_or(false)
                 }
                 "strategy" => {
                     let s = string_of(v, "strategy")?;

@@ -10,7 +10,7 @@ use super::nodes::{bool_of, check_templates, condition, conditions, fail, mappin
 use super::nodes::{string_list, string_of};
 use super::{suggest, Action, Loader, Task, TaskOpts};
 use crate::error::LoadResult;
-use crate::modules::args::to_bool;
+use crate::words::to_bool;
 use crate::yaml::Node;
 
 /// Task keywords hfplay knows (anything else on a task must be its one module).

@@ -11,10 +11,11 @@ use serde_json::{json, Map, Value};
 use super::results::{located, outcome_json, value_label};
 use super::{PlayCtx, Runner};
 use crate::inventory::load_vars_file;
-use crate::modules::{self, args::to_bool, FileKind, ModuleError, TaskCtx, TaskEnv};
+use crate::modules::{self, FileKind, ModuleError, TaskCtx, TaskEnv};
 use crate::playbook::{Action, Role, Task};
 use crate::report::Status;
 use crate::template::{Scope, Templar, OMIT};
+use crate::words::to_bool;
 
 /// An action's result, or a controller-side error (reported as a failure located at the task).
 type ActionResult = Result<(Value, Status), String>;

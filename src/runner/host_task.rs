@@ -11,10 +11,10 @@ use super::results::{fixed_of, located, short_json, strip_internal, value_label}
 use super::{lock, IncludeVars, PlayCtx, Runner};
 use crate::connection::Become;
 use crate::jobs::{async_mode, AsyncMode};
-use crate::modules::args::to_bool;
 use crate::playbook::{Action, Task};
 use crate::report::Status;
 use crate::template::Scope;
+use crate::words::to_bool;
 
 impl Runner {
     pub(super) fn conditions_hold(

@@ -378,7 +378,7 @@ impl Templar {
         let ctx = MjValue::from_dyn_object(scope.clone());
         let v = self.eval_in(e, &ctx)?;
         if let Some(s) = v.as_str() {
-            if let Some(b) = crate::modules::args::to_bool(&Value::String(s.to_string())) {
+            if let Some(b) = crate::words::to_bool(&Value::String(s.to_string())) {
                 return Ok(b);
             }
         }
