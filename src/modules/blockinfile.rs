@@ -277,7 +277,7 @@ impl Module for BlockInFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::fileops::testutil;
+    use crate::modules::testutil;
     use serde_json::{json, Value};
 
     fn spec(v: Value) -> Spec {

@@ -594,7 +594,7 @@ fn sha1_digest(data: &[u8]) -> [u8; 20] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::fileops::testutil;
+    use crate::modules::testutil;
     use serde_json::json;
 
     fn obs(state: &str, sha: Option<&str>) -> Observed {

@@ -601,7 +601,8 @@ impl Module for File {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::fileops::{parse_stat, testutil};
+    use crate::modules::fileops::parse_stat;
+    use crate::modules::testutil;
     use serde_json::json;
 
     fn st(s: &str) -> FileState {

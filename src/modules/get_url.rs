@@ -451,7 +451,8 @@ impl Module for GetUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::fileops::{parse_stat, testutil};
+    use crate::modules::fileops::parse_stat;
+    use crate::modules::testutil;
     use serde_json::{json, Map};
 
     #[test]

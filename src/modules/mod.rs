@@ -49,6 +49,11 @@ pub mod unarchive;
 pub mod user;
 pub mod wait_for;
 
+#[cfg(test)]
+mod live;
+#[cfg(test)]
+pub mod testutil;
+
 pub use args::Args;
 
 /// A diff of one file, shown with `--diff`.
@@ -275,4 +280,50 @@ pub fn short_name(name: &str) -> &str {
 pub fn parse<P: DeserializeOwned>(module: &str, args: &Args) -> Result<P, ModuleError> {
     serde_json::from_value(Value::Object(args.clone()))
         .map_err(|e| ModuleError::Args(format!("{module}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn registry_names_and_args_are_unique() {
+        let reg = crate::modules::registry();
+        let mut names = std::collections::BTreeSet::new();
+        for m in &reg {
+            for n in m.names() {
+                assert!(names.insert(*n), "module name {n} registered twice");
+                assert!(crate::modules::lookup(&reg, &format!("ansible.builtin.{n}")).is_some());
+            }
+            let mut args = std::collections::BTreeSet::new();
+            for a in m.arg_names() {
+                assert!(
+                    args.insert(*a),
+                    "{:?}: argument {a} listed twice",
+                    m.names()
+                );
+            }
+        }
+        for n in [
+            "copy",
+            "template",
+            "file",
+            "lineinfile",
+            "blockinfile",
+            "stat",
+            "apt",
+            "systemd",
+            "systemd_service",
+            "service",
+            "user",
+            "group",
+            "get_url",
+            "unarchive",
+            "pip",
+            "mount",
+            "sysctl",
+            "wait_for",
+            "setup",
+        ] {
+            assert!(names.contains(n), "{n} is not registered");
+        }
+    }
 }

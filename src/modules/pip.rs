@@ -559,7 +559,7 @@ mod tests {
 #[cfg(test)]
 mod local_tests {
     use super::*;
-    use crate::modules::fileops::testutil;
+    use crate::modules::testutil;
     use serde_json::json;
 
     /// Creates a venv in a tempdir (needs python3-venv; no network: only pip itself is asked for).

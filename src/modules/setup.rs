@@ -485,7 +485,7 @@ mod tests {
 
     #[tokio::test]
     async fn local_setup_runs() {
-        use crate::modules::fileops::testutil;
+        use crate::modules::testutil;
         let env = testutil::Env {
             dir: std::env::temp_dir(),
         };

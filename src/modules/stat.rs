@@ -252,7 +252,7 @@ impl Module for Stat {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::fileops::testutil;
+    use crate::modules::testutil;
     use serde_json::json;
 
     #[test]

@@ -185,7 +185,7 @@ impl Module for Template {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::fileops::testutil;
+    use crate::modules::testutil;
     use serde_json::json;
 
     #[test]

@@ -397,7 +397,7 @@ impl Module for Unarchive {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::fileops::testutil;
+    use crate::modules::testutil;
     use serde_json::{json, Map};
 
     #[test]

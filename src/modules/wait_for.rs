@@ -228,7 +228,7 @@ impl Module for WaitFor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::fileops::testutil;
+    use crate::modules::testutil;
     use serde_json::{json, Map};
 
     fn spec() -> Spec {

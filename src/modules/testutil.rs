@@ -1,0 +1,41 @@
+//! Test support for modules: a local connection and a controller environment.
+
+use std::path::PathBuf;
+
+use crate::connection::{ConnSpec, HostConn};
+use crate::modules::{FileKind, TaskCtx, TaskEnv};
+
+/// A controller environment for tests: templates render as-is unless `{{ x }}`.
+pub struct Env {
+    pub dir: PathBuf,
+}
+impl TaskEnv for Env {
+    fn render(&self, text: &str, _origin: &str) -> Result<String, String> {
+        Ok(text.replace("{{ x }}", "42"))
+    }
+    fn find_file(&self, _kind: FileKind, name: &str) -> Option<PathBuf> {
+        let p = self.dir.join(name);
+        p.exists().then_some(p)
+    }
+}
+
+pub async fn local() -> HostConn {
+    HostConn::open(ConnSpec {
+        local: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+pub fn ctx<'a>(conn: &'a HostConn, env: &'a Env, check: bool) -> TaskCtx<'a> {
+    TaskCtx {
+        host: "local",
+        check,
+        diff: true,
+        conn,
+        become_: None,
+        environment: Default::default(),
+        env,
+    }
+}
