@@ -1,264 +1,9 @@
-//! `copy`: put a file (from `content`, a controller file `src`, or with `remote_src` a file on
-//! the host) at `dest`, with owner/group/mode.
-//!
-//! ```yaml
-//! - name: airflow config
-//!   ansible.builtin.copy:
-//!     src: airflow.cfg          # files/ of the role, then the playbook dir
-//!     dest: /opt/airflow/airflow.cfg
-//!     owner: airflow
-//!     mode: "0640"
-//!     validate: /usr/bin/test -s %s
-//! - copy: content="hello\n" dest=/tmp/hello.txt
-//! ```
-//! Probe (one round trip): stat + sha256 of the destination (or of `dest/<basename of src>` when
-//! `dest` is a directory), plus the old content when `--diff` is on. Plan (pure): write when the
-//! sha256 differs (and `force` or the file is missing), fix owner/group/mode otherwise. Apply (one
-//! round trip): upload through stdin into a temp file beside `dest`, set attributes, run
-//! `validate`, `mv` into place. Check mode stops after the plan.
-//!
-//! `mode: preserve` uses the controller file's mode (with `remote_src`/`content` it is ignored).
-//! Deviations: `checksum` is the sha256 of the content (Ansible returns sha1); `src` must be a
-//! file (directories are refused with a clear error); `decrypt`/`local_follow` are accepted and
-//! ignored.
+//! The write engine of `copy` and `template`: probe the destination, plan (pure) whether to
+//! write or only fix attributes, then upload and move into place in one round trip.
 
-use async_trait::async_trait;
-use serde::Deserialize;
-use serde_json::Value;
-
-use super::args::{de_opt_bool, de_opt_mode, de_opt_string};
-use super::fileops::{self, AttrChange, Attrs, FileState, Kind, WriteOpts};
-use super::{parse, Args, FileKind, Module, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {
-    #[serde(default, deserialize_with = "de_content")]
-    content: Option<String>,
-    #[serde(default, deserialize_with = "de_opt_string")]
-    src: Option<String>,
-    #[serde(default, deserialize_with = "de_opt_string")]
-    dest: Option<String>,
-    #[serde(flatten)]
-    attrs: Attrs,
-    #[serde(default, deserialize_with = "de_opt_bool")]
-    force: Option<bool>,
-    #[serde(default, deserialize_with = "de_opt_bool")]
-    backup: Option<bool>,
-    #[serde(default, deserialize_with = "de_opt_bool")]
-    remote_src: Option<bool>,
-    #[serde(default, deserialize_with = "de_opt_mode")]
-    directory_mode: Option<u32>,
-    #[serde(default, deserialize_with = "de_opt_string")]
-    validate: Option<String>,
-    #[serde(default, deserialize_with = "de_opt_bool")]
-    follow: Option<bool>,
-    #[serde(default, deserialize_with = "de_opt_bool")]
-    local_follow: Option<bool>,
-    #[serde(default, deserialize_with = "de_opt_bool")]
-    decrypt: Option<bool>,
-    #[serde(default, deserialize_with = "de_opt_string")]
-    checksum: Option<String>,
-    #[serde(flatten)]
-    _ignored: IgnoredAttrs,
-}
-
-/// SELinux and similar arguments Ansible accepts on every file module; hfplay ignores them.
-#[derive(Debug, Default, Deserialize)]
-pub struct IgnoredAttrs {
-    #[serde(default)]
-    pub seuser: Option<Value>,
-    #[serde(default)]
-    pub serole: Option<Value>,
-    #[serde(default)]
-    pub setype: Option<Value>,
-    #[serde(default)]
-    pub selevel: Option<Value>,
-    #[serde(default)]
-    pub unsafe_writes: Option<Value>,
-    #[serde(default)]
-    pub attributes: Option<Value>,
-    #[serde(default)]
-    pub attr: Option<Value>,
-}
-
-const ARGS: &[&str] = &[
-    "content",
-    "src",
-    "dest",
-    "owner",
-    "group",
-    "mode",
-    "force",
-    "backup",
-    "remote_src",
-    "directory_mode",
-    "validate",
-    "follow",
-    "local_follow",
-    "decrypt",
-    "checksum",
-    "seuser",
-    "serole",
-    "setype",
-    "selevel",
-    "unsafe_writes",
-    "attributes",
-    "attr",
-];
-
-pub struct Copy;
-
-#[async_trait]
-impl Module for Copy {
-    fn required(&self) -> &'static [&'static [&'static str]] {
-        &[&["dest"]]
-    }
-    fn names(&self) -> &'static [&'static str] {
-        &["copy"]
-    }
-    fn arg_names(&self) -> &'static [&'static str] {
-        ARGS
-    }
-    async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
-        let (args, preserve) = take_preserve(args);
-        let p: Params = parse("copy", &args)?;
-        let _ = (p.local_follow, p.decrypt, p.follow);
-        let dest = p
-            .dest
-            .clone()
-            .ok_or_else(|| ModuleError::Args("copy: dest is required".into()))?;
-        let opts = PutOpts {
-            attrs: p.attrs.clone(),
-            force: p.force.unwrap_or(true),
-            backup: p.backup.unwrap_or(false),
-            validate: p.validate.clone(),
-            directory_mode: p.directory_mode,
-            expect_checksum: p.checksum.clone(),
-        };
-        match (&p.content, &p.src) {
-            (Some(_), Some(_)) => Err(ModuleError::Args(
-                "copy: src and content are mutually exclusive".into(),
-            )),
-            (None, None) => Err(ModuleError::Args("copy: src or content is required".into())),
-            (Some(content), None) => {
-                if dest.ends_with('/') {
-                    return Err(ModuleError::Args(
-                        "copy: dest must be a file path when content is given".into(),
-                    ));
-                }
-                put(ctx, &dest, None, Source::Bytes(content.as_bytes()), &opts).await
-            }
-            (None, Some(src)) if p.remote_src.unwrap_or(false) => {
-                put(
-                    ctx,
-                    &dest,
-                    Some(fileops::basename(src)),
-                    Source::Remote(src),
-                    &opts,
-                )
-                .await
-            }
-            (None, Some(src)) => {
-                let path = ctx.env.find_file(FileKind::Files, src).ok_or_else(|| {
-                    ModuleError::Controller(format!("copy: could not find src {src:?}"))
-                })?;
-                if path.is_dir() {
-                    return Err(ModuleError::Controller(format!(
-                        "copy: src {} is a directory; hfplay copies single files only (use one task per file or unarchive)",
-                        path.display()
-                    )));
-                }
-                let data = std::fs::read(&path).map_err(|e| {
-                    ModuleError::Controller(format!("copy: cannot read {}: {e}", path.display()))
-                })?;
-                let mut opts = opts.clone();
-                if preserve {
-                    opts.attrs.mode = local_mode(&path);
-                }
-                put(
-                    ctx,
-                    &dest,
-                    Some(fileops::basename(src)),
-                    Source::Bytes(&data),
-                    &opts,
-                )
-                .await
-            }
-        }
-    }
-}
-
-/// `content` as Ansible takes it: a string as is; a list or dict dumped as JSON the way Python's
-/// `json.dumps` does (`", "` and `": "` separators, non-ASCII escaped).
-fn de_content<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    let v = Value::deserialize(d)?;
-    Ok(match v {
-        Value::Null => None,
-        Value::String(s) => Some(s),
-        Value::Bool(b) => Some(if b { "True" } else { "False" }.into()),
-        Value::Number(n) => Some(n.to_string()),
-        other => Some(py_json(&other)),
-    })
-}
-
-/// Python `json.dumps` formatting.
-pub fn py_json(v: &Value) -> String {
-    match v {
-        Value::Null => "null".into(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => {
-            let mut o = String::from("\"");
-            for c in s.chars() {
-                match c {
-                    '"' => o.push_str("\\\""),
-                    '\\' => o.push_str("\\\\"),
-                    '\n' => o.push_str("\\n"),
-                    '\r' => o.push_str("\\r"),
-                    '\t' => o.push_str("\\t"),
-                    c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
-                        let mut buf = [0u16; 2];
-                        for u in c.encode_utf16(&mut buf) {
-                            o.push_str(&format!("\\u{:04x}", u));
-                        }
-                    }
-                    c => o.push(c),
-                }
-            }
-            o.push('"');
-            o
-        }
-        Value::Array(a) => format!("[{}]", a.iter().map(py_json).collect::<Vec<_>>().join(", ")),
-        Value::Object(m) => format!(
-            "{{{}}}",
-            m.iter()
-                .map(|(k, v)| format!("{}: {}", py_json(&Value::String(k.clone())), py_json(v)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
-
-/// `mode: preserve` (copy/template): taken out of the arguments; the caller then uses the
-/// controller file's own mode.
-pub fn take_preserve(args: &Args) -> (Args, bool) {
-    let mut a = args.clone();
-    let preserve = matches!(a.get("mode"), Some(Value::String(s)) if s == "preserve");
-    if preserve {
-        a.remove("mode");
-    }
-    (a, preserve)
-}
-
-/// Permission bits of a controller file.
-pub fn local_mode(path: &std::path::Path) -> Option<u32> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .ok()
-        .map(|m| m.permissions().mode() & 0o7777)
-}
+use crate::modules::fileops::{self, AttrChange, Attrs, FileState, Kind, WriteOpts};
+use crate::modules::{FileDiff, ModuleError, Outcome, TaskCtx};
 
 /// Shared by copy and template.
 #[derive(Debug, Clone, Default)]
@@ -489,7 +234,7 @@ pub async fn put(
                 .push(fileops::file_diff(&obs.path, &before, after));
         } else if !plan.attrs.is_empty() {
             let (before, after) = fileops::attr_summary(&obs.state, &plan.attrs);
-            out.diffs.push(super::FileDiff {
+            out.diffs.push(FileDiff {
                 path: obs.path.clone(),
                 before,
                 after,
@@ -594,8 +339,6 @@ fn sha1_digest(data: &[u8]) -> [u8; 20] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::testutil;
-    use serde_json::json;
 
     fn obs(state: &str, sha: Option<&str>) -> Observed {
         Observed {
@@ -606,16 +349,6 @@ mod tests {
             before: None,
             src_sha256: None,
         }
-    }
-
-    #[test]
-    fn every_arg_is_accepted() {
-        let m: serde_json::Map<String, Value> =
-            ARGS.iter().map(|k| (k.to_string(), Value::Null)).collect();
-        let r: Result<Params, _> = serde_json::from_value(Value::Object(m));
-        assert!(r.is_ok(), "{r:?}");
-        let r: Result<Params, _> = serde_json::from_value(json!({"dest": "/x", "mdoe": "0644"}));
-        assert!(r.unwrap_err().to_string().contains("unknown field"));
     }
 
     #[test]
@@ -701,24 +434,6 @@ mod tests {
     }
 
     #[test]
-    fn mode_preserve_is_taken_out() {
-        let a: Args =
-            serde_json::from_value(json!({"src": "x", "dest": "/y", "mode": "preserve"})).unwrap();
-        let (b, p) = take_preserve(&a);
-        assert!(p && !b.contains_key("mode"));
-        let a: Args = serde_json::from_value(json!({"mode": "0644"})).unwrap();
-        assert!(!take_preserve(&a).1);
-    }
-
-    #[test]
-    fn dict_content_is_python_json() {
-        let p: Params =
-            serde_json::from_value(json!({"dest": "/x", "content": {"a": [1, "é"], "b": true}}))
-                .unwrap();
-        assert_eq!(p.content.unwrap(), "{\"a\": [1, \"\\u00e9\"], \"b\": true}");
-    }
-
-    #[test]
     fn sha1_matches_known_vector() {
         assert_eq!(
             hex::encode(sha1_digest(b"abc")),
@@ -728,68 +443,5 @@ mod tests {
             hex::encode(sha1_digest(b"")),
             "da39a3ee5e6b4b0d3255bfef95601890afd80709"
         );
-    }
-
-    #[tokio::test]
-    async fn local_copy_is_idempotent_and_check_predicts() {
-        let dir = tempfile::tempdir().unwrap();
-        let env = testutil::Env {
-            dir: dir.path().to_path_buf(),
-        };
-        let conn = testutil::local().await;
-        let dest = dir.path().join("sub.txt").display().to_string();
-        let args: Args =
-            serde_json::from_value(json!({"content": "hi\n", "dest": dest, "mode": "0600"}))
-                .unwrap();
-        let o = Copy
-            .run(&args, &testutil::ctx(&conn, &env, true))
-            .await
-            .unwrap();
-        assert!(o.changed && !o.failed, "{o:?}");
-        assert!(!std::path::Path::new(&dest).exists());
-        let o = Copy
-            .run(&args, &testutil::ctx(&conn, &env, false))
-            .await
-            .unwrap();
-        assert!(o.changed && !o.failed, "{o:?}");
-        assert_eq!(o.diffs[0].after, "hi\n");
-        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "hi\n");
-        let o = Copy
-            .run(&args, &testutil::ctx(&conn, &env, false))
-            .await
-            .unwrap();
-        assert!(!o.changed && !o.failed, "{o:?}");
-        // into a directory: basename of src
-        std::fs::write(dir.path().join("f.conf"), "x=1\n").unwrap();
-        let sub = dir.path().join("d");
-        std::fs::create_dir(&sub).unwrap();
-        let args: Args =
-            serde_json::from_value(json!({"src": "f.conf", "dest": sub.display().to_string()}))
-                .unwrap();
-        let o = Copy
-            .run(&args, &testutil::ctx(&conn, &env, false))
-            .await
-            .unwrap();
-        assert!(o.changed && !o.failed, "{o:?}");
-        assert_eq!(
-            std::fs::read_to_string(sub.join("f.conf")).unwrap(),
-            "x=1\n"
-        );
-        let o = Copy
-            .run(&args, &testutil::ctx(&conn, &env, false))
-            .await
-            .unwrap();
-        assert!(!o.changed, "{o:?}");
-        // validate failure leaves the file alone
-        let args: Args = serde_json::from_value(
-            json!({"content": "new\n", "dest": dest, "validate": "false %s"}),
-        )
-        .unwrap();
-        let o = Copy
-            .run(&args, &testutil::ctx(&conn, &env, false))
-            .await
-            .unwrap();
-        assert!(o.failed, "{o:?}");
-        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "hi\n");
     }
 }
