@@ -111,7 +111,7 @@ impl Inventory {
         }
     }
 
-    pub(super) fn load_yaml_group(&mut self, name: &str, node: &Node) -> LoadResult<()> {
+    fn load_yaml_group(&mut self, name: &str, node: &Node) -> LoadResult<()> {
         self.group_mut(name);
         if node.is_null() {
             return Ok(());

@@ -134,7 +134,7 @@ impl Runner {
 
     /// The task's name for banners, templated like Ansible with the first host's variables
     /// (`Install PostgreSQL {{ postgres_version }}`); the raw name when that fails.
-    pub(super) fn task_title(
+    fn task_title(
         self: &Arc<Self>,
         ctx: &Arc<PlayCtx>,
         task: &Task,
@@ -157,7 +157,7 @@ impl Runner {
     }
 
     /// One task on one host (all loop items). Returns (registered value, failed?).
-    pub(super) async fn run_on_host(
+    async fn run_on_host(
         self: &Arc<Self>,
         ctx: &Arc<PlayCtx>,
         task: &Task,
@@ -268,11 +268,7 @@ impl Runner {
     }
 
     /// The task's `async` / `poll`, templated.
-    pub(super) fn async_mode(
-        &self,
-        task: &Task,
-        scope: &Arc<Scope>,
-    ) -> Result<Option<AsyncMode>, String> {
+    fn async_mode(&self, task: &Task, scope: &Arc<Scope>) -> Result<Option<AsyncMode>, String> {
         let Some(a) = &task.opts.async_ else {
             return Ok(None);
         };
@@ -286,7 +282,7 @@ impl Runner {
 
     /// `async` + `poll: 0` on one host: unless `when` skips it, the task runs in the background
     /// and the job id is registered now (see src/jobs.rs).
-    pub(super) async fn start_job(
+    async fn start_job(
         self: &Arc<Self>,
         ctx: &Arc<PlayCtx>,
         task: &Task,
@@ -326,7 +322,7 @@ impl Runner {
     }
 
     /// One iteration: conditions, templated args, the action, changed_when/failed_when/until.
-    pub(super) async fn run_item(
+    async fn run_item(
         self: &Arc<Self>,
         ctx: &Arc<PlayCtx>,
         task: &Task,
@@ -534,11 +530,7 @@ impl Runner {
     }
 
     /// changed_when / failed_when: a list means all must hold, as in Ansible.
-    pub(super) fn conditions_hold_any(
-        &self,
-        conds: &[Value],
-        scope: &Arc<Scope>,
-    ) -> Result<bool, String> {
+    fn conditions_hold_any(&self, conds: &[Value], scope: &Arc<Scope>) -> Result<bool, String> {
         self.conditions_hold(conds, scope)
     }
 

@@ -175,7 +175,7 @@ impl Runner {
 }
 
 /// `ansible_failed_task`: the failed task's name and action, as a rescue section sees it.
-pub(super) fn failed_task_value(task: &Task) -> Value {
+fn failed_task_value(task: &Task) -> Value {
     let action = match &task.action {
         Action::Module { name, .. } => name.clone(),
         Action::Debug { .. } => "debug".into(),
@@ -242,7 +242,7 @@ pub(super) fn outcome_json(o: &Outcome) -> Value {
     Value::Object(m)
 }
 
-pub(super) fn diffs_of(v: &Value) -> Vec<modules::FileDiff> {
+fn diffs_of(v: &Value) -> Vec<modules::FileDiff> {
     v.get("__diffs")
         .and_then(Value::as_array)
         .map(|a| {
