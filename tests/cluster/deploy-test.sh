@@ -108,8 +108,7 @@ else
   eventually sched2_check || fail "schedulers alive: $n (want 2)"; pass "schedulers alive (native mode): $n"
 fi
 ping_check() {
-  pong=$(hssh "${workers[0]}" "cd /opt/airflow && sudo -u airflow env AIRFLOW_HOME=/opt/airflow /opt/airflow/venv/bin/celery -A airflow.providers.celery.executors.celery_executor.app inspect ping -t 10 -j" 2>/dev/null \
-    | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' 2>/dev/null || echo 0)
+  pong=$(celery_pong "${workers[0]}" 10)
   [ "$pong" -eq "${#workers[@]}" ]
 }
 eventually ping_check || fail "celery inspect ping: $pong of ${#workers[@]} workers answered"

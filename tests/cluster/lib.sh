@@ -73,6 +73,12 @@ run_dag() {
   done
 }
 
+# celery_pong HOST SECONDS: how many Celery workers answer `inspect ping` asked from HOST (0 on error).
+celery_pong() {
+  hssh "$1" "cd /opt/airflow && sudo -u airflow env AIRFLOW_HOME=/opt/airflow /opt/airflow/venv/bin/celery -A airflow.providers.celery.executors.celery_executor.app inspect ping -t $2 -j" 2>/dev/null \
+    | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' 2>/dev/null || echo 0
+}
+
 # dag_run_state DAG_ID RUN_ID: the run's state from the metadata DB (empty while not visible)
 dag_run_state() {
   hpsql "select state from dag_run where dag_id = '$1' and run_id = '$2'" 2>/dev/null || true

@@ -102,8 +102,7 @@ for ((i = 0; ; i++)); do
   sleep 2
 done
 for ((i = 0; ; i++)); do
-  pong=$(hssh "$survivor" "cd /opt/airflow && sudo -u airflow env AIRFLOW_HOME=/opt/airflow /opt/airflow/venv/bin/celery -A airflow.providers.celery.executors.celery_executor.app inspect ping -t 5 -j" 2>/dev/null \
-    | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' 2>/dev/null || echo 0)
+  pong=$(celery_pong "$survivor" 5)
   [ "$pong" -eq "$(group_hosts worker | wc -l)" ] && break
   [ "$i" -lt 36 ] || fail "celery inspect ping: $pong workers answer 3 minutes after docker start of $victim"
   sleep 5
