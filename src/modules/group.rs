@@ -15,20 +15,21 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::args::{de_opt_bool, de_opt_string, de_opt_u64};
-use super::{parse, Args, Module, ModuleError, Outcome, TaskCtx};
+use super::contract::{execute, NativeModule, Planned};
+use super::{Args, Module, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub struct Params {
     #[serde(default, deserialize_with = "de_opt_string")]
     name: Option<String>,
     #[serde(default, deserialize_with = "de_opt_u64")]
     gid: Option<u64>,
     #[serde(default, deserialize_with = "de_opt_bool")]
     system: Option<bool>,
-    #[serde(default, deserialize_with = "de_opt_string")]
-    state: Option<String>,
+    #[serde(default)]
+    state: Option<State>,
     #[serde(default, deserialize_with = "de_opt_bool")]
     non_unique: Option<bool>,
     #[serde(default, deserialize_with = "de_opt_bool")]
@@ -101,6 +102,27 @@ pub fn parse_getent(out: &str) -> Option<u64> {
 
 pub struct Group;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum State {
+    #[default]
+    Present,
+    Absent,
+}
+
+impl Params {
+    fn name(&self) -> Result<&str, ModuleError> {
+        self.name
+            .as_deref()
+            .ok_or_else(|| ModuleError::Args("group: name is required".into()))
+    }
+}
+
+/// What `getent group` said: the gid if the group exists.
+pub struct Observed {
+    pub gid: Option<u64>,
+}
+
 #[async_trait]
 impl Module for Group {
     literal_params!("group");
@@ -114,48 +136,72 @@ impl Module for Group {
         ARGS
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
-        let p: Params = parse("group", args)?;
-        let _ = (&p.local, &p.gid_min, &p.gid_max);
-        let name = p
-            .name
-            .clone()
-            .ok_or_else(|| ModuleError::Args("group: name is required".into()))?;
-        let present = match p.state.as_deref().unwrap_or("present") {
-            "present" => true,
-            "absent" => false,
-            o => return Err(ModuleError::Args(format!("group: unknown state {o:?}"))),
-        };
+        execute(self, args, ctx).await
+    }
+}
+
+#[async_trait]
+impl NativeModule for Group {
+    type Params = Params;
+    type Observed = Observed;
+    /// The `groupadd`/`groupmod`/`groupdel` command.
+    type Plan = String;
+    const NAME: &'static str = "group";
+
+    async fn probe(&self, p: &Params, ctx: &TaskCtx<'_>) -> Result<Observed, ModuleError> {
         let r = ctx
-            .sh(&format!("getent group -- {}; true", quote(&name)))
+            .sh(&format!("getent group -- {}; true", quote(p.name()?)))
             .await?;
-        let current = parse_getent(&r.stdout);
+        Ok(Observed {
+            gid: parse_getent(&r.stdout),
+        })
+    }
+
+    fn plan(
+        &self,
+        p: &Params,
+        seen: &Observed,
+        _diff: bool,
+    ) -> Result<Planned<String>, ModuleError> {
+        let _ = (&p.local, &p.gid_min, &p.gid_max);
+        let name = p.name()?;
+        let present = p.state.unwrap_or_default() == State::Present;
         let system = p.system.unwrap_or(false);
         let cmd = plan(
-            &name,
+            name,
             present,
             p.gid,
             system,
             p.non_unique.unwrap_or(false),
             p.force.unwrap_or(false),
-            current,
+            seen.gid,
         );
         let mut out = Outcome::changed(cmd.is_some())
-            .with("name", name.clone())
+            .with("name", name)
             .with("state", if present { "present" } else { "absent" });
         if present {
             out = out.with("system", system);
-            if let Some(g) = p.gid.or(current) {
+            if let Some(g) = p.gid.or(seen.gid) {
                 out = out.with("gid", g);
             }
         }
-        let Some(cmd) = cmd else { return Ok(out) };
-        if ctx.check {
-            return Ok(out);
-        }
+        Ok(match cmd {
+            Some(c) => Planned::change(c, out),
+            None => Planned::nothing(out),
+        })
+    }
+
+    async fn apply(
+        &self,
+        p: &Params,
+        cmd: String,
+        mut out: Outcome,
+        ctx: &TaskCtx<'_>,
+    ) -> Result<Outcome, ModuleError> {
         let r = ctx
             .sh(&format!(
                 "{cmd} && {{ getent group -- {} || true; }}",
-                quote(&name)
+                quote(p.name()?)
             ))
             .await?;
         if r.rc != 0 {
@@ -163,6 +209,7 @@ impl Module for Group {
             f.data = out.data;
             return Ok(f);
         }
+        // The gid the system picked for a new group.
         if let Some(g) = parse_getent(&r.stdout) {
             out = out.with("gid", g);
         }
@@ -199,6 +246,19 @@ mod tests {
             "groupdel g"
         );
         assert_eq!(plan("g", false, None, false, false, false, None), None);
+    }
+
+    #[test]
+    fn contract_plan_on_recorded_probe() {
+        let p: Params = serde_json::from_value(json!({"name": "airflow", "gid": 990})).unwrap();
+        let same = Group.plan(&p, &Observed { gid: Some(990) }, false).unwrap();
+        assert!(same.changes.is_none() && !same.outcome.changed);
+        assert_eq!(same.outcome.data["gid"], json!(990));
+        let moved = Group.plan(&p, &Observed { gid: Some(5) }, false).unwrap();
+        assert_eq!(moved.changes.as_deref(), Some("groupmod -g 990 airflow"));
+        assert!(moved.outcome.changed);
+        let bad = serde_json::from_value::<Params>(json!({"name": "a", "state": "gone"}));
+        assert!(bad.unwrap_err().to_string().contains("unknown variant"));
     }
 
     #[test]

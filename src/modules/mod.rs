@@ -32,6 +32,7 @@ pub mod apt;
 pub mod args;
 pub mod blockinfile;
 pub mod command;
+pub mod contract;
 pub mod copy;
 pub mod file;
 pub mod fileops;

@@ -1,0 +1,106 @@
+//! The native module contract: probe → plan → apply, with check mode owned by [`execute`].
+//!
+//! A module says what it observes ([`NativeModule::probe`], one round trip), what it would change
+//! and what it would report ([`NativeModule::plan`], pure), and how to make the change
+//! ([`NativeModule::apply`]). [`execute`] is the one place that decides whether to apply: never
+//! when the plan is empty, never in check mode. So `--check` reports exactly what the plan
+//! predicts, and a module cannot forget to honour it.
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+
+use super::{parse, Args, ModuleError, Outcome, TaskCtx};
+
+/// What a plan decided: the changes to make (`None`: nothing to do) and the result to report
+/// when nothing is applied (no changes, or check mode) — `changed`, diffs and `register` data.
+#[derive(Debug)]
+pub struct Planned<P> {
+    pub changes: Option<P>,
+    pub outcome: Outcome,
+}
+
+impl<P> Planned<P> {
+    /// Nothing to change; `outcome` is the result (it may be a failure the plan found).
+    pub fn nothing(outcome: Outcome) -> Self {
+        Planned {
+            changes: None,
+            outcome,
+        }
+    }
+    /// `changes` to apply; `outcome` is what check mode reports.
+    pub fn change(changes: P, outcome: Outcome) -> Self {
+        Planned {
+            changes: Some(changes),
+            outcome,
+        }
+    }
+}
+
+#[async_trait]
+pub trait NativeModule: Send + Sync {
+    /// The typed arguments (serde, `deny_unknown_fields`).
+    type Params: DeserializeOwned + Send + Sync;
+    /// What the probe saw: plain data, so plans can be tested on recorded observations.
+    type Observed: Send + Sync;
+    /// The changes to make.
+    type Plan: Send + Sync;
+    /// The name in argument error messages.
+    const NAME: &'static str;
+
+    /// Actions a real run takes before probing whatever the plan turns out to be, that do not
+    /// count as changes (systemd's `daemon_reload`). Not run in check mode. `Some(outcome)`
+    /// ends the task with that outcome (a failure).
+    async fn prepare(
+        &self,
+        _p: &Self::Params,
+        _ctx: &TaskCtx<'_>,
+    ) -> Result<Option<Outcome>, ModuleError> {
+        Ok(None)
+    }
+
+    /// Reads the host's current state: one round trip, no changes.
+    async fn probe(
+        &self,
+        p: &Self::Params,
+        ctx: &TaskCtx<'_>,
+    ) -> Result<Self::Observed, ModuleError>;
+
+    /// Pure: from the arguments and what the probe saw to the changes and the predicted result.
+    /// `diff` asks for file diffs in the outcome.
+    fn plan(
+        &self,
+        p: &Self::Params,
+        seen: &Self::Observed,
+        diff: bool,
+    ) -> Result<Planned<Self::Plan>, ModuleError>;
+
+    /// Makes the planned changes; `predicted` is the plan's outcome, to report or refine.
+    async fn apply(
+        &self,
+        p: &Self::Params,
+        plan: Self::Plan,
+        predicted: Outcome,
+        ctx: &TaskCtx<'_>,
+    ) -> Result<Outcome, ModuleError>;
+}
+
+/// Runs a module under the contract: parse → prepare (real runs) → probe → plan → apply when
+/// there is something to change and this is not check mode.
+pub async fn execute<M: NativeModule>(
+    m: &M,
+    args: &Args,
+    ctx: &TaskCtx<'_>,
+) -> Result<Outcome, ModuleError> {
+    let p: M::Params = parse(M::NAME, args)?;
+    if !ctx.check {
+        if let Some(stop) = m.prepare(&p, ctx).await? {
+            return Ok(stop);
+        }
+    }
+    let seen = m.probe(&p, ctx).await?;
+    let Planned { changes, outcome } = m.plan(&p, &seen, ctx.diff)?;
+    match changes {
+        Some(c) if !ctx.check => m.apply(&p, c, outcome, ctx).await,
+        _ => Ok(outcome),
+    }
+}
