@@ -18,13 +18,14 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::args::{de_opt_bool, de_opt_string};
+use super::contract::{execute, NativeModule, Planned};
 use super::fileops::{self, Attrs, WriteOpts};
-use super::{parse, Args, FileDiff, Module, ModuleError, Outcome, TaskCtx};
+use super::{Args, FileDiff, Module, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub struct Params {
     #[serde(default, deserialize_with = "de_opt_string")]
     name: Option<String>,
     #[serde(default, deserialize_with = "de_opt_string")]
@@ -33,8 +34,8 @@ struct Params {
     value: Option<String>,
     #[serde(default, deserialize_with = "de_opt_string")]
     val: Option<String>,
-    #[serde(default, deserialize_with = "de_opt_string")]
-    state: Option<String>,
+    #[serde(default)]
+    state: Option<State>,
     #[serde(default, deserialize_with = "de_opt_string")]
     sysctl_file: Option<String>,
     #[serde(default, deserialize_with = "de_opt_bool")]
@@ -129,6 +130,64 @@ pub fn plan_file(text: &str, key: &str, value: Option<&str>) -> Option<String> {
 
 pub struct Sysctl;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum State {
+    #[default]
+    Present,
+    Absent,
+}
+
+/// The arguments resolved: aliases merged, required ones checked.
+struct Want {
+    key: String,
+    present: bool,
+    value: Option<String>,
+    file: String,
+}
+
+impl Params {
+    fn want(&self) -> Result<Want, ModuleError> {
+        let name = self
+            .name
+            .as_deref()
+            .or(self.key.as_deref())
+            .ok_or_else(|| ModuleError::Args("sysctl: name is required".into()))?;
+        let present = self.state.unwrap_or_default() == State::Present;
+        let value = self
+            .value
+            .as_deref()
+            .or(self.val.as_deref())
+            .map(|v| v.trim().to_string());
+        if present && value.is_none() {
+            return Err(ModuleError::Args(
+                "sysctl: value is required with state=present".into(),
+            ));
+        }
+        Ok(Want {
+            key: name.replace('/', "."),
+            present,
+            value,
+            file: self
+                .sysctl_file
+                .clone()
+                .unwrap_or_else(|| "/etc/sysctl.conf".into()),
+        })
+    }
+}
+
+/// What the probe saw: the live value (`None`: unknown key) and the file's text.
+pub struct Observed {
+    pub live: Option<String>,
+    pub text: String,
+}
+
+pub struct Changes {
+    /// The file's new text, if it changes.
+    new_text: Option<String>,
+    set_live: bool,
+}
+
 #[async_trait]
 impl Module for Sysctl {
     literal_params!("sysctl");
@@ -142,36 +201,23 @@ impl Module for Sysctl {
         ARGS
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
-        let p: Params = parse("sysctl", args)?;
-        let name = p
-            .name
-            .clone()
-            .or(p.key.clone())
-            .ok_or_else(|| ModuleError::Args("sysctl: name is required".into()))?;
-        let present = match p.state.as_deref().unwrap_or("present") {
-            "present" => true,
-            "absent" => false,
-            o => return Err(ModuleError::Args(format!("sysctl: unknown state {o:?}"))),
-        };
-        let value = p
-            .value
-            .clone()
-            .or(p.val.clone())
-            .map(|v| v.trim().to_string());
-        if present && value.is_none() {
-            return Err(ModuleError::Args(
-                "sysctl: value is required with state=present".into(),
-            ));
-        }
-        let file = p
-            .sysctl_file
-            .clone()
-            .unwrap_or_else(|| "/etc/sysctl.conf".into());
-        let key = name.replace('/', ".");
-        let qk = quote(&key);
+        execute(self, args, ctx).await
+    }
+}
+
+#[async_trait]
+impl NativeModule for Sysctl {
+    type Params = Params;
+    type Observed = Observed;
+    type Plan = Changes;
+    const NAME: &'static str = "sysctl";
+
+    async fn probe(&self, p: &Params, ctx: &TaskCtx<'_>) -> Result<Observed, ModuleError> {
+        let w = p.want()?;
         let probe = format!(
-            "v=$(sysctl -n -- {qk} 2>/dev/null) && printf 'V|%s\\n' \"$v\" | tr '\\t' ' ' | head -n 1; {}",
-            fileops::content_cmd(&file)
+            "v=$(sysctl -n -- {} 2>/dev/null) && printf 'V|%s\\n' \"$v\" | tr '\\t' ' ' | head -n 1; {}",
+            quote(&w.key),
+            fileops::content_cmd(&w.file)
         );
         let r = ctx.sh(&probe).await?;
         let live = r
@@ -182,41 +228,70 @@ impl Module for Sysctl {
         let text = fileops::parse_content(&r.stdout)?
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
-        let new_text = plan_file(&text, &key, if present { value.as_deref() } else { None });
+        Ok(Observed { live, text })
+    }
+
+    fn plan(
+        &self,
+        p: &Params,
+        seen: &Observed,
+        diff: bool,
+    ) -> Result<Planned<Changes>, ModuleError> {
+        let Want {
+            key,
+            present,
+            value,
+            file,
+        } = p.want()?;
+        let new_text = plan_file(&seen.text, &key, value.as_deref().filter(|_| present));
         if present
-            && live.is_none()
+            && seen.live.is_none()
             && !p.ignoreerrors.unwrap_or(false)
             && (p.sysctl_set.unwrap_or(false) || p.reload.unwrap_or(true))
         {
-            return Ok(Outcome::failed(format!(
+            return Ok(Planned::nothing(Outcome::failed(format!(
                 "setting {key} failed: unknown key or unreadable /proc/sys"
-            )));
+            ))));
         }
         let set_live = present
             && p.sysctl_set.unwrap_or(false)
-            && live.as_deref().map(norm) != value.as_deref().map(norm);
+            && seen.live.as_deref().map(norm) != value.as_deref().map(norm);
         let changed = new_text.is_some() || set_live;
         let mut out = Outcome::changed(changed)
-            .with("name", key.clone())
+            .with("name", key)
             .with("sysctl_file", file.clone());
-        if let Some(v) = &value {
-            out = out.with("value", v.clone());
+        if let Some(v) = value {
+            out = out.with("value", v);
         }
-        if ctx.diff {
+        if diff {
             if let Some(n) = &new_text {
                 out.diffs.push(FileDiff {
-                    path: file.clone(),
-                    before: text.clone(),
+                    path: file,
+                    before: seen.text.clone(),
                     after: n.clone(),
                 });
             }
         }
-        if !changed || ctx.check {
-            return Ok(out);
-        }
+        Ok(if changed {
+            Planned::change(Changes { new_text, set_live }, out)
+        } else {
+            Planned::nothing(out)
+        })
+    }
+
+    async fn apply(
+        &self,
+        p: &Params,
+        c: Changes,
+        out: Outcome,
+        ctx: &TaskCtx<'_>,
+    ) -> Result<Outcome, ModuleError> {
+        let Want {
+            key, value, file, ..
+        } = p.want()?;
         let mut script = String::new();
         let attrs = Attrs::default();
-        if new_text.is_some() {
+        if c.new_text.is_some() {
             let wo = WriteOpts {
                 attrs: &attrs,
                 validate: None,
@@ -229,7 +304,7 @@ impl Module for Sysctl {
                 fileops::write_script(&file, &wo)?
             ));
         }
-        if set_live {
+        if c.set_live {
             if let Some(v) = &value {
                 script.push_str(&format!(
                     "sysctl -q -w {} >/dev/null || exit 2; ",
@@ -249,7 +324,7 @@ impl Module for Sysctl {
             ));
         }
         script.push_str("true");
-        let r = match &new_text {
+        let r = match &c.new_text {
             Some(n) => ctx.sh_stdin(&script, n.as_bytes()).await?,
             None => ctx.sh(&script).await?,
         };
@@ -305,6 +380,36 @@ mod tests {
         assert_eq!(plan_file("", "b", Some("2")).unwrap(), "b=2\n");
         assert_eq!(plan_file("a=1\nb=2\n", "b", None).unwrap(), "a=1\n");
         assert_eq!(plan_file("a=1\n", "b", None), None);
+    }
+
+    #[test]
+    fn contract_plan_on_recorded_probe() {
+        let p: Params = serde_json::from_value(
+            json!({"name": "vm.swappiness", "value": "10", "sysctl_file": "/etc/s.conf", "sysctl_set": true}),
+        )
+        .unwrap();
+        let same = Observed {
+            live: Some("10".into()),
+            text: "vm.swappiness = 10\n".into(),
+        };
+        let pl = Sysctl.plan(&p, &same, true).unwrap();
+        assert!(pl.changes.is_none() && !pl.outcome.changed && pl.outcome.diffs.is_empty());
+        let differs = Observed {
+            live: Some("60".into()),
+            text: "vm.swappiness = 60\n".into(),
+        };
+        let pl = Sysctl.plan(&p, &differs, true).unwrap();
+        let c = pl.changes.unwrap();
+        assert!(c.set_live && pl.outcome.changed);
+        assert_eq!(c.new_text.as_deref(), Some("vm.swappiness=10\n"));
+        assert_eq!(pl.outcome.diffs[0].after, "vm.swappiness=10\n");
+        assert_eq!(pl.outcome.data["value"], json!("10"));
+        let unknown = Observed {
+            live: None,
+            text: String::new(),
+        };
+        let pl = Sysctl.plan(&p, &unknown, false).unwrap();
+        assert!(pl.changes.is_none() && pl.outcome.failed);
     }
 
     #[test]
