@@ -10,8 +10,8 @@
 //!     daemon_reload: true
 //! - service: name=nginx state=reloaded
 //! ```
-//! Probe (one round trip; with `daemon_reload`/`daemon_reexec` that runs first, except in check
-//! mode): `systemctl show -p LoadState,ActiveState,SubState,UnitFileState` and `systemctl
+//! Prepare (real runs only, one round trip): `daemon_reexec`/`daemon_reload`. Probe (one round
+//! trip): `systemctl show -p LoadState,ActiveState,SubState,UnitFileState` and `systemctl
 //! is-enabled`. Plan (pure, [`plan`]) follows Ansible: mask/unmask, then enable/disable, then
 //! the state action — `started` starts a unit that is not active/activating, `stopped` stops an
 //! active/activating/deactivating one, `restarted`/`reloaded` always act (start if not running)
@@ -26,18 +26,19 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::args::{de_opt_bool, de_opt_string};
-use super::{parse, Args, Module, ModuleError, Outcome, TaskCtx};
+use super::contract::{execute, NativeModule, Planned};
+use super::{Args, Module, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub struct Params {
     #[serde(default, deserialize_with = "de_opt_string")]
     name: Option<String>,
     #[serde(default, deserialize_with = "de_opt_string")]
     unit: Option<String>,
-    #[serde(default, deserialize_with = "de_opt_string")]
-    state: Option<String>,
+    #[serde(default)]
+    state: Option<State>,
     #[serde(default, deserialize_with = "de_opt_bool")]
     enabled: Option<bool>,
     #[serde(default, deserialize_with = "de_opt_bool")]
@@ -50,8 +51,8 @@ struct Params {
     daemon_reexec: Option<bool>,
     #[serde(default, rename = "daemon-reexec", deserialize_with = "de_opt_bool")]
     daemon_reexec2: Option<bool>,
-    #[serde(default, deserialize_with = "de_opt_string")]
-    scope: Option<String>,
+    #[serde(default)]
+    scope: Option<Scope>,
     #[serde(default, deserialize_with = "de_opt_bool")]
     no_block: Option<bool>,
     #[serde(default, deserialize_with = "de_opt_bool")]
@@ -76,11 +77,11 @@ const SYSTEMD_ARGS: &[&str] = &[
 /// `service` arguments.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ServiceParams {
+pub struct ServiceParams {
     #[serde(default, deserialize_with = "de_opt_string")]
     name: Option<String>,
-    #[serde(default, deserialize_with = "de_opt_string")]
-    state: Option<String>,
+    #[serde(default)]
+    state: Option<State>,
     #[serde(default, deserialize_with = "de_opt_bool")]
     enabled: Option<bool>,
     #[serde(default)]
@@ -109,7 +110,8 @@ const SERVICE_ARGS: &[&str] = &[
     "use",
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum State {
     Started,
     Stopped,
@@ -117,20 +119,13 @@ pub enum State {
     Reloaded,
 }
 
-impl State {
-    fn parse(s: &str) -> Result<State, String> {
-        Ok(match s {
-            "started" => State::Started,
-            "stopped" => State::Stopped,
-            "restarted" => State::Restarted,
-            "reloaded" => State::Reloaded,
-            o => {
-                return Err(format!(
-                    "state must be started, stopped, restarted or reloaded; got {o:?}"
-                ))
-            }
-        })
-    }
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Scope {
+    #[default]
+    System,
+    User,
+    Global,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -234,7 +229,8 @@ fn parse_probe(out: &str) -> Observed {
     o
 }
 
-struct Job {
+/// Either module's arguments resolved to what to do with which unit.
+pub struct Job {
     unit: String,
     want: Want,
     daemon_reload: bool,
@@ -244,109 +240,229 @@ struct Job {
     force: bool,
 }
 
-async fn run_job(j: Job, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
-    let sc = format!("systemctl{}", j.scope_flag);
-    let q = quote(&j.unit);
-    let mut probe = String::new();
-    if !ctx.check {
-        if j.daemon_reexec {
-            probe.push_str(&format!("{sc} daemon-reexec || exit 1; "));
-        }
-        if j.daemon_reload {
-            probe.push_str(&format!("{sc} daemon-reload || exit 1; "));
-        }
+/// What the probe saw.
+pub enum Seen {
+    /// No unit named (`daemon_reload` alone): nothing to probe.
+    NoUnit,
+    /// `systemctl show` failed; the message.
+    Failed(String),
+    Unit(Observed),
+}
+
+/// What to do to the unit.
+pub enum Action {
+    /// These `systemctl` verbs, in order.
+    Run(Vec<&'static str>),
+    /// The unit is not there: check mode assumes an earlier task installs it (as Ansible's
+    /// fail_if_missing); a real run fails with this message.
+    Missing(String),
+}
+
+impl Job {
+    fn systemctl(&self) -> String {
+        format!("systemctl{}", self.scope_flag)
     }
-    if j.unit.is_empty() {
-        if probe.is_empty() {
-            return Ok(Outcome::ok());
+
+    /// Real runs only, before the probe: `daemon_reexec`/`daemon_reload`.
+    async fn prepare(&self, ctx: &TaskCtx<'_>) -> Result<Option<Outcome>, ModuleError> {
+        let sc = self.systemctl();
+        let mut script = String::new();
+        if self.daemon_reexec {
+            script.push_str(&format!("{sc} daemon-reexec || exit 1; "));
         }
-        let r = ctx.sh(&probe).await?;
-        if r.rc != 0 {
-            return Ok(Outcome::failed(format!(
-                "daemon-reload failed: {}",
+        if self.daemon_reload {
+            script.push_str(&format!("{sc} daemon-reload || exit 1; "));
+        }
+        if script.is_empty() {
+            return Ok(None);
+        }
+        let r = ctx.sh(&format!("{script}true")).await?;
+        if r.rc == 0 {
+            return Ok(None);
+        }
+        let what = if self.unit.is_empty() {
+            "daemon-reload"
+        } else {
+            "systemctl"
+        };
+        Ok(Some(Outcome::failed(format!(
+            "{what} failed: {}",
+            r.stderr.trim()
+        ))))
+    }
+
+    async fn probe(&self, ctx: &TaskCtx<'_>) -> Result<Seen, ModuleError> {
+        if self.unit.is_empty() {
+            return Ok(Seen::NoUnit);
+        }
+        let (sc, q) = (self.systemctl(), quote(&self.unit));
+        let r = ctx.sh(&format!(
+            "{sc} show -p LoadState,ActiveState,SubState,UnitFileState -- {q}; e=$({sc} is-enabled -- {q} 2>/dev/null); echo \"ENRC|$?\"; echo \"EN|$e\" | head -n 1"
+        )).await?;
+        if r.rc != 0 && !r.stdout.contains("LoadState=") {
+            return Ok(Seen::Failed(format!(
+                "systemctl failed: {}",
                 r.stderr.trim()
             )));
         }
-        return Ok(Outcome::ok());
+        Ok(Seen::Unit(parse_probe(&r.stdout)))
     }
-    probe.push_str(&format!(
-        "{sc} show -p LoadState,ActiveState,SubState,UnitFileState -- {q}; e=$({sc} is-enabled -- {q} 2>/dev/null); echo \"ENRC|$?\"; echo \"EN|$e\" | head -n 1"
-    ));
-    let r = ctx.sh(&probe).await?;
-    if r.rc != 0 && !r.stdout.contains("LoadState=") {
-        return Ok(Outcome::failed(format!(
-            "systemctl failed: {}",
-            r.stderr.trim()
-        )));
+
+    fn plan(&self, seen: &Seen) -> Planned<Action> {
+        let obs = match seen {
+            Seen::NoUnit => return Planned::nothing(Outcome::ok()),
+            Seen::Failed(m) => return Planned::nothing(Outcome::failed(m.clone())),
+            Seen::Unit(o) => o,
+        };
+        let (unit, w) = (&self.unit, &self.want);
+        if !obs.found() && w.masked != Some(true) && (w.enabled.is_some() || w.state.is_some()) {
+            return Planned::change(
+                Action::Missing(format!("Could not find the requested service {unit}: host")),
+                Outcome::changed(true)
+                    .with("name", unit.clone())
+                    .with_msg(format!(
+                        "Service {unit} not found on host, assuming it will exist on full run"
+                    )),
+            );
+        }
+        let verbs = match plan(unit, w, obs) {
+            Ok(v) => v,
+            Err(m) => return Planned::nothing(Outcome::failed(m).with("name", unit.clone())),
+        };
+        let mut status = Map::new();
+        status.insert("LoadState".into(), obs.load_state.clone().into());
+        status.insert("ActiveState".into(), obs.active_state.clone().into());
+        status.insert("SubState".into(), obs.sub_state.clone().into());
+        status.insert("UnitFileState".into(), obs.unit_file_state.clone().into());
+        let mut out = Outcome::changed(!verbs.is_empty())
+            .with("name", unit.clone())
+            .with("status", Value::Object(status));
+        if let Some(s) = w.state {
+            out = out.with(
+                "state",
+                if s == State::Stopped {
+                    "stopped"
+                } else {
+                    "started"
+                },
+            );
+        }
+        if let Some(e) = w.enabled {
+            out = out.with("enabled", e);
+        }
+        if verbs.is_empty() {
+            Planned::nothing(out)
+        } else {
+            Planned::change(Action::Run(verbs), out)
+        }
     }
-    let obs = parse_probe(&r.stdout);
-    // As Ansible (fail_if_missing): in check mode a unit that is not there yet is assumed to
-    // be installed by an earlier task of the same run.
-    if ctx.check
-        && !obs.found()
-        && j.want.masked != Some(true)
-        && (j.want.enabled.is_some() || j.want.state.is_some())
-    {
-        return Ok(Outcome::changed(true)
-            .with("name", j.unit.clone())
-            .with_msg(format!(
-                "Service {} not found on host, assuming it will exist on full run",
-                j.unit
-            )));
+
+    async fn apply(
+        &self,
+        action: Action,
+        out: Outcome,
+        ctx: &TaskCtx<'_>,
+    ) -> Result<Outcome, ModuleError> {
+        let verbs = match action {
+            Action::Missing(m) => return Ok(Outcome::failed(m).with("name", self.unit.clone())),
+            Action::Run(v) => v,
+        };
+        let (sc, q) = (self.systemctl(), quote(&self.unit));
+        let nb = if self.no_block { " --no-block" } else { "" };
+        let script = verbs
+            .iter()
+            .map(|v| {
+                let f = if self.force && matches!(*v, "enable" | "disable" | "mask") {
+                    " --force"
+                } else {
+                    ""
+                };
+                format!("{sc}{nb}{f} {v} -- {q}")
+            })
+            .collect::<Vec<_>>()
+            .join(" && ");
+        let r = ctx.sh(&script).await?;
+        if r.rc != 0 {
+            let mut f = Outcome::failed(format!(
+                "Unable to {} service {}: {}",
+                verbs.join("/"),
+                self.unit,
+                r.stderr.trim()
+            ));
+            f.data = out.data;
+            return Ok(f);
+        }
+        Ok(out)
     }
-    let verbs = match plan(&j.unit, &j.want, &obs) {
-        Ok(v) => v,
-        Err(m) => return Ok(Outcome::failed(m).with("name", j.unit.clone())),
-    };
-    let mut status = Map::new();
-    status.insert("LoadState".into(), obs.load_state.clone().into());
-    status.insert("ActiveState".into(), obs.active_state.clone().into());
-    status.insert("SubState".into(), obs.sub_state.clone().into());
-    status.insert("UnitFileState".into(), obs.unit_file_state.clone().into());
-    let mut out = Outcome::changed(!verbs.is_empty())
-        .with("name", j.unit.clone())
-        .with("status", Value::Object(status));
-    if let Some(s) = j.want.state {
-        out = out.with(
-            "state",
-            if s == State::Stopped {
-                "stopped"
-            } else {
-                "started"
+}
+
+impl Params {
+    fn job(&self) -> Result<Job, ModuleError> {
+        let unit = self.name.clone().or(self.unit.clone()).unwrap_or_default();
+        let want = Want {
+            state: self.state,
+            enabled: self.enabled,
+            masked: self.masked,
+        };
+        let daemon_reload = self.daemon_reload.or(self.daemon_reload2).unwrap_or(false);
+        let daemon_reexec = self.daemon_reexec.or(self.daemon_reexec2).unwrap_or(false);
+        if unit.is_empty() && (want != Want::default()) {
+            return Err(ModuleError::Args("systemd: name is required".into()));
+        }
+        if unit.is_empty() && !daemon_reload && !daemon_reexec {
+            return Err(ModuleError::Args(
+                "systemd: one of name, daemon_reload or daemon_reexec is required".into(),
+            ));
+        }
+        Ok(Job {
+            unit,
+            want,
+            daemon_reload,
+            daemon_reexec,
+            scope_flag: match self.scope.unwrap_or_default() {
+                Scope::System => "",
+                Scope::User => " --user",
+                Scope::Global => " --global",
             },
-        );
-    }
-    if let Some(e) = j.want.enabled {
-        out = out.with("enabled", e);
-    }
-    if verbs.is_empty() || ctx.check {
-        return Ok(out);
-    }
-    let nb = if j.no_block { " --no-block" } else { "" };
-    let script = verbs
-        .iter()
-        .map(|v| {
-            let f = if j.force && matches!(*v, "enable" | "disable" | "mask") {
-                " --force"
-            } else {
-                ""
-            };
-            format!("{sc}{nb}{f} {v} -- {q}")
+            no_block: self.no_block.unwrap_or(false),
+            force: self.force.unwrap_or(false),
         })
-        .collect::<Vec<_>>()
-        .join(" && ");
-    let r = ctx.sh(&script).await?;
-    if r.rc != 0 {
-        let mut f = Outcome::failed(format!(
-            "Unable to {} service {}: {}",
-            verbs.join("/"),
-            j.unit,
-            r.stderr.trim()
-        ));
-        f.data = out.data;
-        return Ok(f);
     }
-    Ok(out)
+}
+
+impl ServiceParams {
+    fn job(&self) -> Result<Job, ModuleError> {
+        let _ = (
+            &self.pattern,
+            &self.sleep,
+            &self.arguments,
+            &self.args,
+            &self.runlevel,
+            &self.use_,
+        );
+        let unit = self
+            .name
+            .clone()
+            .ok_or_else(|| ModuleError::Args("service: name is required".into()))?;
+        if self.state.is_none() && self.enabled.is_none() {
+            return Err(ModuleError::Args(
+                "service: one of state or enabled is required".into(),
+            ));
+        }
+        Ok(Job {
+            unit,
+            want: Want {
+                state: self.state,
+                enabled: self.enabled,
+                masked: None,
+            },
+            daemon_reload: false,
+            daemon_reexec: false,
+            scope_flag: "",
+            no_block: false,
+            force: false,
+        })
+    }
 }
 
 pub struct Systemd;
@@ -362,48 +478,34 @@ impl Module for Systemd {
         SYSTEMD_ARGS
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
-        let p: Params = parse("systemd", args)?;
-        let scope_flag = match p.scope.as_deref().unwrap_or("system") {
-            "system" => "",
-            "user" => " --user",
-            "global" => " --global",
-            o => return Err(ModuleError::Args(format!("systemd: unknown scope {o:?}"))),
-        };
-        let state = p
-            .state
-            .as_deref()
-            .map(State::parse)
-            .transpose()
-            .map_err(|e| ModuleError::Args(format!("systemd: {e}")))?;
-        let unit = p.name.clone().or(p.unit.clone()).unwrap_or_default();
-        let want = Want {
-            state,
-            enabled: p.enabled,
-            masked: p.masked,
-        };
-        let daemon_reload = p.daemon_reload.or(p.daemon_reload2).unwrap_or(false);
-        let daemon_reexec = p.daemon_reexec.or(p.daemon_reexec2).unwrap_or(false);
-        if unit.is_empty() && (want != Want::default()) {
-            return Err(ModuleError::Args("systemd: name is required".into()));
-        }
-        if unit.is_empty() && !daemon_reload && !daemon_reexec {
-            return Err(ModuleError::Args(
-                "systemd: one of name, daemon_reload or daemon_reexec is required".into(),
-            ));
-        }
-        run_job(
-            Job {
-                unit,
-                want,
-                daemon_reload,
-                daemon_reexec,
-                scope_flag,
-                no_block: p.no_block.unwrap_or(false),
-                force: p.force.unwrap_or(false),
-            },
-            ctx,
-        )
-        .await
+        execute(self, args, ctx).await
+    }
+}
+
+#[async_trait]
+impl NativeModule for Systemd {
+    type Params = Params;
+    type Observed = Seen;
+    type Plan = Action;
+    const NAME: &'static str = "systemd";
+
+    async fn prepare(&self, p: &Params, ctx: &TaskCtx<'_>) -> Result<Option<Outcome>, ModuleError> {
+        p.job()?.prepare(ctx).await
+    }
+    async fn probe(&self, p: &Params, ctx: &TaskCtx<'_>) -> Result<Seen, ModuleError> {
+        p.job()?.probe(ctx).await
+    }
+    fn plan(&self, p: &Params, seen: &Seen, _diff: bool) -> Result<Planned<Action>, ModuleError> {
+        Ok(p.job()?.plan(seen))
+    }
+    async fn apply(
+        &self,
+        p: &Params,
+        a: Action,
+        predicted: Outcome,
+        ctx: &TaskCtx<'_>,
+    ) -> Result<Outcome, ModuleError> {
+        p.job()?.apply(a, predicted, ctx).await
     }
 }
 
@@ -419,47 +521,36 @@ impl Module for Service {
         SERVICE_ARGS
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
-        let p: ServiceParams = parse("service", args)?;
-        let _ = (
-            &p.pattern,
-            &p.sleep,
-            &p.arguments,
-            &p.args,
-            &p.runlevel,
-            &p.use_,
-        );
-        let unit = p
-            .name
-            .clone()
-            .ok_or_else(|| ModuleError::Args("service: name is required".into()))?;
-        let state = p
-            .state
-            .as_deref()
-            .map(State::parse)
-            .transpose()
-            .map_err(|e| ModuleError::Args(format!("service: {e}")))?;
-        if state.is_none() && p.enabled.is_none() {
-            return Err(ModuleError::Args(
-                "service: one of state or enabled is required".into(),
-            ));
-        }
-        run_job(
-            Job {
-                unit,
-                want: Want {
-                    state,
-                    enabled: p.enabled,
-                    masked: None,
-                },
-                daemon_reload: false,
-                daemon_reexec: false,
-                scope_flag: "",
-                no_block: false,
-                force: false,
-            },
-            ctx,
-        )
-        .await
+        execute(self, args, ctx).await
+    }
+}
+
+#[async_trait]
+impl NativeModule for Service {
+    type Params = ServiceParams;
+    type Observed = Seen;
+    type Plan = Action;
+    const NAME: &'static str = "service";
+
+    async fn probe(&self, p: &ServiceParams, ctx: &TaskCtx<'_>) -> Result<Seen, ModuleError> {
+        p.job()?.probe(ctx).await
+    }
+    fn plan(
+        &self,
+        p: &ServiceParams,
+        seen: &Seen,
+        _diff: bool,
+    ) -> Result<Planned<Action>, ModuleError> {
+        Ok(p.job()?.plan(seen))
+    }
+    async fn apply(
+        &self,
+        p: &ServiceParams,
+        a: Action,
+        predicted: Outcome,
+        ctx: &TaskCtx<'_>,
+    ) -> Result<Outcome, ModuleError> {
+        p.job()?.apply(a, predicted, ctx).await
     }
 }
 
@@ -587,6 +678,35 @@ mod tests {
         let mut o = obs("inactive", "", 1);
         o.load_state = "not-found".into();
         assert!(plan("nope", &want(Some(State::Started), None), &o).is_err());
+    }
+
+    #[test]
+    fn contract_plan_on_recorded_probe() {
+        let p: Params = serde_json::from_value(
+            json!({"name": "airflow-scheduler", "state": "started", "enabled": true}),
+        )
+        .unwrap();
+        let up = Seen::Unit(obs("active", "enabled", 0));
+        let pl = Systemd.plan(&p, &up, false).unwrap();
+        assert!(pl.changes.is_none() && !pl.outcome.changed);
+        assert_eq!(pl.outcome.data["state"], json!("started"));
+        let down = Seen::Unit(obs("inactive", "disabled", 1));
+        let pl = Systemd.plan(&p, &down, false).unwrap();
+        assert!(matches!(pl.changes, Some(Action::Run(ref v)) if *v == ["enable", "start"]));
+        assert!(pl.outcome.changed);
+        // Not installed yet: check mode predicts a change, a real run fails in apply.
+        let mut gone = obs("inactive", "", 1);
+        gone.load_state = "not-found".into();
+        let pl = Systemd.plan(&p, &Seen::Unit(gone), false).unwrap();
+        assert!(matches!(pl.changes, Some(Action::Missing(_))) && pl.outcome.changed);
+        let sp: ServiceParams =
+            serde_json::from_value(json!({"name": "nginx", "state": "reloaded"})).unwrap();
+        let pl = Service
+            .plan(&sp, &Seen::Unit(obs("active", "enabled", 0)), false)
+            .unwrap();
+        assert!(matches!(pl.changes, Some(Action::Run(ref v)) if *v == ["reload"]));
+        let bad = serde_json::from_value::<Params>(json!({"name": "x", "state": "running"}));
+        assert!(bad.unwrap_err().to_string().contains("unknown variant"));
     }
 
     #[test]
