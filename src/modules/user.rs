@@ -18,19 +18,21 @@
 //! options whose value differs (uid, primary group, supplementary groups — added with
 //! `append`, set exactly without —, shell, home (+ `-m` with `move_home`), comment, password
 //! (with `update_password: always`), lock/unlock); `userdel [-r] [-f]` for `state: absent`.
-//! Apply: one round trip unless in check mode.
+//! Apply: one round trip. In check mode a user still to be created is reported changed before
+//! its groups are checked (as Ansible: an earlier task of the same run may create them).
 
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::args::{de_opt_bool, de_opt_list, de_opt_string, de_opt_u64};
-use super::{parse, Args, Module, ModuleError, Outcome, TaskCtx};
+use super::contract::{execute, NativeModule, Planned};
+use super::{Args, Module, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub struct Params {
     #[serde(default, deserialize_with = "de_opt_string")]
     name: Option<String>,
     #[serde(default, deserialize_with = "de_opt_u64")]
@@ -55,8 +57,8 @@ struct Params {
     move_home: Option<bool>,
     #[serde(default, deserialize_with = "de_opt_string")]
     comment: Option<String>,
-    #[serde(default, deserialize_with = "de_opt_string")]
-    state: Option<String>,
+    #[serde(default)]
+    state: Option<State>,
     #[serde(default, deserialize_with = "de_opt_string")]
     password: Option<String>,
     #[serde(default, deserialize_with = "de_opt_bool")]
@@ -128,11 +130,7 @@ pub struct Observed {
 /// Pure: the command to run, or `None`.
 fn plan(name: &str, p: &Params, o: &Observed) -> Result<Option<String>, String> {
     let q = quote(name);
-    let present = match p.state.as_deref().unwrap_or("present") {
-        "present" => true,
-        "absent" => false,
-        s => return Err(format!("unknown state {s:?}")),
-    };
+    let present = p.state.unwrap_or_default() == State::Present;
     if !present {
         if !o.exists {
             return Ok(None);
@@ -341,6 +339,65 @@ fn parse_probe(out: &str) -> Observed {
 
 pub struct User;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum State {
+    #[default]
+    Present,
+    Absent,
+}
+
+impl Params {
+    fn name(&self) -> Result<&str, ModuleError> {
+        self.name
+            .as_deref()
+            .ok_or_else(|| ModuleError::Args("user: name is required".into()))
+    }
+}
+
+/// The planned `useradd`/`usermod`/`userdel`.
+pub struct Change {
+    /// `Err`: why the real run fails (a group missing for a user to be created).
+    cmd: Result<String, String>,
+    /// The real run's result where it differs from check mode's prediction.
+    report: Option<Outcome>,
+}
+
+/// The result dictionary of a run that got as far as a command (or found nothing to do).
+fn report(name: &str, p: &Params, obs: &Observed, changed: bool) -> Outcome {
+    let absent = p.state == Some(State::Absent);
+    let mut out = Outcome::changed(changed)
+        .with("name", name)
+        .with("state", if absent { "absent" } else { "present" });
+    if !absent {
+        out = out.with("system", p.system.unwrap_or(false));
+        if let Some(u) = p.uid.or(obs.exists.then_some(obs.uid)) {
+            out = out.with("uid", u);
+        }
+        if let Some(h) = p
+            .home
+            .clone()
+            .or(Some(obs.home.clone()).filter(|h| !h.is_empty()))
+        {
+            out = out.with("home", h);
+        }
+        if let Some(s) = p
+            .shell
+            .clone()
+            .or(Some(obs.shell.clone()).filter(|s| !s.is_empty()))
+        {
+            out = out.with("shell", s);
+        }
+        if let Some(g) = &p.groups {
+            out = out.with("groups", g.join(","));
+        }
+        if let Some(c) = &p.comment {
+            out = out.with("comment", c.clone());
+        }
+    }
+    out
+}
+
 #[async_trait]
 impl Module for User {
     literal_params!("user");
@@ -354,59 +411,69 @@ impl Module for User {
         ARGS
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
-        let p: Params = parse("user", args)?;
+        execute(self, args, ctx).await
+    }
+}
+
+#[async_trait]
+impl NativeModule for User {
+    type Params = Params;
+    type Observed = Observed;
+    type Plan = Change;
+    const NAME: &'static str = "user";
+
+    async fn probe(&self, p: &Params, ctx: &TaskCtx<'_>) -> Result<Observed, ModuleError> {
+        let r = ctx.sh(&probe_script(p.name()?, p)).await?;
+        Ok(parse_probe(&r.stdout))
+    }
+
+    fn plan(
+        &self,
+        p: &Params,
+        obs: &Observed,
+        _diff: bool,
+    ) -> Result<Planned<Change>, ModuleError> {
         let _ = (&p.local, &p.umask);
-        let name = p
-            .name
-            .clone()
-            .ok_or_else(|| ModuleError::Args("user: name is required".into()))?;
-        let r = ctx.sh(&probe_script(&name, &p)).await?;
-        let obs = parse_probe(&r.stdout);
-        // As Ansible: in check mode a user still to be created is reported changed before its
-        // groups are looked up (an earlier task of the same run may create them).
-        if ctx.check && !obs.exists && p.state.as_deref() != Some("absent") {
-            return Ok(Outcome::changed(true)
-                .with("name", name)
-                .with("state", "present"));
+        let name = p.name()?;
+        let cmd = plan(name, p, obs);
+        if !obs.exists && p.state != Some(State::Absent) {
+            // Check mode reports the creation before the groups are checked (see above).
+            let report = cmd.as_ref().ok().map(|_| report(name, p, obs, true));
+            let cmd =
+                cmd.and_then(|c| c.ok_or_else(|| format!("useradd planned nothing for {name}")));
+            return Ok(Planned::change(
+                Change { cmd, report },
+                Outcome::changed(true)
+                    .with("name", name)
+                    .with("state", "present"),
+            ));
         }
-        let cmd = match plan(&name, &p, &obs) {
-            Ok(c) => c,
+        Ok(match cmd {
+            Err(m) => Planned::nothing(Outcome::failed(m).with("name", name)),
+            Ok(None) => Planned::nothing(report(name, p, obs, false)),
+            Ok(Some(c)) => Planned::change(
+                Change {
+                    cmd: Ok(c),
+                    report: None,
+                },
+                report(name, p, obs, true),
+            ),
+        })
+    }
+
+    async fn apply(
+        &self,
+        p: &Params,
+        c: Change,
+        predicted: Outcome,
+        ctx: &TaskCtx<'_>,
+    ) -> Result<Outcome, ModuleError> {
+        let name = p.name()?;
+        let cmd = match c.cmd {
+            Ok(cmd) => cmd,
             Err(m) => return Ok(Outcome::failed(m).with("name", name)),
         };
-        let absent = p.state.as_deref() == Some("absent");
-        let mut out = Outcome::changed(cmd.is_some())
-            .with("name", name.clone())
-            .with("state", if absent { "absent" } else { "present" });
-        if !absent {
-            out = out.with("system", p.system.unwrap_or(false));
-            if let Some(u) = p.uid.or(obs.exists.then_some(obs.uid)) {
-                out = out.with("uid", u);
-            }
-            if let Some(h) = p
-                .home
-                .clone()
-                .or(Some(obs.home.clone()).filter(|h| !h.is_empty()))
-            {
-                out = out.with("home", h);
-            }
-            if let Some(s) = p
-                .shell
-                .clone()
-                .or(Some(obs.shell.clone()).filter(|s| !s.is_empty()))
-            {
-                out = out.with("shell", s);
-            }
-            if let Some(g) = &p.groups {
-                out = out.with("groups", g.join(","));
-            }
-            if let Some(c) = &p.comment {
-                out = out.with("comment", c.clone());
-            }
-        }
-        let Some(cmd) = cmd else { return Ok(out) };
-        if ctx.check {
-            return Ok(out);
-        }
+        let out = c.report.unwrap_or(predicted);
         let r = ctx.sh(&cmd).await?;
         if r.rc != 0 {
             let shown = if p.password.is_some() {
@@ -488,6 +555,28 @@ mod tests {
             plan("airflow", &p, &existing()).unwrap().unwrap(),
             "usermod -L airflow"
         );
+    }
+
+    #[test]
+    fn contract_plan_on_recorded_probe() {
+        let p = params(json!({"name": "airflow", "uid": 990, "shell": "/bin/bash"}));
+        let pl = User.plan(&p, &existing(), false).unwrap();
+        assert!(pl.changes.is_none() && !pl.outcome.changed);
+        assert_eq!(pl.outcome.data["uid"], json!(990));
+        assert_eq!(pl.outcome.data["home"], json!("/opt/airflow"));
+        let p = params(json!({"name": "airflow", "shell": "/bin/sh"}));
+        let pl = User.plan(&p, &existing(), false).unwrap();
+        let c = pl.changes.unwrap();
+        assert_eq!(c.cmd.as_deref(), Ok("usermod -s /bin/sh airflow"));
+        assert!(pl.outcome.changed && c.report.is_none());
+        // A new user whose group is missing: check mode predicts the creation, a real run fails.
+        let mut o = Observed::default();
+        o.missing_groups.push("docker".into());
+        let p = params(json!({"name": "airflow", "groups": ["docker"]}));
+        let pl = User.plan(&p, &o, false).unwrap();
+        assert!(pl.outcome.changed && !pl.outcome.failed);
+        assert_eq!(pl.outcome.data.len(), 2);
+        assert!(pl.changes.unwrap().cmd.is_err());
     }
 
     #[test]
