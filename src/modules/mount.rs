@@ -22,13 +22,14 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::args::{de_opt_bool, de_opt_string};
+use super::contract::{execute, NativeModule, Planned};
 use super::fileops::{self, Attrs, WriteOpts};
-use super::{parse, Args, FileDiff, Module, ModuleError, Outcome, TaskCtx};
+use super::{Args, FileDiff, Module, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub struct Params {
     #[serde(default, deserialize_with = "de_opt_string")]
     path: Option<String>,
     #[serde(default, deserialize_with = "de_opt_string")]
@@ -43,8 +44,8 @@ struct Params {
     dump: Option<String>,
     #[serde(default, deserialize_with = "de_opt_string")]
     passno: Option<String>,
-    #[serde(default, deserialize_with = "de_opt_string")]
-    state: Option<String>,
+    #[serde(default)]
+    state: Option<State>,
     #[serde(default, deserialize_with = "de_opt_string")]
     fstab: Option<String>,
     #[serde(default, deserialize_with = "de_opt_bool")]
@@ -164,15 +165,26 @@ pub enum Action {
     Unmount,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    #[default]
+    Mounted,
+    Present,
+    Absent,
+    Unmounted,
+    Remounted,
+}
+
 /// Pure: the live action for `state`.
 pub fn plan(
-    state: &str,
+    state: State,
     fstab_changed: bool,
     live: Option<&(String, String)>,
     want: Option<&Entry>,
 ) -> Option<Action> {
     match state {
-        "mounted" => match live {
+        State::Mounted => match live {
             None => Some(Action::Mount),
             Some((src, fs)) if fstab_changed => match want {
                 Some(w) if (w.src != *src || w.fstype != *fs) => Some(Action::Reattach),
@@ -180,13 +192,89 @@ pub fn plan(
             },
             Some(_) => None,
         },
-        "unmounted" | "absent" => live.map(|_| Action::Unmount),
-        "remounted" => Some(Action::Remount),
-        _ => None,
+        State::Unmounted | State::Absent => live.map(|_| Action::Unmount),
+        State::Remounted => Some(Action::Remount),
+        State::Present => None,
     }
 }
 
 pub struct Mount;
+
+/// The arguments resolved: aliases merged, required ones checked.
+struct Want {
+    path: String,
+    state: State,
+    fstab: String,
+    /// The fstab entry for `mounted`/`present`.
+    entry: Option<Entry>,
+}
+
+impl Params {
+    fn want(&self) -> Result<Want, ModuleError> {
+        let _ = &self.opts_no_log;
+        let path = self
+            .path
+            .clone()
+            .or(self.name.clone())
+            .ok_or_else(|| ModuleError::Args("mount: path is required".into()))?;
+        let path = if path.len() > 1 {
+            path.trim_end_matches('/').to_string()
+        } else {
+            path
+        };
+        let state = self.state.unwrap_or_default();
+        let entry = if matches!(state, State::Mounted | State::Present) {
+            let name = if state == State::Mounted {
+                "mounted"
+            } else {
+                "present"
+            };
+            let src = self.src.clone().ok_or_else(|| {
+                ModuleError::Args(format!("mount: src is required with state={name}"))
+            })?;
+            let fstype = self.fstype.clone().ok_or_else(|| {
+                ModuleError::Args(format!("mount: fstype is required with state={name}"))
+            })?;
+            let mut opts = self.opts.clone().unwrap_or_else(|| "defaults".into());
+            if self.boot == Some(false) && !opts.split(',').any(|o| o == "noauto") {
+                opts = if opts == "defaults" {
+                    "noauto".into()
+                } else {
+                    format!("{opts},noauto")
+                };
+            }
+            Some(Entry {
+                src,
+                path: path.clone(),
+                fstype,
+                opts,
+                dump: self.dump.clone().unwrap_or_else(|| "0".into()),
+                passno: self.passno.clone().unwrap_or_else(|| "0".into()),
+            })
+        } else {
+            None
+        };
+        Ok(Want {
+            path,
+            state,
+            fstab: self.fstab.clone().unwrap_or_else(|| "/etc/fstab".into()),
+            entry,
+        })
+    }
+}
+
+/// What the probe saw.
+pub struct Observed {
+    /// Mounted source and type of the path, if mounted.
+    pub live: Option<(String, String)>,
+    /// The fstab's text.
+    pub fstab: String,
+}
+
+pub struct Changes {
+    new_fstab: Option<String>,
+    action: Option<Action>,
+}
 
 #[async_trait]
 impl Module for Mount {
@@ -201,59 +289,23 @@ impl Module for Mount {
         ARGS
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
-        let p: Params = parse("mount", args)?;
-        let _ = &p.opts_no_log;
-        let path = p
-            .path
-            .clone()
-            .or(p.name.clone())
-            .ok_or_else(|| ModuleError::Args("mount: path is required".into()))?;
-        let path = if path.len() > 1 {
-            path.trim_end_matches('/').to_string()
-        } else {
-            path
-        };
-        let state = p.state.clone().unwrap_or_else(|| "mounted".into());
-        if !matches!(
-            state.as_str(),
-            "mounted" | "present" | "absent" | "unmounted" | "remounted"
-        ) {
-            return Err(ModuleError::Args(format!(
-                "mount: state {state:?} is not supported (mounted, present, absent, unmounted, remounted)"
-            )));
-        }
-        let fstab = p.fstab.clone().unwrap_or_else(|| "/etc/fstab".into());
-        let needs_entry = matches!(state.as_str(), "mounted" | "present");
-        let want = if needs_entry {
-            let src = p.src.clone().ok_or_else(|| {
-                ModuleError::Args(format!("mount: src is required with state={state}"))
-            })?;
-            let fstype = p.fstype.clone().ok_or_else(|| {
-                ModuleError::Args(format!("mount: fstype is required with state={state}"))
-            })?;
-            let mut opts = p.opts.clone().unwrap_or_else(|| "defaults".into());
-            if p.boot == Some(false) && !opts.split(',').any(|o| o == "noauto") {
-                opts = if opts == "defaults" {
-                    "noauto".into()
-                } else {
-                    format!("{opts},noauto")
-                };
-            }
-            Some(Entry {
-                src,
-                path: path.clone(),
-                fstype,
-                opts,
-                dump: p.dump.clone().unwrap_or_else(|| "0".into()),
-                passno: p.passno.clone().unwrap_or_else(|| "0".into()),
-            })
-        } else {
-            None
-        };
+        execute(self, args, ctx).await
+    }
+}
+
+#[async_trait]
+impl NativeModule for Mount {
+    type Params = Params;
+    type Observed = Observed;
+    type Plan = Changes;
+    const NAME: &'static str = "mount";
+
+    async fn probe(&self, p: &Params, ctx: &TaskCtx<'_>) -> Result<Observed, ModuleError> {
+        let w = p.want()?;
         let probe = format!(
             "awk -v p={} '$2==p' /proc/self/mounts 2>/dev/null | sed 's/^/M|/'; {}",
-            quote(&escape(&path)),
-            fileops::content_cmd(&fstab)
+            quote(&escape(&w.path)),
+            fileops::content_cmd(&w.fstab)
         );
         let r = ctx.sh(&probe).await?;
         let mounts: String = r
@@ -262,40 +314,79 @@ impl Module for Mount {
             .filter_map(|l| l.strip_prefix("M|"))
             .map(|l| format!("{l}\n"))
             .collect();
-        let live = mounted(&mounts, &path);
-        let text = fileops::parse_content(&r.stdout)?
+        let fstab = fileops::parse_content(&r.stdout)?
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
-        let new_fstab = match state.as_str() {
-            "mounted" | "present" => plan_fstab(&text, &path, want.as_ref()),
-            "absent" => plan_fstab(&text, &path, None),
-            _ => None,
+        Ok(Observed {
+            live: mounted(&mounts, &w.path),
+            fstab,
+        })
+    }
+
+    fn plan(
+        &self,
+        p: &Params,
+        seen: &Observed,
+        diff: bool,
+    ) -> Result<Planned<Changes>, ModuleError> {
+        let Want {
+            path,
+            state,
+            fstab,
+            entry,
+        } = p.want()?;
+        let new_fstab = match state {
+            State::Mounted | State::Present => plan_fstab(&seen.fstab, &path, entry.as_ref()),
+            State::Absent => plan_fstab(&seen.fstab, &path, None),
+            State::Unmounted | State::Remounted => None,
         };
-        let action = plan(&state, new_fstab.is_some(), live.as_ref(), want.as_ref());
+        let action = plan(
+            state,
+            new_fstab.is_some(),
+            seen.live.as_ref(),
+            entry.as_ref(),
+        );
         let changed = new_fstab.is_some() || action.is_some();
         let mut out = Outcome::changed(changed)
-            .with("name", path.clone())
+            .with("name", path)
             .with("fstab", fstab.clone());
-        if let Some(w) = &want {
+        if let Some(w) = entry {
             out = out
-                .with("src", w.src.clone())
-                .with("fstype", w.fstype.clone())
-                .with("opts", w.opts.clone())
-                .with("dump", w.dump.clone())
-                .with("passno", w.passno.clone());
+                .with("src", w.src)
+                .with("fstype", w.fstype)
+                .with("opts", w.opts)
+                .with("dump", w.dump)
+                .with("passno", w.passno);
         }
-        if ctx.diff {
+        if diff {
             if let Some(n) = &new_fstab {
                 out.diffs.push(FileDiff {
-                    path: fstab.clone(),
-                    before: text.clone(),
+                    path: fstab,
+                    before: seen.fstab.clone(),
                     after: n.clone(),
                 });
             }
         }
-        if !changed || ctx.check {
-            return Ok(out);
-        }
+        Ok(if changed {
+            Planned::change(Changes { new_fstab, action }, out)
+        } else {
+            Planned::nothing(out)
+        })
+    }
+
+    async fn apply(
+        &self,
+        p: &Params,
+        c: Changes,
+        out: Outcome,
+        ctx: &TaskCtx<'_>,
+    ) -> Result<Outcome, ModuleError> {
+        let Want {
+            path,
+            state,
+            fstab,
+            entry,
+        } = p.want()?;
         let qp = quote(&path);
         let t_flag = if fstab != "/etc/fstab" {
             format!("-T {} ", quote(&fstab))
@@ -303,7 +394,7 @@ impl Module for Mount {
             String::new()
         };
         let mut s = String::new();
-        if new_fstab.is_some() {
+        if c.new_fstab.is_some() {
             let attrs = Attrs::default();
             let wo = WriteOpts {
                 attrs: &attrs,
@@ -319,14 +410,14 @@ impl Module for Mount {
         }
         // Mount through the fstab entry (`-T` for a non-default fstab), as Ansible does.
         let mount_cmd = format!("mount {t_flag}{qp}");
-        match action {
+        match c.action {
             Some(Action::Mount) => {
                 s.push_str(&format!(
                     "mkdir -p -- {qp} || exit 2; {mount_cmd} || exit 2; "
                 ));
             }
             Some(Action::Remount) => {
-                let o = want
+                let o = entry
                     .as_ref()
                     .map(|w| format!("remount,{}", w.opts))
                     .unwrap_or_else(|| "remount".into());
@@ -343,11 +434,11 @@ impl Module for Mount {
             }
             None => {}
         }
-        if state == "absent" {
+        if state == State::Absent {
             s.push_str(&format!("rmdir -- {qp} 2>/dev/null; "));
         }
         s.push_str("true");
-        let r = match &new_fstab {
+        let r = match &c.new_fstab {
             Some(n) => ctx.sh_stdin(&s, n.as_bytes()).await?,
             None => ctx.sh(&s).await?,
         };
@@ -421,28 +512,58 @@ mod tests {
     }
 
     #[test]
+    fn contract_plan_on_recorded_probe() {
+        let p: Params = serde_json::from_value(
+            json!({"path": "/srv/data/", "src": "/dev/vdb1", "fstype": "ext4", "opts": "noatime", "state": "mounted"}),
+        )
+        .unwrap();
+        let live = Some(("/dev/vdb1".to_string(), "ext4".to_string()));
+        let done = Observed {
+            live: live.clone(),
+            fstab: entry().line(),
+        };
+        let pl = Mount.plan(&p, &done, true).unwrap();
+        assert!(pl.changes.is_none() && !pl.outcome.changed && pl.outcome.diffs.is_empty());
+        assert_eq!(pl.outcome.data["name"], json!("/srv/data"));
+        let other_opts = Observed {
+            live,
+            fstab: "/dev/vdb1 /srv/data ext4 defaults 0 0\n".into(),
+        };
+        let pl = Mount.plan(&p, &other_opts, true).unwrap();
+        let c = pl.changes.unwrap();
+        assert_eq!(c.action, Some(Action::Remount));
+        assert_eq!(c.new_fstab.as_deref(), Some(entry().line().as_str()));
+        assert_eq!(pl.outcome.diffs.len(), 1);
+        let bad = serde_json::from_value::<Params>(json!({"path": "/x", "state": "ephemeral"}));
+        assert!(bad.unwrap_err().to_string().contains("unknown variant"));
+    }
+
+    #[test]
     fn live_actions() {
         let w = entry();
         let live = ("/dev/vdb1".to_string(), "ext4".to_string());
-        assert_eq!(plan("mounted", false, None, Some(&w)), Some(Action::Mount));
-        assert_eq!(plan("mounted", false, Some(&live), Some(&w)), None);
         assert_eq!(
-            plan("mounted", true, Some(&live), Some(&w)),
+            plan(State::Mounted, false, None, Some(&w)),
+            Some(Action::Mount)
+        );
+        assert_eq!(plan(State::Mounted, false, Some(&live), Some(&w)), None);
+        assert_eq!(
+            plan(State::Mounted, true, Some(&live), Some(&w)),
             Some(Action::Remount)
         );
         let other = ("/dev/vdc1".to_string(), "ext4".to_string());
         assert_eq!(
-            plan("mounted", true, Some(&other), Some(&w)),
+            plan(State::Mounted, true, Some(&other), Some(&w)),
             Some(Action::Reattach)
         );
-        assert_eq!(plan("present", true, None, Some(&w)), None);
+        assert_eq!(plan(State::Present, true, None, Some(&w)), None);
         assert_eq!(
-            plan("unmounted", false, Some(&live), None),
+            plan(State::Unmounted, false, Some(&live), None),
             Some(Action::Unmount)
         );
-        assert_eq!(plan("unmounted", false, None, None), None);
+        assert_eq!(plan(State::Unmounted, false, None, None), None);
         assert_eq!(
-            plan("remounted", false, Some(&live), None),
+            plan(State::Remounted, false, Some(&live), None),
             Some(Action::Remount)
         );
     }
