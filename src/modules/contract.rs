@@ -4,7 +4,8 @@
 //! and what it would report ([`NativeModule::plan`], pure), and how to make the change
 //! ([`NativeModule::apply`]). [`execute`] is the one place that decides whether to apply: never
 //! when the plan is empty, never in check mode. So `--check` reports exactly what the plan
-//! predicts, and a module cannot forget to honour it.
+//! predicts (or what [`NativeModule::simulate`] refines it to), and a module cannot forget to
+//! honour it.
 
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
@@ -82,10 +83,25 @@ pub trait NativeModule: Send + Sync {
         predicted: Outcome,
         ctx: &TaskCtx<'_>,
     ) -> Result<Outcome, ModuleError>;
+
+    /// Check mode only, when the plan has changes: refines the prediction with a read-only
+    /// dry run on the host. It exists because some predictions are only exact from the tool
+    /// that would make the change (apt's resolver with `apt-get -s`, a `force`d download
+    /// compared with the current file); without it such modules would need their own check
+    /// branch. Must not change the host. Default: the plan's prediction.
+    async fn simulate(
+        &self,
+        _p: &Self::Params,
+        _plan: Self::Plan,
+        predicted: Outcome,
+        _ctx: &TaskCtx<'_>,
+    ) -> Result<Outcome, ModuleError> {
+        Ok(predicted)
+    }
 }
 
 /// Runs a module under the contract: parse → prepare (real runs) → probe → plan → apply when
-/// there is something to change and this is not check mode.
+/// there is something to change and this is not check mode (simulate when it is).
 pub async fn execute<M: NativeModule>(
     m: &M,
     args: &Args,
@@ -100,7 +116,8 @@ pub async fn execute<M: NativeModule>(
     let seen = m.probe(&p, ctx).await?;
     let Planned { changes, outcome } = m.plan(&p, &seen, ctx.diff)?;
     match changes {
-        Some(c) if !ctx.check => m.apply(&p, c, outcome, ctx).await,
-        _ => Ok(outcome),
+        None => Ok(outcome),
+        Some(c) if ctx.check => m.simulate(&p, c, outcome, ctx).await,
+        Some(c) => m.apply(&p, c, outcome, ctx).await,
     }
 }

@@ -5,13 +5,14 @@
 //! trip, no changes), a pure plan from (params, observed) to the changes and the predicted result,
 //! and an apply step. Their [`Module::run`] is [`contract::execute`], the one place that reads
 //! `ctx.check`: it applies only when the plan has changes and this is not check mode, so
-//! `--check` reports the plan's prediction. On the contract: group, sysctl, systemd/service,
-//! user, mount.
+//! `--check` reports the plan's prediction, refined where a module needs a read-only dry run by
+//! [`contract::NativeModule::simulate`] (called only in check mode). On the contract: group,
+//! sysctl, systemd/service, user, mount, apt (check mode simulates with `apt-get -s`).
 //!
 //! Not yet on it (their `run` still does probe → plan → apply by hand and checks `ctx.check`
-//! itself): apt (check mode simulates with `apt-get -s`), pip and get_url (check mode probes
-//! differently), unarchive, command/shell, wait_for/stat/setup, blockinfile, lineinfile,
-//! template, and file/copy/fileops (left for after their split).
+//! itself): pip and get_url (check mode probes differently), unarchive, command/shell,
+//! wait_for/stat/setup, blockinfile, lineinfile, template, and file/copy/fileops (left for after
+//! their split).
 //!
 //! Modules reach the host only through [`TaskCtx::sh`] (a POSIX shell script per round trip) and
 //! the controller only through [`TaskEnv`] (templates, file lookup).
