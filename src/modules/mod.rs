@@ -7,12 +7,12 @@
 //! `ctx.check`: it applies only when the plan has changes and this is not check mode, so
 //! `--check` reports the plan's prediction, refined where a module needs a read-only dry run by
 //! [`contract::NativeModule::simulate`] (called only in check mode). On the contract: group,
-//! sysctl, systemd/service, user, mount, apt (check mode simulates with `apt-get -s`), pip.
+//! sysctl, systemd/service, user, mount, apt (check mode simulates with `apt-get -s`), pip,
+//! get_url (check mode with `force` downloads to compare).
 //!
 //! Not yet on it (their `run` still does probe → plan → apply by hand and checks `ctx.check`
-//! itself): get_url (check mode downloads with `force`), unarchive, command/shell,
-//! wait_for/stat/setup, blockinfile, lineinfile, template, and file/copy/fileops (left for after
-//! their split).
+//! itself): unarchive, command/shell, wait_for/stat/setup, blockinfile, lineinfile, template,
+//! and file/copy/fileops (left for after their split).
 //!
 //! Modules reach the host only through [`TaskCtx::sh`] (a POSIX shell script per round trip) and
 //! the controller only through [`TaskEnv`] (templates, file lookup).
