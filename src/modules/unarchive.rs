@@ -13,8 +13,8 @@
 //! zip, every entry must exist with the archive's size; with `owner`/`group`/`mode`, every
 //! archive entry under `dest` must also have them. Anything else → extract (changed).
 //! Round trips: a controller `src` is uploaded into a temp file on the host together with the
-//! probe (1), then extraction + attributes + cleanup (2). Check mode stops after the plan
-//! (the temp file is still removed). `list_files` returns the archive's entries as `files`.
+//! probe, which removes it again (1); when something is to change, it is uploaded once more for
+//! extraction + attributes + cleanup (2). Check mode stops after the plan. `list_files` returns the archive's entries as `files`.
 //! Deviations: `src` URLs are not supported; `keep_newer`, `include`, `validate_certs`,
 //! `io_buffer_size` and `decrypt` are accepted and ignored; `exclude` is passed to tar.
 
@@ -23,14 +23,15 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::args::{de_opt_bool, de_opt_list, de_opt_string};
+use super::contract::{execute, NativeModule, Planned};
 use super::copy::IgnoredAttrs;
 use super::fileops::{self, AttrChange, Attrs};
-use super::{parse, Args, FileKind, Module, ModuleError, Outcome, TaskCtx};
+use super::{Args, FileKind, Module, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub struct Params {
     #[serde(default, deserialize_with = "de_opt_string")]
     src: Option<String>,
     #[serde(default, deserialize_with = "de_opt_string")]
@@ -190,7 +191,7 @@ fn probe_script(
 ) -> String {
     let mut s = String::new();
     if upload {
-        s.push_str("a=$(mktemp \"${TMPDIR:-/tmp}/hfplay-archive.XXXXXXXX\") || exit 1; cat > \"$a\"; echo \"TMP|$a\"; ");
+        s.push_str("a=$(mktemp \"${TMPDIR:-/tmp}/hfplay-archive.XXXXXXXX\") || exit 1; trap 'rm -f -- \"$a\"' EXIT; cat > \"$a\"; ");
     } else {
         s.push_str(&format!("a={}; ", quote(archive)));
     }
@@ -219,6 +220,89 @@ fn probe_script(
 
 pub struct Unarchive;
 
+/// The arguments resolved and checked, before the host is touched.
+struct Settings<'a> {
+    src: &'a str,
+    dest: &'a str,
+    /// `src` is on the host (`remote_src`, or the old `copy: false`).
+    remote: bool,
+    /// `extra_opts` and `exclude` for tar, quoted.
+    extra: String,
+}
+
+impl Params {
+    fn settings(&self) -> Result<Settings<'_>, ModuleError> {
+        let _ = (
+            &self.include,
+            &self.keep_newer,
+            &self.validate_certs,
+            &self.io_buffer_size,
+            &self.decrypt,
+        );
+        let src = self
+            .src
+            .as_deref()
+            .ok_or_else(|| ModuleError::Args("unarchive: src is required".into()))?;
+        let dest = self
+            .dest
+            .as_deref()
+            .ok_or_else(|| ModuleError::Args("unarchive: dest is required".into()))?;
+        if src.contains("://") {
+            return Err(ModuleError::Args(
+                "unarchive: URL sources are not supported by hfplay; use get_url then unarchive with remote_src".into(),
+            ));
+        }
+        let mut extra: Vec<String> = self
+            .extra_opts
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .map(|o| quote(o))
+            .collect();
+        for e in self.exclude.clone().unwrap_or_default() {
+            extra.push(quote(&format!("--exclude={e}")));
+        }
+        Ok(Settings {
+            src,
+            dest,
+            remote: self.remote_src.unwrap_or(false) || self.copy == Some(false),
+            extra: extra.join(" "),
+        })
+    }
+}
+
+/// The archive's bytes when it comes from the controller (`None`: `src` is on the host).
+fn controller_archive(s: &Settings, ctx: &TaskCtx<'_>) -> Result<Option<Vec<u8>>, ModuleError> {
+    if s.remote {
+        return Ok(None);
+    }
+    let src = s.src;
+    let path = ctx
+        .env
+        .find_file(FileKind::Files, src)
+        .ok_or_else(|| ModuleError::Controller(format!("unarchive: could not find src {src:?}")))?;
+    Ok(Some(std::fs::read(&path).map_err(|e| {
+        ModuleError::Controller(format!("unarchive: cannot read {}: {e}", path.display()))
+    })?))
+}
+
+/// What the probe saw.
+#[derive(Debug, Clone)]
+pub enum Seen {
+    /// `creates` names an existing path.
+    Created(String),
+    /// The probe script failed (its stderr).
+    ProbeFailed(String),
+    Archive(Observed),
+}
+
+/// What to do (from the pure [`plan`]); `zip` picks unzip over tar.
+pub struct Changes {
+    extract: bool,
+    attrs: Vec<AttrChange>,
+    zip: bool,
+}
+
 #[async_trait]
 impl Module for Unarchive {
     literal_params!("unarchive");
@@ -232,65 +316,35 @@ impl Module for Unarchive {
         ARGS
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
-        let p: Params = parse("unarchive", args)?;
-        let _ = (
-            &p.include,
-            &p.keep_newer,
-            &p.validate_certs,
-            &p.io_buffer_size,
-            &p.decrypt,
-        );
-        let src = p
-            .src
-            .clone()
-            .ok_or_else(|| ModuleError::Args("unarchive: src is required".into()))?;
-        let dest = p
-            .dest
-            .clone()
-            .ok_or_else(|| ModuleError::Args("unarchive: dest is required".into()))?;
-        let remote = p.remote_src.unwrap_or(false) || p.copy == Some(false);
-        if src.contains("://") {
-            return Err(ModuleError::Args(
-                "unarchive: URL sources are not supported by hfplay; use get_url then unarchive with remote_src".into(),
-            ));
-        }
-        let mut out = Outcome::ok()
-            .with("dest", dest.clone())
-            .with("src", src.clone());
+        execute(self, args, ctx).await
+    }
+}
+
+#[async_trait]
+impl NativeModule for Unarchive {
+    type Params = Params;
+    type Observed = Seen;
+    type Plan = Changes;
+    const NAME: &'static str = "unarchive";
+
+    /// A controller archive is uploaded into a temp file for the comparison and removed by the
+    /// same script, so the probe leaves the host as it was; apply uploads it again.
+    async fn probe(&self, p: &Params, ctx: &TaskCtx<'_>) -> Result<Seen, ModuleError> {
+        let s = p.settings()?;
         if let Some(c) = &p.creates {
             let r = ctx
                 .sh(&format!("[ -e {} ] && echo EXISTS; true", quote(c)))
                 .await?;
             if r.stdout.contains("EXISTS") {
-                return Ok(out.with_msg(format!("skipped, since {c} exists")));
+                return Ok(Seen::Created(c.clone()));
             }
         }
-        let data = if remote {
-            None
-        } else {
-            let path = ctx.env.find_file(FileKind::Files, &src).ok_or_else(|| {
-                ModuleError::Controller(format!("unarchive: could not find src {src:?}"))
-            })?;
-            Some(std::fs::read(&path).map_err(|e| {
-                ModuleError::Controller(format!("unarchive: cannot read {}: {e}", path.display()))
-            })?)
-        };
-        let mut extra: Vec<String> = p
-            .extra_opts
-            .clone()
-            .unwrap_or_default()
-            .iter()
-            .map(|o| quote(o))
-            .collect();
-        for e in p.exclude.clone().unwrap_or_default() {
-            extra.push(quote(&format!("--exclude={e}")));
-        }
-        let extra = extra.join(" ");
+        let data = controller_archive(&s, ctx)?;
         let want_attrs = p.attrs != Attrs::default();
         let probe = probe_script(
-            &src,
-            &dest,
-            &extra,
+            s.src,
+            s.dest,
+            &s.extra,
             p.attrs.mode.is_some(),
             want_attrs,
             data.is_some(),
@@ -299,41 +353,48 @@ impl Module for Unarchive {
             Some(d) => ctx.sh_stdin(&probe, d).await?,
             None => ctx.sh(&probe).await?,
         };
-        let tmp = r
-            .stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("TMP|"))
-            .map(str::to_string);
-        let archive = tmp.clone().unwrap_or_else(|| src.clone());
-        let cleanup = tmp
-            .as_ref()
-            .map(|t| format!("rm -f -- {}", quote(t)))
-            .unwrap_or_default();
-        let obs = parse_probe(&r.stdout);
-        let fail = |msg: String| async {
-            if !cleanup.is_empty() {
-                let _ = ctx.sh(&cleanup).await;
-            }
-            Ok(Outcome::failed(msg))
-        };
         if r.rc != 0 {
-            return fail(format!("unarchive probe failed: {}", r.stderr.trim())).await;
+            return Ok(Seen::ProbeFailed(r.stderr.trim().to_string()));
         }
+        Ok(Seen::Archive(parse_probe(&r.stdout)))
+    }
+
+    fn plan(&self, p: &Params, seen: &Seen, diff: bool) -> Result<Planned<Changes>, ModuleError> {
+        let s = p.settings()?;
+        let (src, dest) = (s.src, s.dest);
+        let mut out = Outcome::ok().with("dest", dest).with("src", src);
+        let obs = match seen {
+            Seen::Created(c) => {
+                return Ok(Planned::nothing(
+                    out.with_msg(format!("skipped, since {c} exists")),
+                ))
+            }
+            Seen::ProbeFailed(e) => {
+                return Ok(Planned::nothing(Outcome::failed(format!(
+                    "unarchive probe failed: {e}"
+                ))))
+            }
+            Seen::Archive(o) => o,
+        };
         if !obs.dest_ok {
-            return fail(format!("dest '{dest}' must be an existing dir")).await;
+            return Ok(Planned::nothing(Outcome::failed(format!(
+                "dest '{dest}' must be an existing dir"
+            ))));
         }
         if !obs.src_ok {
-            return fail(format!("Source '{src}' does not exist or is not readable")).await;
+            return Ok(Planned::nothing(Outcome::failed(format!(
+                "Source '{src}' does not exist or is not readable"
+            ))));
         }
-        let (extract, attrs) = plan(&obs, &p.attrs);
+        let (extract, attrs) = plan(obs, &p.attrs);
         let changed = extract || !attrs.is_empty();
         out.changed = changed;
         if p.list_files.unwrap_or(false) {
             out = out.with("files", Value::from(obs.files.clone()));
         }
-        if ctx.diff && changed {
+        if diff && changed {
             out.diffs.push(super::FileDiff {
-                path: dest.clone(),
+                path: dest.to_string(),
                 before: String::new(),
                 after: if extract {
                     format!("unpacked {src} ({} entries)\n", obs.files.len())
@@ -343,48 +404,68 @@ impl Module for Unarchive {
                 },
             });
         }
-        if !changed || ctx.check {
-            if !cleanup.is_empty() {
-                ctx.sh(&cleanup).await?;
-            }
-            return Ok(out);
+        if !changed {
+            return Ok(Planned::nothing(out));
         }
-        let qa = quote(&archive);
-        let qd = quote(&dest);
-        let mut s = String::from("set -e; ");
-        if !cleanup.is_empty() {
-            s.push_str(&format!("trap {} EXIT; ", quote(&cleanup)));
-        }
-        if extract {
-            if obs.zip {
-                s.push_str(&format!("unzip -o -q {qa} -d {qd}; "));
+        Ok(Planned::change(
+            Changes {
+                extract,
+                attrs,
+                zip: obs.zip,
+            },
+            out,
+        ))
+    }
+
+    async fn apply(
+        &self,
+        p: &Params,
+        c: Changes,
+        out: Outcome,
+        ctx: &TaskCtx<'_>,
+    ) -> Result<Outcome, ModuleError> {
+        let s = p.settings()?;
+        let data = controller_archive(&s, ctx)?;
+        let (qd, extra) = (quote(s.dest), &s.extra);
+        let mut sh = String::from("set -e; ");
+        let qa = if data.is_some() {
+            sh.push_str("a=$(mktemp \"${TMPDIR:-/tmp}/hfplay-archive.XXXXXXXX\"); trap 'rm -f -- \"$a\"' EXIT; cat > \"$a\"; ");
+            "\"$a\"".to_string()
+        } else {
+            quote(s.src)
+        };
+        if c.extract {
+            if c.zip {
+                sh.push_str(&format!("unzip -o -q {qa} -d {qd}; "));
             } else {
-                s.push_str(&format!("tar -x -f {qa} -C {qd} {extra}; "));
+                sh.push_str(&format!("tar -x -f {qa} -C {qd} {extra}; "));
             }
         }
-        if !attrs.is_empty() {
-            let list = if obs.zip {
+        if !c.attrs.is_empty() {
+            let list = if c.zip {
                 format!("unzip -Z1 {qa}")
             } else {
                 format!("tar -tf {qa} {extra}")
             };
-            let mut cmds = Vec::new();
-            for a in &attrs {
-                cmds.push(match a {
+            for a in &c.attrs {
+                let cmd = match a {
                     AttrChange::Owner(o) => format!("xargs -0 chown -h {} --", quote(o)),
                     AttrChange::Group(g) => format!("xargs -0 chgrp -h {} --", quote(g)),
                     AttrChange::Mode(m) => format!("xargs -0 chmod {m:04o} --"),
-                });
-            }
-            for c in cmds {
-                s.push_str(&format!("{list} | ( cd {qd} && tr '\\n' '\\0' | {c} ); "));
+                };
+                sh.push_str(&format!("{list} | ( cd {qd} && tr '\\n' '\\0' | {cmd} ); "));
             }
         }
-        s.push_str("true");
-        let r = ctx.sh(&s).await?;
+        sh.push_str("true");
+        let r = match &data {
+            Some(d) => ctx.sh_stdin(&sh, d).await?,
+            None => ctx.sh(&sh).await?,
+        };
         if r.rc != 0 {
             let mut f = Outcome::failed(format!(
-                "failed to unpack {src} into {dest}: {}",
+                "failed to unpack {} into {}: {}",
+                s.src,
+                s.dest,
                 r.stderr.trim()
             ));
             f.data = out.data;
@@ -437,6 +518,38 @@ mod tests {
         );
         o.differences.push("x: Size differs".into());
         assert_eq!(plan(&o, &a), (true, vec![AttrChange::Owner("root".into())]));
+    }
+
+    #[test]
+    fn contract_plan_on_recorded_probe() {
+        let p: Params = serde_json::from_value(json!({
+            "src": "dags.tgz", "dest": "/opt/dags", "owner": "airflow"
+        }))
+        .unwrap();
+        let mut o = Observed {
+            dest_ok: true,
+            src_ok: true,
+            entry_attrs: vec!["airflow|990|airflow|990|644".into()],
+            files: vec!["./a.py".into()],
+            ..Default::default()
+        };
+        let same = Unarchive.plan(&p, &Seen::Archive(o.clone()), true).unwrap();
+        assert!(same.changes.is_none() && !same.outcome.changed);
+        assert!(same.outcome.diffs.is_empty());
+        o.differences.push("./a.py: Contents differ".into());
+        let new = Unarchive.plan(&p, &Seen::Archive(o), true).unwrap();
+        let c = new.changes.unwrap();
+        assert!(c.extract && c.attrs == vec![AttrChange::Owner("airflow".into())]);
+        assert!(new.outcome.changed);
+        assert_eq!(
+            new.outcome.diffs[0].after,
+            "unpacked dags.tgz (1 entries)\n"
+        );
+        let done = Unarchive
+            .plan(&p, &Seen::Created("/opt/dags/.x".into()), true)
+            .unwrap();
+        assert!(done.changes.is_none() && !done.outcome.changed);
+        assert_eq!(done.outcome.msg, "skipped, since /opt/dags/.x exists");
     }
 
     #[tokio::test]
