@@ -12,19 +12,22 @@
 //! string with `/bin/sh`. Both report `changed` unless `creates`/`removes` say there is nothing to
 //! do. In check mode they are skipped (Ansible does the same), except when `creates`/`removes`
 //! are given: then the guard decides and check mode reports `ok` or `changed` like the real run.
+//! On the contract: the probe checks the guards, the plan is always to run unless a guard says
+//! otherwise (a command cannot be predicted), and its prediction is that check-mode report.
 
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::args::{de_opt_list, de_opt_string};
-use super::{parse, Args, Module, ModuleError, Outcome, TaskCtx};
+use super::contract::{execute, NativeModule, Planned};
+use super::{Args, Module, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
 use crate::words::shell_words;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub struct Params {
     #[serde(default, deserialize_with = "de_opt_string")]
     _raw_params: Option<String>,
     #[serde(default, deserialize_with = "de_opt_string")]
@@ -66,39 +69,68 @@ const ARGS: &[&str] = &[
 pub struct Command;
 pub struct Shell;
 
-#[async_trait]
-impl Module for Command {
-    literal_params!("command");
-    fn names(&self) -> &'static [&'static str] {
-        &["command"]
-    }
-    fn arg_names(&self) -> &'static [&'static str] {
-        ARGS
-    }
-    fn free_form(&self) -> bool {
-        true
-    }
-    async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
-        run(false, parse("command", args)?, ctx).await
-    }
+/// What the `creates`/`removes` guards found (`None`: not given, or not asked because the other
+/// guard already decided).
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub creates_exists: Option<bool>,
+    pub removes_exists: Option<bool>,
 }
 
-#[async_trait]
-impl Module for Shell {
-    literal_params!("shell");
-    fn names(&self) -> &'static [&'static str] {
-        &["shell"]
-    }
-    fn arg_names(&self) -> &'static [&'static str] {
-        ARGS
-    }
-    fn free_form(&self) -> bool {
-        true
-    }
-    async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
-        run(true, parse("shell", args)?, ctx).await
-    }
+/// The command and the shell module: the same contract, `use_shell` apart.
+macro_rules! command_module {
+    ($ty:ident, $name:literal, $use_shell:expr) => {
+        #[async_trait]
+        impl Module for $ty {
+            literal_params!($name);
+            fn names(&self) -> &'static [&'static str] {
+                &[$name]
+            }
+            fn arg_names(&self) -> &'static [&'static str] {
+                ARGS
+            }
+            fn free_form(&self) -> bool {
+                true
+            }
+            async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
+                execute(self, args, ctx).await
+            }
+        }
+
+        #[async_trait]
+        impl NativeModule for $ty {
+            type Params = Params;
+            type Observed = Observed;
+            /// The script to run.
+            type Plan = String;
+            const NAME: &'static str = $name;
+
+            async fn probe(&self, p: &Params, ctx: &TaskCtx<'_>) -> Result<Observed, ModuleError> {
+                probe(p, $use_shell, ctx).await
+            }
+            fn plan(
+                &self,
+                p: &Params,
+                seen: &Observed,
+                _diff: bool,
+            ) -> Result<Planned<String>, ModuleError> {
+                plan(p, $use_shell, seen)
+            }
+            async fn apply(
+                &self,
+                p: &Params,
+                script: String,
+                _predicted: Outcome,
+                ctx: &TaskCtx<'_>,
+            ) -> Result<Outcome, ModuleError> {
+                apply(p, &script, ctx).await
+            }
+        }
+    };
 }
+
+command_module!(Command, "command", false);
+command_module!(Shell, "shell", true);
 
 /// Builds the remote script: guards for creates/removes, then the command itself.
 fn script(use_shell: bool, p: &Params) -> Result<String, ModuleError> {
@@ -132,47 +164,63 @@ fn script(use_shell: bool, p: &Params) -> Result<String, ModuleError> {
     Ok(s)
 }
 
-async fn run(use_shell: bool, p: Params, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
+/// The guards, checked on the host first: the outcome may already be decided. The script is
+/// built first so a missing command fails before the host is touched.
+async fn probe(p: &Params, use_shell: bool, ctx: &TaskCtx<'_>) -> Result<Observed, ModuleError> {
+    script(use_shell, p)?;
+    let mut seen = Observed::default();
+    if let Some(path) = &p.creates {
+        let r = ctx.sh(&format!("test -e {}", quote(path))).await?;
+        seen.creates_exists = Some(r.rc == 0);
+        if r.rc == 0 {
+            return Ok(seen);
+        }
+    }
+    if let Some(path) = &p.removes {
+        let r = ctx.sh(&format!("test -e {}", quote(path))).await?;
+        seen.removes_exists = Some(r.rc == 0);
+    }
+    Ok(seen)
+}
+
+/// Pure. A command's effect cannot be predicted: unless a guard says there is nothing to do, the
+/// plan is to run it, and the prediction says what Ansible's check mode reports: with
+/// `creates`/`removes` the guard decided, so changed; without them the command is skipped.
+fn plan(p: &Params, use_shell: bool, seen: &Observed) -> Result<Planned<String>, ModuleError> {
+    let script = script(use_shell, p)?;
+    let skipped = |msg: String| {
+        Planned::nothing(
+            Outcome::ok()
+                .with_msg(msg)
+                .with("rc", 0)
+                .with("stdout", "")
+                .with("stdout_lines", Value::Array(vec![])),
+        )
+    };
+    if let (Some(path), Some(true)) = (&p.creates, seen.creates_exists) {
+        return Ok(skipped(format!("skipped, since {path} exists")));
+    }
+    if let (Some(path), Some(false)) = (&p.removes, seen.removes_exists) {
+        return Ok(skipped(format!("skipped, since {path} does not exist")));
+    }
+    if p.creates.is_some() || p.removes.is_some() {
+        return Ok(Planned::change(
+            script,
+            Outcome::changed(true).with_msg("Command would have run if not in check mode"),
+        ));
+    }
+    let mut o = Outcome::changed(false);
+    o.skipped = true;
+    o.msg = "command would have run (check mode)".into();
+    Ok(Planned::change(script, o))
+}
+
+async fn apply(p: &Params, script: &str, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
     let cmd_text = p
         .cmd
         .clone()
         .or_else(|| p._raw_params.clone())
         .unwrap_or_default();
-    let script = script(use_shell, &p)?;
-    // creates/removes are checked on the host first: the outcome may already be decided.
-    if let Some(path) = &p.creates {
-        let r = ctx.sh(&format!("test -e {}", quote(path))).await?;
-        if r.rc == 0 {
-            return Ok(Outcome::ok()
-                .with_msg(format!("skipped, since {path} exists"))
-                .with("rc", 0)
-                .with("stdout", "")
-                .with("stdout_lines", Value::Array(vec![])));
-        }
-    }
-    if let Some(path) = &p.removes {
-        let r = ctx.sh(&format!("test -e {}", quote(path))).await?;
-        if r.rc != 0 {
-            return Ok(Outcome::ok()
-                .with_msg(format!("skipped, since {path} does not exist"))
-                .with("rc", 0)
-                .with("stdout", "")
-                .with("stdout_lines", Value::Array(vec![])));
-        }
-    }
-    if ctx.check {
-        // As Ansible: with creates/removes the guard has decided, so the run is predicted
-        // (changed); without them check mode cannot know and skips the command.
-        if p.creates.is_some() || p.removes.is_some() {
-            return Ok(
-                Outcome::changed(true).with_msg("Command would have run if not in check mode")
-            );
-        }
-        let mut o = Outcome::changed(false);
-        o.skipped = true;
-        o.msg = "command would have run (check mode)".into();
-        return Ok(o);
-    }
     let started = std::time::Instant::now();
     let r = match &p.stdin {
         Some(input) => {
@@ -180,9 +228,9 @@ async fn run(use_shell: bool, p: Params, ctx: &TaskCtx<'_>) -> Result<Outcome, M
             if p.stdin_add_newline.unwrap_or(true) {
                 data.push('\n');
             }
-            ctx.sh_stdin(&script, data.as_bytes()).await?
+            ctx.sh_stdin(script, data.as_bytes()).await?
         }
-        None => ctx.sh(&script).await?,
+        None => ctx.sh(script).await?,
     };
     let strip = p.strip_empty_ends.unwrap_or(true);
     let stdout = if strip {
@@ -238,6 +286,37 @@ mod tests {
     fn shell_wraps_text() {
         let s = script(true, &params(json!({"cmd": "ls | wc -l"}))).unwrap();
         assert_eq!(s, "exec sh -c 'ls | wc -l' </dev/null");
+    }
+
+    #[test]
+    fn contract_plan_on_recorded_probe() {
+        let p = params(json!({"_raw_params": "airflow db migrate", "creates": "/opt/.m"}));
+        let seen = |e| Observed {
+            creates_exists: Some(e),
+            removes_exists: None,
+        };
+        let done = Command.plan(&p, &seen(true), false).unwrap();
+        assert!(done.changes.is_none() && !done.outcome.changed);
+        assert_eq!(done.outcome.msg, "skipped, since /opt/.m exists");
+        assert_eq!(done.outcome.data["rc"], json!(0));
+        let due = Command.plan(&p, &seen(false), false).unwrap();
+        assert_eq!(
+            due.changes.as_deref(),
+            Some("exec airflow db migrate </dev/null")
+        );
+        assert!(due.outcome.changed && !due.outcome.skipped);
+        // Without a guard nothing can be predicted: check mode skips.
+        let p = params(json!({"cmd": "ls | wc -l"}));
+        let blind = Shell.plan(&p, &Observed::default(), false).unwrap();
+        assert!(blind.changes.is_some() && blind.outcome.skipped && !blind.outcome.changed);
+        let p = params(json!({"_raw_params": "x", "removes": "/gone"}));
+        let gone = Observed {
+            removes_exists: Some(false),
+            ..Default::default()
+        };
+        let none = Command.plan(&p, &gone, false).unwrap();
+        assert!(none.changes.is_none());
+        assert_eq!(none.outcome.msg, "skipped, since /gone does not exist");
     }
 
     #[test]
