@@ -8,21 +8,25 @@
 //! ```
 //! One round trip: GNU `stat -c`, `readlink`, `<algo>sum` (sha1 by default, like Ansible),
 //! `test -r/-w/-x`, and `file --mime-type` when `file` exists and `get_mime` is not false. The
-//! parsing ([`stat_dict`]) is pure. Read-only: never changed, runs in check mode.
+//! parsing ([`stat_dict`]) is pure. Read-only (probe only, an empty plan): never changed, runs in
+//! check mode.
 //! Times are whole seconds (Ansible gives floats); `get_attributes` (lsattr) is accepted and
 //! ignored.
+
+use std::convert::Infallible;
 
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::args::{de_opt_bool, de_opt_string};
-use super::{parse, Args, Module, ModuleError, Outcome, TaskCtx};
+use super::contract::{execute, NativeModule, Planned};
+use super::{Args, Module, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub struct Params {
     #[serde(default, deserialize_with = "de_opt_string")]
     path: Option<String>,
     #[serde(default, deserialize_with = "de_opt_string")]
@@ -203,19 +207,30 @@ impl Module for Stat {
         ARGS
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
-        let p: Params = parse("stat", args)?;
-        let _ = (&p.get_attributes, &p.attributes, &p.attr, &p.get_md5);
-        let path = p
+        execute(self, args, ctx).await
+    }
+}
+
+impl Params {
+    /// The path and the stat script for it, checked before the host is touched.
+    fn target(&self) -> Result<(String, String), ModuleError> {
+        let _ = (
+            &self.get_attributes,
+            &self.attributes,
+            &self.attr,
+            &self.get_md5,
+        );
+        let path = self
             .path
             .clone()
-            .or(p.dest.clone())
-            .or(p.name.clone())
+            .or(self.dest.clone())
+            .or(self.name.clone())
             .ok_or_else(|| ModuleError::Args("stat: path is required".into()))?;
-        let algo = p
+        let algo = self
             .checksum_algorithm
             .clone()
-            .or(p.checksum.clone())
-            .or(p.checksum_algo.clone())
+            .or(self.checksum.clone())
+            .or(self.checksum_algo.clone())
             .unwrap_or_else(|| "sha1".into());
         if !matches!(
             algo.as_str(),
@@ -225,27 +240,66 @@ impl Module for Stat {
                 "stat: checksum_algorithm must be md5, sha1, sha224, sha256, sha384 or sha512; got {algo:?}"
             )));
         }
-        let want_sum = p.get_checksum.unwrap_or(true);
-        let mime = p
+        let want_sum = self.get_checksum.unwrap_or(true);
+        let mime = self
             .get_mime
-            .or(p.mime)
-            .or(p.mime_type)
-            .or(p.mime_type2)
+            .or(self.mime)
+            .or(self.mime_type)
+            .or(self.mime_type2)
             .unwrap_or(true);
         let s = script(
             &path,
-            p.follow.unwrap_or(false),
+            self.follow.unwrap_or(false),
             want_sum.then_some(algo.as_str()),
             mime,
         );
+        Ok((path, s))
+    }
+}
+
+/// The stat script's output (`Err`: its stderr when it failed).
+#[derive(Debug, Clone)]
+pub struct Observed(pub Result<String, String>);
+
+#[async_trait]
+impl NativeModule for Stat {
+    type Params = Params;
+    type Observed = Observed;
+    /// Read-only: there is never anything to change.
+    type Plan = Infallible;
+    const NAME: &'static str = "stat";
+
+    async fn probe(&self, p: &Params, ctx: &TaskCtx<'_>) -> Result<Observed, ModuleError> {
+        let (_, s) = p.target()?;
         let r = ctx.sh(&s).await?;
-        if r.rc != 0 {
-            return Ok(Outcome::failed(format!(
-                "stat {path} failed: {}",
-                r.stderr.trim()
-            )));
-        }
-        Ok(Outcome::ok().with("stat", Value::Object(stat_dict(&path, &r.stdout))))
+        Ok(Observed(if r.rc == 0 {
+            Ok(r.stdout)
+        } else {
+            Err(r.stderr.trim().to_string())
+        }))
+    }
+
+    fn plan(
+        &self,
+        p: &Params,
+        seen: &Observed,
+        _diff: bool,
+    ) -> Result<Planned<Infallible>, ModuleError> {
+        let (path, _) = p.target()?;
+        Ok(Planned::nothing(match &seen.0 {
+            Ok(out) => Outcome::ok().with("stat", Value::Object(stat_dict(&path, out))),
+            Err(e) => Outcome::failed(format!("stat {path} failed: {e}")),
+        }))
+    }
+
+    async fn apply(
+        &self,
+        _p: &Params,
+        plan: Infallible,
+        _predicted: Outcome,
+        _ctx: &TaskCtx<'_>,
+    ) -> Result<Outcome, ModuleError> {
+        match plan {}
     }
 }
 
@@ -286,6 +340,23 @@ mod tests {
     fn absent_path() {
         let d = stat_dict("/nope", "T|absent\n");
         assert_eq!(Value::Object(d), json!({"exists": false}));
+    }
+
+    #[test]
+    fn contract_plan_on_recorded_probe() {
+        let p: Params = serde_json::from_value(json!({"path": "/etc/x"})).unwrap();
+        let seen = Observed(Ok(
+            "T|regular file|644|0|0|root|root|3|1|2|3|4|1|5|8|4096|0,0\nA|rw\n".into(),
+        ));
+        let o = Stat.plan(&p, &seen, false).unwrap();
+        assert!(o.changes.is_none() && !o.outcome.changed);
+        assert_eq!(o.outcome.data["stat"]["exists"], json!(true));
+        assert_eq!(o.outcome.data["stat"]["mode"], json!("0644"));
+        let o = Stat
+            .plan(&p, &Observed(Err("denied".into())), false)
+            .unwrap();
+        assert!(o.changes.is_none() && o.outcome.failed);
+        assert_eq!(o.outcome.msg, "stat /etc/x failed: denied");
     }
 
     #[tokio::test]
