@@ -10,7 +10,7 @@
 //! ```
 //! Port checks use bash's `/dev/tcp` under `timeout` (falling back to `nc -z`); `search_regex`
 //! uses `grep -E`; `drained` uses `ss`. Never reports changed. Ansible runs `wait_for` in check
-//! mode too (it only reads), and so does hfplay. Returns `elapsed` (seconds), `state`, `port`,
+//! mode too (it only reads), and so does hfplay: the wait is the probe, the plan is empty. Returns `elapsed` (seconds), `state`, `port`,
 //! `path`. Deviations: `search_regex` is POSIX ERE, not Python `re`; `exclude_hosts` and
 //! `active_connection_states` are accepted, `drained` counts ESTABLISHED connections only.
 
@@ -19,20 +19,23 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::args::{de_opt_list, de_opt_string, de_opt_u64};
-use super::{parse, Args, Module, ModuleError, Outcome, TaskCtx};
+use std::convert::Infallible;
+
+use super::contract::{execute, NativeModule, Planned};
+use super::{Args, Module, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub struct Params {
     #[serde(default, deserialize_with = "de_opt_string")]
     host: Option<String>,
     #[serde(default, deserialize_with = "de_opt_u64")]
     port: Option<u64>,
     #[serde(default, deserialize_with = "de_opt_string")]
     path: Option<String>,
-    #[serde(default, deserialize_with = "de_opt_string")]
-    state: Option<String>,
+    #[serde(default)]
+    state: Option<State>,
     #[serde(default, deserialize_with = "de_opt_u64")]
     timeout: Option<u64>,
     #[serde(default, deserialize_with = "de_opt_u64")]
@@ -66,13 +69,35 @@ const ARGS: &[&str] = &[
     "active_connection_states",
 ];
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    #[default]
+    Started,
+    Present,
+    Stopped,
+    Absent,
+    Drained,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Started => "started",
+            State::Present => "present",
+            State::Stopped => "stopped",
+            State::Absent => "absent",
+            State::Drained => "drained",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spec {
     pub host: String,
     pub port: Option<u64>,
     pub path: Option<String>,
-    /// started/present, stopped/absent, drained
-    pub state: String,
+    pub state: State,
     pub timeout: u64,
     pub delay: u64,
     pub sleep: u64,
@@ -82,13 +107,7 @@ pub struct Spec {
 
 /// Pure: the condition to test each round, as shell.
 pub fn condition(s: &Spec) -> Result<String, String> {
-    let positive = matches!(s.state.as_str(), "started" | "present");
-    if !matches!(
-        s.state.as_str(),
-        "started" | "present" | "stopped" | "absent" | "drained"
-    ) {
-        return Err(format!("unknown state {:?}", s.state));
-    }
+    let positive = matches!(s.state, State::Started | State::Present);
     if s.port.is_some() && s.path.is_some() {
         return Err("port and path are mutually exclusive".into());
     }
@@ -104,7 +123,7 @@ pub fn condition(s: &Spec) -> Result<String, String> {
     if let Some(port) = s.port {
         let ct = s.connect_timeout.max(1);
         let h = &s.host;
-        if s.state == "drained" {
+        if s.state == State::Drained {
             return Ok(format!(
                 "[ -z \"$(ss -Htn state established '( sport = :{port} )' 2>/dev/null)\" ]"
             ));
@@ -155,16 +174,18 @@ pub fn script(s: &Spec) -> Result<String, String> {
 
 /// Ansible's timeout messages.
 pub fn timeout_msg(s: &Spec) -> String {
-    match (&s.path, s.port, s.state.as_str()) {
-        (Some(p), _, "absent" | "stopped") => format!("Timeout when waiting for {p} to be absent."),
+    match (&s.path, s.port, s.state) {
+        (Some(p), _, State::Absent | State::Stopped) => {
+            format!("Timeout when waiting for {p} to be absent.")
+        }
         (Some(p), _, _) => match &s.search_regex {
             Some(r) => format!("Timeout when waiting for search string {r} in {p}"),
             None => format!("Timeout when waiting for file {p}"),
         },
-        (None, Some(port), "stopped" | "absent") => {
+        (None, Some(port), State::Stopped | State::Absent) => {
             format!("Timeout when waiting for {}:{port} to stop.", s.host)
         }
-        (None, Some(port), "drained") => {
+        (None, Some(port), State::Drained) => {
             format!("Timeout when waiting for {}:{port} to drain", s.host)
         }
         (None, Some(port), _) => format!("Timeout when waiting for {}:{port}", s.host),
@@ -184,20 +205,44 @@ impl Module for WaitFor {
         ARGS
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
-        let p: Params = parse("wait_for", args)?;
-        let _ = (&p.exclude_hosts, &p.active_connection_states);
-        let spec = Spec {
-            host: p.host.clone().unwrap_or_else(|| "127.0.0.1".into()),
-            port: p.port,
-            path: p.path.clone(),
-            state: p.state.clone().unwrap_or_else(|| "started".into()),
-            timeout: p.timeout.unwrap_or(300),
-            delay: p.delay.unwrap_or(0),
-            sleep: p.sleep.unwrap_or(1),
-            search_regex: p.search_regex.clone(),
-            connect_timeout: p.connect_timeout.unwrap_or(5),
-        };
-        let sc = script(&spec).map_err(|e| ModuleError::Args(format!("wait_for: {e}")))?;
+        execute(self, args, ctx).await
+    }
+}
+
+impl Params {
+    fn spec(&self) -> Spec {
+        let _ = (&self.exclude_hosts, &self.active_connection_states);
+        Spec {
+            host: self.host.clone().unwrap_or_else(|| "127.0.0.1".into()),
+            port: self.port,
+            path: self.path.clone(),
+            state: self.state.unwrap_or_default(),
+            timeout: self.timeout.unwrap_or(300),
+            delay: self.delay.unwrap_or(0),
+            sleep: self.sleep.unwrap_or(1),
+            search_regex: self.search_regex.clone(),
+            connect_timeout: self.connect_timeout.unwrap_or(5),
+        }
+    }
+}
+
+/// How the wait ended: `met` before the timeout, after `elapsed` seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed {
+    pub met: bool,
+    pub elapsed: u64,
+}
+
+#[async_trait]
+impl NativeModule for WaitFor {
+    type Params = Params;
+    type Observed = Observed;
+    /// Read-only: there is never anything to change.
+    type Plan = Infallible;
+    const NAME: &'static str = "wait_for";
+
+    async fn probe(&self, p: &Params, ctx: &TaskCtx<'_>) -> Result<Observed, ModuleError> {
+        let sc = script(&p.spec()).map_err(|e| ModuleError::Args(format!("wait_for: {e}")))?;
         let r = ctx.sh(&sc).await?;
         let elapsed: u64 = r
             .stdout
@@ -205,9 +250,22 @@ impl Module for WaitFor {
             .find_map(|l| l.strip_prefix("ELAPSED|"))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0);
+        Ok(Observed {
+            met: r.rc == 0,
+            elapsed,
+        })
+    }
+
+    fn plan(
+        &self,
+        p: &Params,
+        seen: &Observed,
+        _diff: bool,
+    ) -> Result<Planned<Infallible>, ModuleError> {
+        let spec = p.spec();
         let mut out = Outcome::ok()
-            .with("elapsed", elapsed)
-            .with("state", spec.state.clone());
+            .with("elapsed", seen.elapsed)
+            .with("state", spec.state.as_str());
         if let Some(port) = spec.port {
             out = out.with("port", port);
         }
@@ -217,11 +275,21 @@ impl Module for WaitFor {
         if let Some(re) = &spec.search_regex {
             out = out.with("search_regex", re.clone());
         }
-        if r.rc != 0 {
+        if !seen.met {
             out.failed = true;
             out.msg = p.msg.clone().unwrap_or_else(|| timeout_msg(&spec));
         }
-        Ok(out)
+        Ok(Planned::nothing(out))
+    }
+
+    async fn apply(
+        &self,
+        _p: &Params,
+        plan: Infallible,
+        _predicted: Outcome,
+        _ctx: &TaskCtx<'_>,
+    ) -> Result<Outcome, ModuleError> {
+        match plan {}
     }
 }
 
@@ -236,7 +304,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port: None,
             path: None,
-            state: "started".into(),
+            state: State::Started,
             timeout: 2,
             delay: 0,
             sleep: 1,
@@ -257,19 +325,54 @@ mod tests {
         let mut s = spec();
         s.path = Some("/tmp/x".into());
         assert_eq!(condition(&s).unwrap(), "[ -e /tmp/x ]");
-        s.state = "absent".into();
+        s.state = State::Absent;
         assert_eq!(condition(&s).unwrap(), "[ ! -e /tmp/x ]");
-        s.state = "present".into();
+        s.state = State::Present;
         s.search_regex = Some("ready".into());
         assert!(condition(&s).unwrap().contains("grep -Eq -- ready /tmp/x"));
         let mut s = spec();
         s.port = Some(5432);
         assert!(condition(&s).unwrap().contains("/dev/tcp/127.0.0.1/5432"));
-        s.state = "stopped".into();
+        s.state = State::Stopped;
         assert!(condition(&s).unwrap().starts_with("! {"));
         s.path = Some("/x".into());
         assert!(condition(&s).is_err());
         assert_eq!(timeout_msg(&spec()), "Timeout");
+    }
+
+    #[test]
+    fn contract_plan_on_recorded_probe() {
+        let p: Params = serde_json::from_value(json!({"port": 5432, "state": "stopped"})).unwrap();
+        let ok = WaitFor
+            .plan(
+                &p,
+                &Observed {
+                    met: true,
+                    elapsed: 3,
+                },
+                false,
+            )
+            .unwrap();
+        assert!(ok.changes.is_none() && !ok.outcome.changed && !ok.outcome.failed);
+        assert_eq!(ok.outcome.data["state"], json!("stopped"));
+        assert_eq!(ok.outcome.data["elapsed"], json!(3));
+        let late = WaitFor
+            .plan(
+                &p,
+                &Observed {
+                    met: false,
+                    elapsed: 300,
+                },
+                false,
+            )
+            .unwrap();
+        assert!(late.outcome.failed && !late.outcome.changed);
+        assert_eq!(
+            late.outcome.msg,
+            "Timeout when waiting for 127.0.0.1:5432 to stop."
+        );
+        let bad = serde_json::from_value::<Params>(json!({"port": 1, "state": "up"}));
+        assert!(bad.unwrap_err().to_string().contains("unknown variant"));
     }
 
     #[tokio::test]
