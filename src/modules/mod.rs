@@ -9,11 +9,11 @@
 //! [`contract::NativeModule::simulate`] (called only in check mode). On the contract: group,
 //! sysctl, systemd/service, user, mount, apt (check mode simulates with `apt-get -s`), pip,
 //! get_url (check mode with `force` downloads to compare), unarchive, command/shell (their plan
-//! cannot predict: check mode skips them unless `creates`/`removes` decide), stat and wait_for
-//! (read-only: probe only, an empty plan).
+//! cannot predict: check mode skips them unless `creates`/`removes` decide), stat, wait_for and
+//! setup (read-only: probe only, an empty plan).
 //!
 //! Not yet on it (their `run` still does probe → plan → apply by hand and checks `ctx.check`
-//! itself): setup, blockinfile, lineinfile, template, and file/copy/fileops (left
+//! itself): blockinfile, lineinfile, template, and file/copy/fileops (left
 //! for after their split).
 //!
 //! Modules reach the host only through [`TaskCtx::sh`] (a POSIX shell script per round trip) and

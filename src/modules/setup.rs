@@ -17,19 +17,22 @@
 //! processor_vcpus, processor_count, processor_cores, processor_nproc, memtotal_mb, memfree_mb,
 //! swaptotal_mb, user_id, user_uid, user_gid, user_dir, user_shell, env, service_mgr, pkg_mgr,
 //! virtualization_type, machine_id, uptime_seconds, date_time, mounts (without sizes).
-//! Read-only, never changed; runs in check mode too. `gather_subset` is accepted (everything
+//! Read-only (probe only, an empty plan), never changed; runs in check mode too. `gather_subset` is accepted (everything
 //! is cheap, so all facts are returned); `filter` (globs) limits the returned names.
+
+use std::convert::Infallible;
 
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::args::de_opt_list;
-use super::{parse, Args, Module, ModuleError, Outcome, TaskCtx};
+use super::contract::{execute, NativeModule, Planned};
+use super::{Args, Module, ModuleError, Outcome, TaskCtx};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub struct Params {
     #[serde(default, deserialize_with = "de_opt_list")]
     gather_subset: Option<Vec<String>>,
     #[serde(default, deserialize_with = "de_opt_list")]
@@ -400,16 +403,47 @@ impl Module for Setup {
         ARGS
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
-        let p: Params = parse("setup", args)?;
-        let _ = (&p.gather_subset, &p.gather_timeout, &p.fact_path);
+        execute(self, args, ctx).await
+    }
+}
+
+/// The fact script's output.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+#[async_trait]
+impl NativeModule for Setup {
+    type Params = Params;
+    type Observed = Observed;
+    /// Read-only: there is never anything to change.
+    type Plan = Infallible;
+    const NAME: &'static str = "setup";
+
+    async fn probe(&self, _p: &Params, ctx: &TaskCtx<'_>) -> Result<Observed, ModuleError> {
         let r = ctx.sh(SCRIPT).await?;
-        if !r.stdout.contains("K|nodename=") {
-            return Ok(Outcome::failed(format!(
+        Ok(Observed {
+            stdout: r.stdout,
+            stderr: r.stderr,
+        })
+    }
+
+    fn plan(
+        &self,
+        p: &Params,
+        seen: &Observed,
+        _diff: bool,
+    ) -> Result<Planned<Infallible>, ModuleError> {
+        let _ = (&p.gather_subset, &p.gather_timeout, &p.fact_path);
+        if !seen.stdout.contains("K|nodename=") {
+            return Ok(Planned::nothing(Outcome::failed(format!(
                 "fact gathering failed: {}",
-                r.stderr.trim()
-            )));
+                seen.stderr.trim()
+            ))));
         }
-        let mut facts = facts_from(&r.stdout);
+        let mut facts = facts_from(&seen.stdout);
         if let Some(filters) = &p.filter {
             if !filters.is_empty() {
                 facts.retain(|k, _| filters.iter().any(|f| glob(f, k)));
@@ -417,7 +451,17 @@ impl Module for Setup {
         }
         let mut o = Outcome::ok();
         o.facts = Some(facts);
-        Ok(o)
+        Ok(Planned::nothing(o))
+    }
+
+    async fn apply(
+        &self,
+        _p: &Params,
+        plan: Infallible,
+        _predicted: Outcome,
+        _ctx: &TaskCtx<'_>,
+    ) -> Result<Outcome, ModuleError> {
+        match plan {}
     }
 }
 
@@ -481,6 +525,27 @@ mod tests {
         assert_eq!(f["ansible_distribution"], "Ubuntu");
         assert_eq!(f["ansible_distribution_major_version"], "22");
         assert_eq!(f["ansible_os_family"], "Debian");
+    }
+
+    #[test]
+    fn contract_plan_on_recorded_probe() {
+        let p: Params = serde_json::from_value(json!({"filter": "ansible_host*"})).unwrap();
+        let seen = Observed {
+            stdout: OUT.into(),
+            stderr: String::new(),
+        };
+        let o = Setup.plan(&p, &seen, false).unwrap();
+        assert!(o.changes.is_none() && !o.outcome.changed);
+        let facts = o.outcome.facts.unwrap();
+        assert_eq!(facts["ansible_hostname"], "hf-db1");
+        assert!(!facts.contains_key("ansible_distribution"));
+        let broken = Observed {
+            stdout: String::new(),
+            stderr: "sh: 1: ip: not found\n".into(),
+        };
+        let o = Setup.plan(&p, &broken, false).unwrap();
+        assert!(o.outcome.failed);
+        assert_eq!(o.outcome.msg, "fact gathering failed: sh: 1: ip: not found");
     }
 
     #[tokio::test]
