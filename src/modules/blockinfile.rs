@@ -13,7 +13,8 @@
 //! last `insertafter` match, before the last `insertbefore` match, at `BOF`, or at EOF (also
 //! when the regex matches nothing); an empty `block` or `state: absent` removes it;
 //! `prepend_newline`/`append_newline` add blank lines around it. Apply (one round trip) only
-//! when the text or owner/group/mode differ. Check mode and `--diff` come from the same plan.
+//! when the text or owner/group/mode differ. Check mode and `--diff` come from the same plan
+//! (fileops' `plan_text`).
 //! Regular expressions are Rust `regex` syntax.
 
 use async_trait::async_trait;
@@ -21,13 +22,14 @@ use regex::Regex;
 use serde::Deserialize;
 
 use super::args::{de_opt_bool, de_opt_string};
+use super::contract::{execute, NativeModule, Planned};
 use super::copy::IgnoredAttrs;
-use super::fileops::{self, Attrs, EditOpts};
-use super::{parse, Args, Module, ModuleError, Outcome, TaskCtx};
+use super::fileops::{self, Attrs, EditOpts, TextChange, TextSeen};
+use super::{Args, Module, ModuleError, Outcome, TaskCtx};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub struct Params {
     #[serde(default, deserialize_with = "de_opt_string")]
     path: Option<String>,
     #[serde(default, deserialize_with = "de_opt_string")]
@@ -46,8 +48,8 @@ struct Params {
     marker_begin: Option<String>,
     #[serde(default, deserialize_with = "de_opt_string")]
     marker_end: Option<String>,
-    #[serde(default, deserialize_with = "de_opt_string")]
-    state: Option<String>,
+    #[serde(default)]
+    state: Option<State>,
     #[serde(default, deserialize_with = "de_opt_string")]
     insertafter: Option<String>,
     #[serde(default, deserialize_with = "de_opt_string")]
@@ -68,6 +70,14 @@ struct Params {
     attrs: Attrs,
     #[serde(flatten)]
     _ignored: IgnoredAttrs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum State {
+    #[default]
+    Present,
+    Absent,
 }
 
 const ARGS: &[&str] = &[
@@ -210,11 +220,7 @@ fn spec_from(p: &Params) -> Result<Spec, String> {
         .unwrap_or_else(|| "# {mark} ANSIBLE MANAGED BLOCK".into());
     let begin = marker.replace("{mark}", p.marker_begin.as_deref().unwrap_or("BEGIN"));
     let end = marker.replace("{mark}", p.marker_end.as_deref().unwrap_or("END"));
-    let present = match p.state.as_deref().unwrap_or("present") {
-        "present" => true,
-        "absent" => false,
-        o => return Err(format!("state must be present or absent, got {o:?}")),
-    };
+    let present = p.state.unwrap_or_default() == State::Present;
     let block = p.block.clone().or(p.content.clone()).unwrap_or_default();
     if p.insertafter.is_some() && p.insertbefore.is_some() {
         return Err("insertafter and insertbefore are mutually exclusive".into());
@@ -253,24 +259,68 @@ impl Module for BlockInFile {
         ARGS
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
-        let p: Params = parse("blockinfile", args)?;
-        let _ = &p.others;
-        let path = p
-            .path
-            .clone()
-            .or(p.dest.clone())
-            .or(p.destfile.clone())
-            .or(p.name.clone())
-            .ok_or_else(|| ModuleError::Args("blockinfile: path is required".into()))?;
-        let spec = spec_from(&p).map_err(|e| ModuleError::Args(format!("blockinfile: {e}")))?;
-        let o = EditOpts {
-            path: &path,
-            attrs: &p.attrs,
-            validate: p.validate.as_deref(),
-            backup: p.backup.unwrap_or(false),
+        execute(self, args, ctx).await
+    }
+}
+
+impl Params {
+    fn path(&self) -> Result<&str, ModuleError> {
+        let _ = &self.others;
+        self.path
+            .as_deref()
+            .or(self.dest.as_deref())
+            .or(self.destfile.as_deref())
+            .or(self.name.as_deref())
+            .ok_or_else(|| ModuleError::Args("blockinfile: path is required".into()))
+    }
+    fn spec(&self) -> Result<Spec, ModuleError> {
+        spec_from(self).map_err(|e| ModuleError::Args(format!("blockinfile: {e}")))
+    }
+    fn opts<'a>(&'a self, path: &'a str, spec: &Spec) -> EditOpts<'a> {
+        EditOpts {
+            path,
+            attrs: &self.attrs,
+            validate: self.validate.as_deref(),
+            backup: self.backup.unwrap_or(false),
             create: spec.create,
-        };
-        fileops::edit_text(ctx, &o, |cur| edit(&path, cur, &spec)).await
+        }
+    }
+}
+
+#[async_trait]
+impl NativeModule for BlockInFile {
+    type Params = Params;
+    type Observed = TextSeen;
+    type Plan = TextChange;
+    const NAME: &'static str = "blockinfile";
+
+    async fn probe(&self, p: &Params, ctx: &TaskCtx<'_>) -> Result<TextSeen, ModuleError> {
+        let path = p.path()?;
+        p.spec()?;
+        fileops::probe_text(ctx, path).await
+    }
+
+    fn plan(
+        &self,
+        p: &Params,
+        seen: &TextSeen,
+        diff: bool,
+    ) -> Result<Planned<TextChange>, ModuleError> {
+        let (path, spec) = (p.path()?, p.spec()?);
+        fileops::plan_text(&p.opts(path, &spec), seen, diff, |cur| {
+            edit(path, cur, &spec)
+        })
+    }
+
+    async fn apply(
+        &self,
+        p: &Params,
+        c: TextChange,
+        out: Outcome,
+        ctx: &TaskCtx<'_>,
+    ) -> Result<Outcome, ModuleError> {
+        let (path, spec) = (p.path()?, p.spec()?);
+        fileops::apply_text(ctx, &p.opts(path, &spec), c, out).await
     }
 }
 
@@ -364,6 +414,28 @@ mod tests {
         let (t, m) = edit("/f", None, &s).unwrap();
         assert_eq!(t.unwrap(), format!("{B}k\n{E}"));
         assert_eq!(m, "File created");
+    }
+
+    #[test]
+    fn contract_plan_on_recorded_probe() {
+        use crate::modules::fileops::parse_stat;
+        let p: Params =
+            serde_json::from_value(json!({"path": "/etc/hosts", "block": "10.0.0.5 db1"})).unwrap();
+        let seen = |text: &str| TextSeen {
+            real: "/etc/hosts".into(),
+            state: parse_stat("S|regular file|644|root|0|root|0|9").unwrap(),
+            bytes: Some(text.as_bytes().to_vec()),
+        };
+        let done = format!("127.0.0.1 localhost\n{B}10.0.0.5 db1\n{E}");
+        let same = BlockInFile.plan(&p, &seen(&done), true).unwrap();
+        assert!(same.changes.is_none() && !same.outcome.changed);
+        assert!(same.outcome.diffs.is_empty());
+        let new = BlockInFile
+            .plan(&p, &seen("127.0.0.1 localhost\n"), true)
+            .unwrap();
+        assert!(new.changes.is_some() && new.outcome.changed);
+        assert_eq!(new.outcome.msg, "Block inserted");
+        assert_eq!(new.outcome.diffs[0].after, done);
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::args::{de_opt_mode, de_opt_string};
+use super::contract::Planned;
 use super::{FileDiff, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
 
@@ -349,7 +350,7 @@ pub fn write_error(rc: i32, stderr: &str, dest: &str) -> String {
     }
 }
 
-/// How [`edit_text`] writes the file back.
+/// Where and how [`apply_text`] writes the file back.
 #[derive(Debug, Clone)]
 pub struct EditOpts<'a> {
     pub path: &'a str,
@@ -359,39 +360,69 @@ pub struct EditOpts<'a> {
     pub create: bool,
 }
 
-/// Probe (stat + content, one round trip), pure edit, apply (one round trip): the shape of
-/// lineinfile and blockinfile. `edit` gets the current text (`None`: no file) and returns the
-/// new text (`None`: leave the content alone) and a message, or an error message.
-pub async fn edit_text<F>(
-    ctx: &TaskCtx<'_>,
-    o: &EditOpts<'_>,
-    edit: F,
-) -> Result<Outcome, ModuleError>
-where
-    F: FnOnce(Option<&str>) -> Result<(Option<String>, String), String>,
-{
-    let q = quote(o.path);
+/// What [`probe_text`] saw: the shape of lineinfile and blockinfile is probe (stat + content,
+/// one round trip), pure edit ([`plan_text`]), apply ([`apply_text`], one round trip).
+#[derive(Debug, Clone)]
+pub struct TextSeen {
+    /// The path written to: a symlink's target (e.g. /etc/resolv.conf), so the link is kept.
+    pub real: String,
+    pub state: FileState,
+    /// The content (`None`: no file).
+    pub bytes: Option<Vec<u8>>,
+}
+
+/// The planned write: new content, or (content unchanged) attributes to fix.
+#[derive(Debug, Clone)]
+pub struct TextChange {
+    real: String,
+    new: Option<String>,
+    attrs: Vec<AttrChange>,
+    existed: bool,
+}
+
+pub async fn probe_text(ctx: &TaskCtx<'_>, path: &str) -> Result<TextSeen, ModuleError> {
+    let q = quote(path);
     let script = format!(
         "{}; {}; if [ -L {q} ]; then echo \"R|$(readlink -f -- {q})\"; fi",
-        stat_cmd(o.path, true),
-        content_cmd(o.path)
+        stat_cmd(path, true),
+        content_cmd(path)
     );
     let r = ctx.sh(&script).await?;
-    // Edit through a symlink (e.g. /etc/resolv.conf): write to its target, keep the link.
     let real = r
         .stdout
         .lines()
         .find_map(|l| l.strip_prefix("R|"))
         .filter(|t| !t.is_empty())
         .map(str::to_string)
-        .unwrap_or_else(|| o.path.to_string());
+        .unwrap_or_else(|| path.to_string());
     let state = find_stat(&r.stdout)
         .ok_or_else(|| ModuleError::Controller(format!("unexpected probe output: {}", r.stdout)))?;
+    Ok(TextSeen {
+        real,
+        state,
+        bytes: parse_content(&r.stdout)?,
+    })
+}
+
+/// Pure. `edit` gets the current text (`None`: no file) and returns the new text (`None`: leave
+/// the content alone) and a message, or an error message.
+pub fn plan_text<F>(
+    o: &EditOpts<'_>,
+    seen: &TextSeen,
+    diff: bool,
+    edit: F,
+) -> Result<Planned<TextChange>, ModuleError>
+where
+    F: FnOnce(Option<&str>) -> Result<(Option<String>, String), String>,
+{
+    let state = &seen.state;
     if matches!(state.kind, Kind::Dir | Kind::Other) {
-        return Ok(Outcome::failed(format!("{} is not a regular file", o.path)));
+        return Ok(Planned::nothing(Outcome::failed(format!(
+            "{} is not a regular file",
+            o.path
+        ))));
     }
-    let bytes = parse_content(&r.stdout)?;
-    let text = match &bytes {
+    let text = match &seen.bytes {
         Some(b) => Some(
             String::from_utf8(b.clone())
                 .map_err(|_| ModuleError::Controller(format!("{} is not UTF-8 text", o.path)))?,
@@ -400,12 +431,12 @@ where
     };
     let (new, msg) = match edit(text.as_deref()) {
         Ok(x) => x,
-        Err(m) => return Ok(Outcome::failed(m).with("path", o.path)),
+        Err(m) => return Ok(Planned::nothing(Outcome::failed(m).with("path", o.path))),
     };
     let new = new.filter(|n| Some(n.as_str()) != text.as_deref());
     let attrs = match &new {
         Some(_) => Vec::new(),
-        None if state.exists() => attr_changes(o.attrs, &state),
+        None if state.exists() => attr_changes(o.attrs, state),
         None => Vec::new(),
     };
     let changed = new.is_some() || !attrs.is_empty();
@@ -420,7 +451,7 @@ where
         .with_msg(msg.clone())
         .with("msg", msg)
         .with("path", o.path);
-    if ctx.diff {
+    if diff {
         if let Some(n) = &new {
             out.diffs.push(FileDiff {
                 path: o.path.to_string(),
@@ -428,7 +459,7 @@ where
                 after: n.clone(),
             });
         } else if !attrs.is_empty() {
-            let (before, after) = attr_summary(&state, &attrs);
+            let (before, after) = attr_summary(state, &attrs);
             out.diffs.push(FileDiff {
                 path: o.path.to_string(),
                 before,
@@ -436,23 +467,40 @@ where
             });
         }
     }
-    if !changed || ctx.check {
-        return Ok(out);
+    if !changed {
+        return Ok(Planned::nothing(out));
     }
-    let r = match &new {
+    Ok(Planned::change(
+        TextChange {
+            real: seen.real.clone(),
+            new,
+            attrs,
+            existed: state.exists(),
+        },
+        out,
+    ))
+}
+
+pub async fn apply_text(
+    ctx: &TaskCtx<'_>,
+    o: &EditOpts<'_>,
+    c: TextChange,
+    mut out: Outcome,
+) -> Result<Outcome, ModuleError> {
+    let r = match &c.new {
         Some(n) => {
             let wo = WriteOpts {
                 attrs: o.attrs,
                 validate: o.validate,
-                backup: o.backup && state.exists(),
+                backup: o.backup && c.existed,
                 mkdirs: o.create,
                 source: None,
             };
-            ctx.sh_stdin(&write_script(&real, &wo)?, n.as_bytes())
+            ctx.sh_stdin(&write_script(&c.real, &wo)?, n.as_bytes())
                 .await?
         }
         None => {
-            ctx.sh(&attr_cmds(&attrs, &quote(&real), false, false))
+            ctx.sh(&attr_cmds(&c.attrs, &quote(&c.real), false, false))
                 .await?
         }
     };

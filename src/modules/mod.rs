@@ -10,11 +10,11 @@
 //! sysctl, systemd/service, user, mount, apt (check mode simulates with `apt-get -s`), pip,
 //! get_url (check mode with `force` downloads to compare), unarchive, command/shell (their plan
 //! cannot predict: check mode skips them unless `creates`/`removes` decide), stat, wait_for and
-//! setup (read-only: probe only, an empty plan).
+//! setup (read-only: probe only, an empty plan), blockinfile and lineinfile (fileops'
+//! probe_text/plan_text/apply_text).
 //!
 //! Not yet on it (their `run` still does probe → plan → apply by hand and checks `ctx.check`
-//! itself): blockinfile, lineinfile, template, and file/copy/fileops (left
-//! for after their split).
+//! itself): template, file and copy (the shared write engine in copy/put.rs).
 //!
 //! Modules reach the host only through [`TaskCtx::sh`] (a POSIX shell script per round trip) and
 //! the controller only through [`TaskEnv`] (templates, file lookup).
