@@ -11,10 +11,11 @@
 //! get_url (check mode with `force` downloads to compare), unarchive, command/shell (their plan
 //! cannot predict: check mode skips them unless `creates`/`removes` decide), stat, wait_for and
 //! setup (read-only: probe only, an empty plan), blockinfile and lineinfile (fileops'
-//! probe_text/plan_text/apply_text).
+//! probe_text/plan_text/apply_text), copy and template (copy/put.rs' probe_put/plan_put/apply_put;
+//! a missing destination directory is planned as a failure check mode predicts as changed).
 //!
 //! Not yet on it (their `run` still does probe → plan → apply by hand and checks `ctx.check`
-//! itself): template, file and copy (the shared write engine in copy/put.rs).
+//! itself): file.
 //!
 //! Modules reach the host only through [`TaskCtx::sh`] (a POSIX shell script per round trip) and
 //! the controller only through [`TaskEnv`] (templates, file lookup).

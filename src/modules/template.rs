@@ -18,20 +18,25 @@
 //! `comment_*_string` and `output_encoding` are accepted but the core's renderer settings apply;
 //! `newline_sequence` is honoured by rewriting `\n` after rendering.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::args::{de_opt_bool, de_opt_mode, de_opt_string};
-use super::copy::{put, IgnoredAttrs, PutOpts, Source};
+use super::contract::{execute, NativeModule, Planned};
+use super::copy::{
+    apply_put, plan_put, probe_put, IgnoredAttrs, PutChange, PutOpts, PutSeen, Source, WithPreserve,
+};
 use super::fileops::{self, Attrs};
-use super::{parse, Args, FileKind, Module, ModuleError, Outcome, TaskCtx};
+use super::{Args, FileKind, Module, ModuleError, Outcome, TaskCtx};
 
 /// The Jinja environment overrides are accepted and ignored (never read).
 #[allow(dead_code)]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub struct Params {
     #[serde(default, deserialize_with = "de_opt_string")]
     src: Option<String>,
     #[serde(default, deserialize_with = "de_opt_string")]
@@ -131,8 +136,25 @@ impl Module for Template {
         ARGS
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
-        let (args, preserve) = super::copy::take_preserve(args);
-        let p: Params = parse("template", &args)?;
+        execute(self, args, ctx).await
+    }
+}
+
+#[async_trait]
+impl NativeModule for Template {
+    type Params = WithPreserve<Params>;
+    type Observed = PutSeen;
+    type Plan = PutChange;
+    const NAME: &'static str = "template";
+
+    /// Renders on the controller (once: the plan and the upload use the same bytes), then
+    /// probes `dest`.
+    async fn probe(
+        &self,
+        w: &WithPreserve<Params>,
+        ctx: &TaskCtx<'_>,
+    ) -> Result<PutSeen, ModuleError> {
+        let p = &w.p;
         let _ = (p.follow, p.lstrip_blocks, p.trim_blocks);
         let src = p
             .src
@@ -158,7 +180,7 @@ impl Module for Template {
         let rendered =
             apply_newlines(&rendered, p.newline_sequence.as_deref()).map_err(ModuleError::Args)?;
         let mut attrs = p.attrs.clone();
-        if preserve {
+        if w.preserve {
             attrs.mode = super::copy::local_mode(&path);
         }
         let opts = PutOpts {
@@ -171,14 +193,27 @@ impl Module for Template {
         };
         // Like Ansible: into a directory `dest`, the file keeps the template's own name.
         let base = fileops::basename(&src).to_string();
-        put(
-            ctx,
-            &dest,
-            Some(&base),
-            Source::Bytes(rendered.as_bytes()),
-            &opts,
-        )
-        .await
+        let bytes = Source::Bytes(Arc::new(rendered.into_bytes()));
+        probe_put(ctx, &dest, Some(&base), bytes, opts).await
+    }
+
+    fn plan(
+        &self,
+        _p: &WithPreserve<Params>,
+        seen: &PutSeen,
+        diff: bool,
+    ) -> Result<Planned<PutChange>, ModuleError> {
+        Ok(plan_put(seen, diff))
+    }
+
+    async fn apply(
+        &self,
+        _p: &WithPreserve<Params>,
+        c: PutChange,
+        out: Outcome,
+        ctx: &TaskCtx<'_>,
+    ) -> Result<Outcome, ModuleError> {
+        apply_put(ctx, c, out).await
     }
 }
 
@@ -206,6 +241,40 @@ mod tests {
             "a\r\nb\r\n"
         );
         assert!(apply_newlines("a", Some("x")).is_err());
+    }
+
+    #[test]
+    fn contract_plan_on_recorded_probe() {
+        use crate::modules::copy::Observed;
+        use crate::modules::fileops::{parse_stat, sha256_hex};
+        let w: WithPreserve<Params> =
+            serde_json::from_value(json!({"src": "a.j2", "dest": "/etc/a"})).unwrap();
+        let seen = |sha: &str| PutSeen {
+            dest: "/etc/a".into(),
+            src: Source::Bytes(Arc::new(b"port=42\n".to_vec())),
+            opts: PutOpts {
+                force: true,
+                ..Default::default()
+            },
+            at: Ok((
+                Observed {
+                    path: "/etc/a".into(),
+                    state: parse_stat("S|regular file|644|root|0|root|0|8").unwrap(),
+                    sha256: Some(sha.into()),
+                    parent_exists: true,
+                    before: Some(b"port=1\n".to_vec()),
+                    src_sha256: None,
+                },
+                None,
+            )),
+        };
+        let same = Template
+            .plan(&w, &seen(&sha256_hex(b"port=42\n")), true)
+            .unwrap();
+        assert!(same.changes.is_none() && !same.outcome.changed);
+        let other = Template.plan(&w, &seen("00"), true).unwrap();
+        assert!(other.changes.is_some() && other.outcome.changed);
+        assert_eq!(other.outcome.diffs[0].after, "port=42\n");
     }
 
     #[tokio::test]

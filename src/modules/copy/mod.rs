@@ -15,7 +15,7 @@
 //! `dest` is a directory), plus the old content when `--diff` is on. Plan (pure): write when the
 //! sha256 differs (and `force` or the file is missing), fix owner/group/mode otherwise. Apply (one
 //! round trip): upload through stdin into a temp file beside `dest`, set attributes, run
-//! `validate`, `mv` into place. Check mode stops after the plan.
+//! `validate`, `mv` into place. Check mode stops after the plan (the contract's driver).
 //!
 //! `mode: preserve` uses the controller file's mode (with `remote_src`/`content` it is ignored).
 //! Deviations: `checksum` is the sha256 of the content (Ansible returns sha1); `src` must be a
@@ -24,19 +24,24 @@
 
 mod put;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::modules::args::{de_opt_bool, de_opt_mode, de_opt_string};
+use crate::modules::contract::{execute, NativeModule, Planned};
 use crate::modules::fileops::{self, Attrs};
-use crate::modules::{parse, Args, FileKind, Module, ModuleError, Outcome, TaskCtx};
+use crate::modules::{Args, FileKind, Module, ModuleError, Outcome, TaskCtx};
 
-pub use put::{plan, put, Observed, Plan, PutOpts, Source};
+pub use put::{
+    apply_put, plan, plan_put, probe_put, Observed, Plan, PutChange, PutOpts, PutSeen, Source,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub struct Params {
     #[serde(default, deserialize_with = "de_content")]
     content: Option<String>,
     #[serde(default, deserialize_with = "de_opt_string")]
@@ -125,14 +130,45 @@ impl Module for Copy {
         ARGS
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
-        let (args, preserve) = take_preserve(args);
-        let p: Params = parse("copy", &args)?;
+        execute(self, args, ctx).await
+    }
+}
+
+/// Module arguments with `mode: preserve` taken out (the caller then uses the controller file's
+/// own mode), for copy and template.
+pub struct WithPreserve<P> {
+    pub p: P,
+    pub preserve: bool,
+}
+
+impl<'de, P: serde::de::DeserializeOwned> Deserialize<'de> for WithPreserve<P> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (args, preserve) = take_preserve(&Args::deserialize(d)?);
+        let p = serde_json::from_value(Value::Object(args)).map_err(serde::de::Error::custom)?;
+        Ok(WithPreserve { p, preserve })
+    }
+}
+
+#[async_trait]
+impl NativeModule for Copy {
+    type Params = WithPreserve<Params>;
+    type Observed = PutSeen;
+    type Plan = PutChange;
+    const NAME: &'static str = "copy";
+
+    /// Resolves the source on the controller (arguments checked first), then probes `dest`.
+    async fn probe(
+        &self,
+        w: &WithPreserve<Params>,
+        ctx: &TaskCtx<'_>,
+    ) -> Result<PutSeen, ModuleError> {
+        let p = &w.p;
         let _ = (p.local_follow, p.decrypt, p.follow);
         let dest = p
             .dest
             .clone()
             .ok_or_else(|| ModuleError::Args("copy: dest is required".into()))?;
-        let opts = PutOpts {
+        let mut opts = PutOpts {
             attrs: p.attrs.clone(),
             force: p.force.unwrap_or(true),
             backup: p.backup.unwrap_or(false),
@@ -140,28 +176,25 @@ impl Module for Copy {
             directory_mode: p.directory_mode,
             expect_checksum: p.checksum.clone(),
         };
-        match (&p.content, &p.src) {
-            (Some(_), Some(_)) => Err(ModuleError::Args(
-                "copy: src and content are mutually exclusive".into(),
-            )),
-            (None, None) => Err(ModuleError::Args("copy: src or content is required".into())),
+        let (base, src) = match (&p.content, &p.src) {
+            (Some(_), Some(_)) => {
+                return Err(ModuleError::Args(
+                    "copy: src and content are mutually exclusive".into(),
+                ))
+            }
+            (None, None) => {
+                return Err(ModuleError::Args("copy: src or content is required".into()))
+            }
             (Some(content), None) => {
                 if dest.ends_with('/') {
                     return Err(ModuleError::Args(
                         "copy: dest must be a file path when content is given".into(),
                     ));
                 }
-                put(ctx, &dest, None, Source::Bytes(content.as_bytes()), &opts).await
+                (None, Source::Bytes(Arc::new(content.as_bytes().to_vec())))
             }
             (None, Some(src)) if p.remote_src.unwrap_or(false) => {
-                put(
-                    ctx,
-                    &dest,
-                    Some(fileops::basename(src)),
-                    Source::Remote(src),
-                    &opts,
-                )
-                .await
+                (Some(fileops::basename(src)), Source::Remote(src.clone()))
             }
             (None, Some(src)) => {
                 let path = ctx.env.find_file(FileKind::Files, src).ok_or_else(|| {
@@ -176,20 +209,32 @@ impl Module for Copy {
                 let data = std::fs::read(&path).map_err(|e| {
                     ModuleError::Controller(format!("copy: cannot read {}: {e}", path.display()))
                 })?;
-                let mut opts = opts.clone();
-                if preserve {
+                if w.preserve {
                     opts.attrs.mode = local_mode(&path);
                 }
-                put(
-                    ctx,
-                    &dest,
-                    Some(fileops::basename(src)),
-                    Source::Bytes(&data),
-                    &opts,
-                )
-                .await
+                (Some(fileops::basename(src)), Source::Bytes(Arc::new(data)))
             }
-        }
+        };
+        probe_put(ctx, &dest, base, src, opts).await
+    }
+
+    fn plan(
+        &self,
+        _p: &WithPreserve<Params>,
+        seen: &PutSeen,
+        diff: bool,
+    ) -> Result<Planned<PutChange>, ModuleError> {
+        Ok(plan_put(seen, diff))
+    }
+
+    async fn apply(
+        &self,
+        _p: &WithPreserve<Params>,
+        c: PutChange,
+        out: Outcome,
+        ctx: &TaskCtx<'_>,
+    ) -> Result<Outcome, ModuleError> {
+        apply_put(ctx, c, out).await
     }
 }
 
@@ -295,6 +340,75 @@ mod tests {
             serde_json::from_value(json!({"dest": "/x", "content": {"a": [1, "é"], "b": true}}))
                 .unwrap();
         assert_eq!(p.content.unwrap(), "{\"a\": [1, \"\\u00e9\"], \"b\": true}");
+    }
+
+    #[test]
+    fn contract_plan_on_recorded_probe() {
+        use crate::modules::fileops::parse_stat;
+        let w: WithPreserve<Params> =
+            serde_json::from_value(json!({"content": "hello\n", "dest": "/etc/motd"})).unwrap();
+        let sha = fileops::sha256_hex(b"hello\n");
+        let seen = |state: &str, sha: Option<&str>, parent: bool| PutSeen {
+            dest: "/etc/motd".into(),
+            src: Source::Bytes(Arc::new(b"hello\n".to_vec())),
+            opts: PutOpts {
+                force: true,
+                ..Default::default()
+            },
+            at: Ok((
+                Observed {
+                    path: "/etc/motd".into(),
+                    state: parse_stat(state).unwrap(),
+                    sha256: sha.map(str::to_string),
+                    parent_exists: parent,
+                    before: Some(b"old\n".to_vec()),
+                    src_sha256: None,
+                },
+                None,
+            )),
+        };
+        let file = "S|regular file|644|root|0|root|0|6";
+        let same = Copy.plan(&w, &seen(file, Some(&sha), true), true).unwrap();
+        assert!(same.changes.is_none() && !same.outcome.changed);
+        assert!(same.outcome.diffs.is_empty());
+        let other = Copy.plan(&w, &seen(file, Some("00"), true), true).unwrap();
+        assert!(matches!(other.changes, Some(PutChange::Write { .. })));
+        assert!(other.outcome.changed);
+        assert_eq!(other.outcome.diffs[0].before, "old\n");
+        assert_eq!(other.outcome.diffs[0].after, "hello\n");
+        // A missing directory: check mode predicts the write, the real run fails.
+        let orphan = Copy
+            .plan(&w, &seen("S|absent", None, false), false)
+            .unwrap();
+        assert!(orphan.outcome.changed && !orphan.outcome.failed);
+        assert!(
+            matches!(orphan.changes, Some(PutChange::Fail(ref m)) if m == "Destination directory /etc does not exist")
+        );
+        let w: WithPreserve<Params> =
+            serde_json::from_value(json!({"src": "a", "dest": "/b", "mode": "preserve"})).unwrap();
+        assert!(w.preserve && w.p.attrs.mode.is_none());
+    }
+
+    #[tokio::test]
+    async fn local_missing_directory_check_predicts_real_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = testutil::Env {
+            dir: dir.path().to_path_buf(),
+        };
+        let conn = testutil::local().await;
+        let dest = dir.path().join("no/such.txt").display().to_string();
+        let args: Args = serde_json::from_value(json!({"content": "x", "dest": dest})).unwrap();
+        let o = Copy
+            .run(&args, &testutil::ctx(&conn, &env, true))
+            .await
+            .unwrap();
+        assert!(o.changed && !o.failed, "{o:?}");
+        let o = Copy
+            .run(&args, &testutil::ctx(&conn, &env, false))
+            .await
+            .unwrap();
+        assert!(o.failed && o.msg.contains("does not exist"), "{o:?}");
+        assert!(!dir.path().join("no").exists());
     }
 
     #[tokio::test]

@@ -1,7 +1,11 @@
-//! The write engine of `copy` and `template`: probe the destination, plan (pure) whether to
-//! write or only fix attributes, then upload and move into place in one round trip.
+//! The write engine of `copy` and `template` on the module contract: probe the destination
+//! ([`probe_put`]), plan (pure, [`plan_put`]) whether to write or only fix attributes, then
+//! upload and move into place in one round trip ([`apply_put`]).
+
+use std::sync::Arc;
 
 use crate::connection::quote;
+use crate::modules::contract::Planned;
 use crate::modules::fileops::{self, AttrChange, Attrs, FileState, Kind, WriteOpts};
 use crate::modules::{FileDiff, ModuleError, Outcome, TaskCtx};
 
@@ -18,10 +22,13 @@ pub struct PutOpts {
     pub expect_checksum: Option<String>,
 }
 
-pub enum Source<'a> {
-    Bytes(&'a [u8]),
+/// What to put. Controller bytes are shared, not copied, between what was seen and the plan:
+/// a rendered template must be uploaded exactly as it was compared.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Bytes(Arc<Vec<u8>>),
     /// A path on the host (`remote_src`).
-    Remote(&'a str),
+    Remote(String),
 }
 
 /// What the probe saw at the destination.
@@ -165,68 +172,111 @@ fn parse_probe(out: &str) -> Result<(Observed, Option<Vec<u8>>), ModuleError> {
     ))
 }
 
-/// Probe, plan and (unless check mode) apply one file's content.
-pub async fn put(
+/// What copy and template saw: what to put (resolved on the controller) and the destination.
+#[derive(Debug, Clone)]
+pub struct PutSeen {
+    /// The `dest` argument.
+    pub dest: String,
+    pub src: Source,
+    pub opts: PutOpts,
+    /// The destination, and the remote source's content (for `--diff`); `Err`: the task fails
+    /// with this message (a `checksum` mismatch, found before asking the host, or a failed probe).
+    pub at: Result<(Observed, Option<Vec<u8>>), String>,
+}
+
+/// The planned write, with what it needs (the same bytes the plan compared).
+#[derive(Debug, Clone)]
+pub enum PutChange {
+    Write {
+        plan: Plan,
+        path: String,
+        existed: bool,
+        src: Source,
+        opts: PutOpts,
+    },
+    /// The destination's directory is missing: check mode takes it as made by an earlier task of
+    /// the run (Ansible's copy action reports `changed` there without asking the host either);
+    /// the real run fails with this message.
+    Fail(String),
+}
+
+/// The probe (one round trip): the destination (`dest/<base>` when `dest` is a directory), its
+/// sha256, and with `--diff` its old content.
+pub async fn probe_put(
     ctx: &TaskCtx<'_>,
     dest: &str,
     base: Option<&str>,
-    src: Source<'_>,
-    opts: &PutOpts,
-) -> Result<Outcome, ModuleError> {
-    let local_sha = match &src {
+    src: Source,
+    opts: PutOpts,
+) -> Result<PutSeen, ModuleError> {
+    let mut seen = PutSeen {
+        dest: dest.to_string(),
+        src,
+        opts,
+        at: Err(String::new()),
+    };
+    let local_sha = match &seen.src {
         Source::Bytes(b) => Some(fileops::sha256_hex(b)),
         Source::Remote(_) => None,
     };
-    if let (Some(want), Source::Bytes(b)) = (&opts.expect_checksum, &src) {
+    if let (Some(want), Source::Bytes(b)) = (&seen.opts.expect_checksum, &seen.src) {
         use sha2::Digest;
         let sha1 = hex::encode(sha1_digest(b));
-        let sha256 = hex::encode(sha2::Sha256::digest(b));
+        let sha256 = hex::encode(sha2::Sha256::digest(b.as_slice()));
         if want != &sha1 && want != &sha256 {
-            return Ok(Outcome::failed(format!(
+            seen.at = Err(format!(
                 "copy: source checksum {sha1} does not match {want}"
-            )));
+            ));
+            return Ok(seen);
         }
     }
-    let remote = match &src {
-        Source::Remote(p) => Some(*p),
+    let remote = match &seen.src {
+        Source::Remote(p) => Some(p.as_str()),
         _ => None,
     };
     let script = probe_script(dest, base, ctx.diff, local_sha.as_deref(), remote);
     let r = ctx.sh(&script).await?;
-    if r.rc != 0 {
-        return Ok(Outcome::failed(format!(
-            "probe of {dest} failed: {}",
-            r.stderr.trim()
-        )));
-    }
-    let (obs, remote_data) = parse_probe(&r.stdout)?;
-    let want_sha = match (&local_sha, &obs.src_sha256) {
-        (Some(s), _) => s.clone(),
-        (None, Some(s)) => s.clone(),
-        (None, None) => {
-            return Ok(Outcome::failed(format!(
-                "Source {} not found",
-                remote.unwrap_or("")
-            )));
+    seen.at = if r.rc != 0 {
+        Err(format!("probe of {dest} failed: {}", r.stderr.trim()))
+    } else {
+        Ok(parse_probe(&r.stdout)?)
+    };
+    Ok(seen)
+}
+
+/// Pure: what to write, and the result to report.
+pub fn plan_put(seen: &PutSeen, diff: bool) -> Planned<PutChange> {
+    let (obs, remote_data) = match &seen.at {
+        Ok(x) => x,
+        Err(m) => return Planned::nothing(Outcome::failed(m.clone())),
+    };
+    let (src, opts) = (&seen.src, &seen.opts);
+    let want_sha = match (src, &obs.src_sha256) {
+        (Source::Bytes(b), _) => fileops::sha256_hex(b),
+        (Source::Remote(_), Some(s)) => s.clone(),
+        (Source::Remote(r), None) => {
+            return Planned::nothing(Outcome::failed(format!("Source {r} not found")));
         }
     };
-    // In check mode a missing parent directory is taken as made by an earlier task of the run:
-    // Ansible's copy action reports `changed` there without asking the host either.
-    let dest_is_dir_path = dest.ends_with('/') || (ctx.check && !obs.parent_exists);
-    let plan = match plan(&want_sha, &obs, opts, dest_is_dir_path) {
-        Ok(p) => p,
-        Err(msg) => return Ok(Outcome::failed(msg)),
+    let dir_path = seen.dest.ends_with('/');
+    let (plan, fail) = match plan(&want_sha, obs, opts, dir_path) {
+        Ok(p) => (p, None),
+        Err(msg) if !obs.parent_exists => match plan(&want_sha, obs, opts, true) {
+            Ok(p) => (p, Some(msg)),
+            Err(m) => return Planned::nothing(Outcome::failed(m)),
+        },
+        Err(msg) => return Planned::nothing(Outcome::failed(msg)),
     };
     let mut out = Outcome::changed(plan.changed())
         .with("dest", obs.path.clone())
         .with("checksum", want_sha.clone());
-    if let Source::Remote(s) = &src {
-        out = out.with("src", *s);
+    if let Source::Remote(s) = src {
+        out = out.with("src", s.as_str());
     }
-    if ctx.diff {
+    if diff {
         if plan.write {
             let before = obs.before.clone().unwrap_or_default();
-            let after: &[u8] = match &src {
+            let after: &[u8] = match src {
                 Source::Bytes(b) => b,
                 Source::Remote(_) => remote_data.as_deref().unwrap_or(b""),
             };
@@ -241,12 +291,44 @@ pub async fn put(
             });
         }
     }
-    if !plan.changed() || ctx.check {
-        return Ok(out);
+    if let Some(msg) = fail {
+        return Planned::change(PutChange::Fail(msg), out);
     }
+    if !plan.changed() {
+        return Planned::nothing(out);
+    }
+    Planned::change(
+        PutChange::Write {
+            plan,
+            path: obs.path.clone(),
+            existed: obs.state.exists(),
+            src: src.clone(),
+            opts: opts.clone(),
+        },
+        out,
+    )
+}
+
+/// Apply (one round trip): make the directory if planned, then upload through stdin into a temp
+/// file beside the destination, set attributes, validate, `mv`; or only fix attributes.
+pub async fn apply_put(
+    ctx: &TaskCtx<'_>,
+    change: PutChange,
+    mut out: Outcome,
+) -> Result<Outcome, ModuleError> {
+    let (plan, path, existed, src, opts) = match change {
+        PutChange::Fail(msg) => return Ok(Outcome::failed(msg)),
+        PutChange::Write {
+            plan,
+            path,
+            existed,
+            src,
+            opts,
+        } => (plan, path, existed, src, opts),
+    };
     let mut script = String::new();
     if plan.mkdir {
-        let d = fileops::parent_dir(&obs.path);
+        let d = fileops::parent_dir(&path);
         script.push_str(&format!("mkdir -p -- {} || exit 1; ", quote(&d)));
         if let Some(m) = opts.directory_mode {
             script.push_str(&format!("chmod {m:04o} {} || exit 1; ", quote(&d)));
@@ -256,11 +338,14 @@ pub async fn put(
         let wo = WriteOpts {
             attrs: &opts.attrs,
             validate: opts.validate.as_deref(),
-            backup: opts.backup && obs.state.exists(),
+            backup: opts.backup && existed,
             mkdirs: false,
-            source: remote,
+            source: match &src {
+                Source::Remote(r) => Some(r.as_str()),
+                Source::Bytes(_) => None,
+            },
         };
-        script.push_str(&format!("( {} )", fileops::write_script(&obs.path, &wo)?));
+        script.push_str(&format!("( {} )", fileops::write_script(&path, &wo)?));
         match &src {
             Source::Bytes(b) => ctx.sh_stdin(&script, b).await?,
             Source::Remote(_) => ctx.sh(&script).await?,
@@ -268,14 +353,14 @@ pub async fn put(
     } else {
         script.push_str(&fileops::attr_cmds(
             &plan.attrs,
-            &quote(&obs.path),
+            &quote(&path),
             false,
             false,
         ));
         ctx.sh(&script).await?
     };
     if r.rc != 0 {
-        let mut f = Outcome::failed(fileops::write_error(r.rc, &r.stderr, &obs.path));
+        let mut f = Outcome::failed(fileops::write_error(r.rc, &r.stderr, &path));
         f.data = out.data;
         return Ok(f);
     }
