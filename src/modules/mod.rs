@@ -12,10 +12,8 @@
 //! cannot predict: check mode skips them unless `creates`/`removes` decide), stat, wait_for and
 //! setup (read-only: probe only, an empty plan), blockinfile and lineinfile (fileops'
 //! probe_text/plan_text/apply_text), copy and template (copy/put.rs' probe_put/plan_put/apply_put;
-//! a missing destination directory is planned as a failure check mode predicts as changed).
-//!
-//! Not yet on it (their `run` still does probe → plan → apply by hand and checks `ctx.check`
-//! itself): file.
+//! a missing destination directory is planned as a failure check mode predicts as changed), file
+//! (likewise a link's missing `src`). No module reads `ctx.check` itself.
 //!
 //! Modules reach the host only through [`TaskCtx::sh`] (a POSIX shell script per round trip) and
 //! the controller only through [`TaskEnv`] (templates, file lookup).

@@ -13,7 +13,7 @@
 //! Probe (one round trip): `stat` of the path (and of its target when following links), the
 //! link target, inodes for hard links, whether `src` exists and, with `recurse`, whether anything
 //! below the directory has other attributes. Plan (pure): a list of actions. Apply (one round
-//! trip) unless in check mode.
+//! trip) unless in check mode (the contract's driver decides).
 //!
 //! `state: touch` reports changed on every run, as Ansible does; check mode predicts that too.
 //! Deviations: symbolic modes (`u+x`) are not supported; `access_time`/`modification_time` are
@@ -27,21 +27,22 @@ use serde_json::Value;
 
 use crate::connection::quote;
 use crate::modules::args::{de_opt_bool, de_opt_string};
+use crate::modules::contract::{execute, NativeModule, Planned};
 use crate::modules::copy::IgnoredAttrs;
 use crate::modules::fileops::{self, Attrs, Kind};
-use crate::modules::{parse, Args, FileDiff, Module, ModuleError, Outcome, TaskCtx};
+use crate::modules::{Args, FileDiff, Module, ModuleError, Outcome, TaskCtx};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub struct Params {
     #[serde(default, deserialize_with = "de_opt_string")]
     path: Option<String>,
     #[serde(default, deserialize_with = "de_opt_string")]
     dest: Option<String>,
     #[serde(default, deserialize_with = "de_opt_string")]
     name: Option<String>,
-    #[serde(default, deserialize_with = "de_opt_string")]
-    state: Option<String>,
+    #[serde(default)]
+    state: Option<State>,
     #[serde(default, deserialize_with = "de_opt_string")]
     src: Option<String>,
     #[serde(flatten)]
@@ -220,99 +221,161 @@ impl Module for File {
         ARGS
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
-        let p: Params = parse("file", args)?;
+        execute(self, args, ctx).await
+    }
+}
+
+impl Params {
+    fn path(&self) -> Result<&str, ModuleError> {
         let _ = (
-            &p.access_time,
-            &p.access_time_format,
-            &p.modification_time,
-            &p.modification_time_format,
+            &self.access_time,
+            &self.access_time_format,
+            &self.modification_time,
+            &self.modification_time_format,
         );
-        let path = p
-            .path
-            .clone()
-            .or_else(|| p.dest.clone())
-            .or_else(|| p.name.clone())
-            .ok_or_else(|| ModuleError::Args("file: path is required".into()))?;
-        let recurse = p.recurse.unwrap_or(false);
-        if let Some(s) = &p.state {
-            State::parse(s).map_err(ModuleError::Args)?;
-        }
-        let state_guess = p
-            .state
+        self.path
             .as_deref()
-            .map(State::parse)
-            .transpose()
-            .map_err(ModuleError::Args)?;
-        let mut want = Want {
-            state: state_guess.unwrap_or(State::File),
-            src: p.src.clone(),
-            attrs: p.attrs.clone(),
+            .or(self.dest.as_deref())
+            .or(self.name.as_deref())
+            .ok_or_else(|| ModuleError::Args("file: path is required".into()))
+    }
+    /// What is wanted; without a `state` the probe decides it ([`default_state`]), so `state`
+    /// here is only the guess the probe script is built for.
+    fn want(&self) -> Want {
+        let recurse = self.recurse.unwrap_or(false);
+        Want {
+            state: match self.state {
+                Some(s) => s,
+                None if recurse => State::Directory,
+                None => State::File,
+            },
+            src: self.src.clone(),
+            attrs: self.attrs.clone(),
             recurse,
-            force: p.force.unwrap_or(false),
-            follow: p.follow.unwrap_or(true),
+            force: self.force.unwrap_or(false),
+            follow: self.follow.unwrap_or(true),
+        }
+    }
+}
+
+/// The planned change.
+#[derive(Debug)]
+pub enum Change {
+    Run(Vec<Action>),
+    /// A link's `src` is missing: check mode takes it as made by an earlier task of the run (as
+    /// copy's missing directory) and predicts from that; the real run reports this failure.
+    Fail(Outcome),
+}
+
+/// Pure: the actions and the result to report (a failure with no actions).
+fn plan_outcome(path: &str, want: &Want, obs: &Observed, diff: bool) -> Planned<Vec<Action>> {
+    if want.recurse && want.state != State::Directory {
+        return Planned::nothing(Outcome::failed(
+            "file: recurse option requires state to be 'directory'",
+        ));
+    }
+    let actions = match plan(path, want, obs) {
+        Ok(a) => a,
+        Err(msg) => return Planned::nothing(Outcome::failed(msg).with("path", path)),
+    };
+    let changed = !actions.is_empty();
+    let mut out = Outcome::changed(changed)
+        .with("path", path)
+        .with("state", want.state.name());
+    if let Some(src) = &want.src {
+        out = out.with("src", src.clone());
+    }
+    if let Some(o) = &want.attrs.owner {
+        out = out.with("owner", o.clone());
+    }
+    if let Some(g) = &want.attrs.group {
+        out = out.with("group", g.clone());
+    }
+    if let Some(m) = want.attrs.mode {
+        out = out.with("mode", format!("{m:04o}"));
+    }
+    if diff && changed {
+        let mut before = describe(obs);
+        let mut after = match (&want.state, &want.src) {
+            (State::Link, Some(s)) => format!("state: link -> {s}\n"),
+            (State::Touch, _) if !obs.lstat.exists() => "state: file\n".into(),
+            (State::Touch, _) => before.clone(),
+            (s, _) => format!("state: {}\n", s.name()),
         };
-        if recurse && state_guess.is_none() {
-            want.state = State::Directory;
-        }
-        let r = ctx.sh(&probe_script(&path, &want)).await?;
-        let mut obs = parse_probe(&r.stdout)?;
-        want.state =
-            default_state(p.state.as_deref(), recurse, &obs.lstat).map_err(ModuleError::Args)?;
-        // Check mode: a link's missing source is taken as made by an earlier task of the run
-        // (as copy's missing directory), so --check predicts the real run instead of failing.
-        if ctx.check && matches!(want.state, State::Link | State::Hard) {
-            obs.src_exists = true;
-        }
-        if recurse && want.state != State::Directory {
-            return Ok(Outcome::failed(
-                "file: recurse option requires state to be 'directory'",
-            ));
-        }
-        let actions = match plan(&path, &want, &obs) {
-            Ok(a) => a,
-            Err(msg) => return Ok(Outcome::failed(msg).with("path", path.clone())),
-        };
-        let changed = !actions.is_empty();
-        let mut out = Outcome::changed(changed)
-            .with("path", path.clone())
-            .with("state", want.state.name());
-        if let Some(src) = &want.src {
-            out = out.with("src", src.clone());
-        }
-        if let Some(o) = &want.attrs.owner {
-            out = out.with("owner", o.clone());
-        }
-        if let Some(g) = &want.attrs.group {
-            out = out.with("group", g.clone());
-        }
-        if let Some(m) = want.attrs.mode {
-            out = out.with("mode", format!("{m:04o}"));
-        }
-        if ctx.diff && changed {
-            let mut before = describe(&obs);
-            let mut after = match (&want.state, &want.src) {
-                (State::Link, Some(s)) => format!("state: link -> {s}\n"),
-                (State::Touch, _) if !obs.lstat.exists() => "state: file\n".into(),
-                (State::Touch, _) => before.clone(),
-                (s, _) => format!("state: {}\n", s.name()),
-            };
-            for a in &actions {
-                if let Action::Attrs { changes, .. } = a {
-                    let (b, af) = fileops::attr_summary(&obs.stat, changes);
-                    before.push_str(&b);
-                    after.push_str(&af);
-                }
+        for a in &actions {
+            if let Action::Attrs { changes, .. } = a {
+                let (b, af) = fileops::attr_summary(&obs.stat, changes);
+                before.push_str(&b);
+                after.push_str(&af);
             }
-            out.diffs.push(FileDiff {
-                path: path.clone(),
-                before,
-                after,
-            });
         }
-        if !changed || ctx.check {
-            return Ok(out);
-        }
-        let r = ctx.sh(&apply_script(&path, &actions)).await?;
+        out.diffs.push(FileDiff {
+            path: path.to_string(),
+            before,
+            after,
+        });
+    }
+    if changed {
+        Planned::change(actions, out)
+    } else {
+        Planned::nothing(out)
+    }
+}
+
+#[async_trait]
+impl NativeModule for File {
+    type Params = Params;
+    type Observed = Observed;
+    type Plan = Change;
+    const NAME: &'static str = "file";
+
+    async fn probe(&self, p: &Params, ctx: &TaskCtx<'_>) -> Result<Observed, ModuleError> {
+        let path = p.path()?;
+        let r = ctx.sh(&probe_script(path, &p.want())).await?;
+        parse_probe(&r.stdout)
+    }
+
+    fn plan(&self, p: &Params, obs: &Observed, diff: bool) -> Result<Planned<Change>, ModuleError> {
+        let path = p.path()?;
+        let mut want = p.want();
+        want.state = default_state(p.state, want.recurse, &obs.lstat);
+        let planned = plan_outcome(path, &want, obs, diff);
+        let lenient = if want.state == State::Link && !obs.src_exists {
+            let assumed = Observed {
+                src_exists: true,
+                ..obs.clone()
+            };
+            Some(plan_outcome(path, &want, &assumed, diff))
+        } else {
+            None
+        };
+        Ok(match lenient {
+            Some(check)
+                if planned.outcome.failed
+                    && (!check.outcome.failed || check.outcome.msg != planned.outcome.msg) =>
+            {
+                Planned::change(Change::Fail(planned.outcome), check.outcome)
+            }
+            _ => Planned {
+                changes: planned.changes.map(Change::Run),
+                outcome: planned.outcome,
+            },
+        })
+    }
+
+    async fn apply(
+        &self,
+        p: &Params,
+        c: Change,
+        out: Outcome,
+        ctx: &TaskCtx<'_>,
+    ) -> Result<Outcome, ModuleError> {
+        let actions = match c {
+            Change::Fail(f) => return Ok(f),
+            Change::Run(a) => a,
+        };
+        let path = p.path()?;
+        let r = ctx.sh(&apply_script(path, &actions)).await?;
         if r.rc != 0 {
             let mut f = Outcome::failed(format!("file {path}: {}", r.stderr.trim()));
             f.data = out.data;
@@ -336,6 +399,43 @@ mod tests {
         assert!(r.is_ok(), "{r:?}");
         let r: Result<Params, _> = serde_json::from_value(json!({"path": "/x", "sate": "file"}));
         assert!(r.unwrap_err().to_string().contains("unknown field"));
+    }
+
+    #[test]
+    fn contract_plan_on_recorded_probe() {
+        use crate::modules::fileops::FileState;
+        let st = |l: &str| fileops::parse_stat(l).unwrap();
+        let dir = st("S|directory|755|root|0|root|0|4096");
+        let seen = |l: FileState| Observed {
+            lstat: l.clone(),
+            stat: l,
+            link_target: None,
+            inode: None,
+            src_inode: None,
+            src_exists: false,
+            dir_empty: false,
+            deep_mismatch: false,
+        };
+        let p: Params =
+            serde_json::from_value(json!({"path": "/opt/a", "state": "directory", "mode": "0755"}))
+                .unwrap();
+        let same = File.plan(&p, &seen(dir.clone()), true).unwrap();
+        assert!(same.changes.is_none() && !same.outcome.changed);
+        let new = File.plan(&p, &seen(FileState::absent()), true).unwrap();
+        assert!(matches!(&new.changes, Some(Change::Run(a)) if a[0] == Action::Mkdir));
+        assert!(new.outcome.changed);
+        assert_eq!(new.outcome.diffs[0].after, "state: directory\nmode: 0755\n");
+        // A link to a src not there yet: check mode predicts it, the real run fails.
+        let p: Params =
+            serde_json::from_value(json!({"path": "/opt/live", "src": "/opt/v2", "state": "link"}))
+                .unwrap();
+        let link = File.plan(&p, &seen(FileState::absent()), false).unwrap();
+        assert!(link.outcome.changed && !link.outcome.failed);
+        assert!(
+            matches!(&link.changes, Some(Change::Fail(f)) if f.msg.starts_with("src file does not exist"))
+        );
+        let bad = serde_json::from_value::<Params>(json!({"path": "/x", "state": "dir"}));
+        assert!(bad.unwrap_err().to_string().contains("unknown variant"));
     }
 
     #[tokio::test]
@@ -383,5 +483,15 @@ mod tests {
         assert!(o.changed && !o.failed, "{o:?}");
         let o = run(json!({"path": t, "state": "absent"}), false).await;
         assert!(!o.changed, "{o:?}");
+        // A link to a src an earlier task would make: predicted in check mode, fails for real.
+        let ghost = dir.path().join("ghost").display().to_string();
+        let gl = dir.path().join("gl").display().to_string();
+        let o = run(json!({"path": gl, "src": ghost, "state": "link"}), true).await;
+        assert!(o.changed && !o.failed, "{o:?}");
+        let o = run(json!({"path": gl, "src": ghost, "state": "link"}), false).await;
+        assert!(
+            o.failed && o.msg.starts_with("src file does not exist"),
+            "{o:?}"
+        );
     }
 }

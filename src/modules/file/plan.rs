@@ -3,7 +3,8 @@
 
 use crate::modules::fileops::{self, AttrChange, Attrs, FileState, Kind};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum State {
     File,
     Directory,
@@ -14,21 +15,6 @@ pub enum State {
 }
 
 impl State {
-    pub(super) fn parse(s: &str) -> Result<State, String> {
-        Ok(match s {
-            "file" => State::File,
-            "directory" => State::Directory,
-            "link" => State::Link,
-            "hard" => State::Hard,
-            "absent" => State::Absent,
-            "touch" => State::Touch,
-            other => {
-                return Err(format!(
-                    "file: state must be one of file, directory, link, hard, absent, touch; got {other:?}"
-                ))
-            }
-        })
-    }
     pub(super) fn name(self) -> &'static str {
         match self {
             State::File => "file",
@@ -88,22 +74,18 @@ pub struct Want {
 }
 
 /// Pure: the state Ansible picks when none is given.
-pub fn default_state(
-    given: Option<&str>,
-    recurse: bool,
-    have: &FileState,
-) -> Result<State, String> {
+pub fn default_state(given: Option<State>, recurse: bool, have: &FileState) -> State {
     if let Some(s) = given {
-        return State::parse(s);
+        return s;
     }
     if recurse {
-        return Ok(State::Directory);
+        return State::Directory;
     }
-    Ok(match have.kind {
+    match have.kind {
         Kind::Dir => State::Directory,
         Kind::Link => State::Link,
         _ => State::File,
-    })
+    }
 }
 
 /// Pure: the actions that bring `path` to `want` from `o`.
@@ -424,17 +406,8 @@ mod tests {
 
     #[test]
     fn default_state_follows_what_exists() {
-        assert_eq!(
-            default_state(None, false, &st(DIR)).unwrap(),
-            State::Directory
-        );
-        assert_eq!(
-            default_state(None, false, &st("S|absent")).unwrap(),
-            State::File
-        );
-        assert_eq!(
-            default_state(None, true, &st("S|absent")).unwrap(),
-            State::Directory
-        );
+        assert_eq!(default_state(None, false, &st(DIR)), State::Directory);
+        assert_eq!(default_state(None, false, &st("S|absent")), State::File);
+        assert_eq!(default_state(None, true, &st("S|absent")), State::Directory);
     }
 }
