@@ -28,7 +28,9 @@ impl<P> Planned<P> {
             outcome,
         }
     }
-    /// `changes` to apply; `outcome` is what check mode reports.
+    /// `changes` to apply; `outcome` is what check mode reports. The change may be a failure
+    /// only the real run reports (copy's missing directory, file's missing link source, a
+    /// missing systemd unit: check mode takes them as made by an earlier task of the run).
     pub fn change(changes: P, outcome: Outcome) -> Self {
         Planned {
             changes: Some(changes),
@@ -119,5 +121,86 @@ pub async fn execute<M: NativeModule>(
         None => Ok(outcome),
         Some(c) if ctx.check => m.simulate(&p, c, outcome, ctx).await,
         Some(c) => m.apply(&p, c, outcome, ctx).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use serde::Deserialize;
+
+    use super::*;
+    use crate::modules::testutil;
+
+    /// Counts which steps the driver ran.
+    #[derive(Default)]
+    struct Probe {
+        applied: AtomicUsize,
+        simulated: AtomicUsize,
+    }
+
+    #[derive(Deserialize)]
+    struct P {
+        change: bool,
+    }
+
+    #[async_trait]
+    impl NativeModule for Probe {
+        type Params = P;
+        type Observed = ();
+        type Plan = ();
+        const NAME: &'static str = "probe";
+        async fn probe(&self, _p: &P, _ctx: &TaskCtx<'_>) -> Result<(), ModuleError> {
+            Ok(())
+        }
+        fn plan(&self, p: &P, _seen: &(), _diff: bool) -> Result<Planned<()>, ModuleError> {
+            let out = Outcome::changed(p.change);
+            Ok(if p.change {
+                Planned::change((), out)
+            } else {
+                Planned::nothing(out)
+            })
+        }
+        async fn apply(
+            &self,
+            _p: &P,
+            _plan: (),
+            predicted: Outcome,
+            _ctx: &TaskCtx<'_>,
+        ) -> Result<Outcome, ModuleError> {
+            self.applied.fetch_add(1, Ordering::SeqCst);
+            Ok(predicted)
+        }
+        async fn simulate(
+            &self,
+            _p: &P,
+            _plan: (),
+            predicted: Outcome,
+            _ctx: &TaskCtx<'_>,
+        ) -> Result<Outcome, ModuleError> {
+            self.simulated.fetch_add(1, Ordering::SeqCst);
+            Ok(predicted)
+        }
+    }
+
+    #[tokio::test]
+    async fn driver_applies_for_real_and_simulates_in_check_mode() {
+        let env = testutil::Env {
+            dir: std::env::temp_dir(),
+        };
+        let conn = testutil::local().await;
+        let m = Probe::default();
+        let args = |change: bool| -> Args {
+            serde_json::from_value(serde_json::json!({ "change": change })).unwrap()
+        };
+        for (change, check) in [(true, true), (true, false), (false, true), (false, false)] {
+            let o = execute(&m, &args(change), &testutil::ctx(&conn, &env, check))
+                .await
+                .unwrap();
+            assert_eq!(o.changed, change);
+        }
+        assert_eq!(m.applied.load(Ordering::SeqCst), 1);
+        assert_eq!(m.simulated.load(Ordering::SeqCst), 1);
     }
 }
