@@ -9,6 +9,16 @@ use crate::words::to_bool;
 /// A module's templated arguments.
 pub type Args = Map<String, Value>;
 
+/// The `state` of modules that only make a thing exist or not (group, user, sysctl,
+/// lineinfile, blockinfile): one enum, so each accepts and rejects the same words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Presence {
+    #[default]
+    Present,
+    Absent,
+}
+
 pub fn de_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     let v = Value::deserialize(d)?;
     to_bool(&v).ok_or_else(|| serde::de::Error::custom(format!("expected a boolean, got {v}")))

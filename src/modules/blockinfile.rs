@@ -26,6 +26,7 @@ use super::contract::{execute, NativeModule, Planned};
 use super::copy::IgnoredAttrs;
 use super::fileops::{self, Attrs, EditOpts, TextChange, TextSeen};
 use super::{Args, Module, ModuleError, Outcome, TaskCtx};
+use crate::modules::args::Presence as State;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,14 +71,6 @@ pub struct Params {
     attrs: Attrs,
     #[serde(flatten)]
     _ignored: IgnoredAttrs,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum State {
-    #[default]
-    Present,
-    Absent,
 }
 
 const ARGS: &[&str] = &[

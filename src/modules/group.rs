@@ -18,6 +18,7 @@ use super::args::{de_opt_bool, de_opt_string, de_opt_u64};
 use super::contract::{execute, NativeModule, Planned};
 use super::{Args, Module, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
+use crate::modules::args::Presence as State;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -101,14 +102,6 @@ pub fn parse_getent(out: &str) -> Option<u64> {
 }
 
 pub struct Group;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum State {
-    #[default]
-    Present,
-    Absent,
-}
 
 impl Params {
     fn name(&self) -> Result<&str, ModuleError> {

@@ -22,6 +22,7 @@ use super::contract::{execute, NativeModule, Planned};
 use super::fileops::{self, Attrs, WriteOpts};
 use super::{Args, FileDiff, Module, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
+use crate::modules::args::Presence as State;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,14 +130,6 @@ pub fn plan_file(text: &str, key: &str, value: Option<&str>) -> Option<String> {
 }
 
 pub struct Sysctl;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum State {
-    #[default]
-    Present,
-    Absent,
-}
 
 /// The arguments resolved: aliases merged, required ones checked.
 struct Want {

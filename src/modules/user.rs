@@ -29,6 +29,7 @@ use super::args::{de_opt_bool, de_opt_list, de_opt_string, de_opt_u64};
 use super::contract::{execute, NativeModule, Planned};
 use super::{Args, Module, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
+use crate::modules::args::Presence as State;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -338,14 +339,6 @@ fn parse_probe(out: &str) -> Observed {
 }
 
 pub struct User;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum State {
-    #[default]
-    Present,
-    Absent,
-}
 
 impl Params {
     fn name(&self) -> Result<&str, ModuleError> {
