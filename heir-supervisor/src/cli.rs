@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::news::DEFAULT_EXCHANGE;
+use crate::clock::parse_duration;
+use crate::news::NewsArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -62,22 +63,6 @@ impl DsnArgs {
         self.resolve()?
             .ok_or_else(|| anyhow!("no database given: use --dsn, --dsn-file or HEIR_DSN"))
     }
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct NewsArgs {
-    /// RabbitMQ URL(s) for succession news, vhost included
-    /// (`amqp://user:pass@q1:5672/heirflow-news`); comma-separate one per node.
-    #[arg(
-        long = "news-url",
-        env = "HEIR_NEWS_URL",
-        hide_env_values = true,
-        value_delimiter = ','
-    )]
-    pub urls: Vec<String>,
-    /// Topic exchange of the news.
-    #[arg(long = "news-exchange", env = "HEIR_NEWS_EXCHANGE", default_value = DEFAULT_EXCHANGE)]
-    pub exchange: String,
 }
 
 #[derive(Debug, Args)]
@@ -171,39 +156,9 @@ pub struct GuardArgs {
     pub command: Vec<OsString>,
 }
 
-/// `3` / `0.5` / `2s` / `1500ms` → Duration.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else {
-        (s, 1.0)
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (seconds, e.g. 3, 0.5, 1500ms)"))?;
-    if !v.is_finite() || v < 0.0 {
-        return Err(format!("{s:?} must be a non-negative number of seconds"));
-    }
-    Ok(Duration::from_secs_f64(v * scale))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
-        assert!(parse_duration("-1").is_err());
-        assert!(parse_duration("soon").is_err());
-    }
 
     #[test]
     fn run_takes_the_command_after_dashes() {

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
+use clap::Args;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
@@ -22,6 +23,23 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 pub const DEFAULT_EXCHANGE: &str = "heirflow.news";
+
+/// Where succession news goes: the command-line settings every subcommand that publishes shares.
+#[derive(Debug, Clone, Args)]
+pub struct NewsArgs {
+    /// RabbitMQ URL(s) for succession news, vhost included
+    /// (`amqp://user:pass@q1:5672/heirflow-news`); comma-separate one per node.
+    #[arg(
+        long = "news-url",
+        env = "HEIR_NEWS_URL",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub urls: Vec<String>,
+    /// Topic exchange of the news.
+    #[arg(long = "news-exchange", env = "HEIR_NEWS_EXCHANGE", default_value = DEFAULT_EXCHANGE)]
+    pub exchange: String,
+}
 const BUFFER_CAP: usize = 10_000;
 
 /// One succession event.

@@ -28,8 +28,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use futures_util::future::join_all;
 
-use crate::cli::{parse_duration, NewsArgs};
-use crate::news::{split_urls, News};
+use crate::clock::parse_duration;
+use crate::news::{split_urls, News, NewsArgs};
 use crate::vip::{DriverKind, Vip, VipAddr};
 use http::Secret;
 use probe::{Creds, NodeAddr};
