@@ -13,6 +13,8 @@
 # env:   BENCH_RUNS=5 (runs per measurement)   ANSIBLE_CORE_VERSION=2.19.14
 #        BENCH_KEEP_HOSTS=1 (leave the test hosts running; default: removed at the end if this
 #        script started them)
+#        BENCH_HFPLAY_BASELINE=path/to/hfplay (another hfplay build, e.g. of an older commit:
+#        measured interleaved with the other two, and printed with its ratio to this one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source cluster/lib.sh
@@ -23,6 +25,10 @@ ANSIBLE_CORE_VERSION=${ANSIBLE_CORE_VERSION:-2.19.14}
 VENV="$CACHE_DIR/ansible-venv"
 PLAYBOOK=bench/hfplay-vs-ansible.yml
 HFPLAY=target/release/hfplay
+BASELINE=${BENCH_HFPLAY_BASELINE:-}
+[ -z "$BASELINE" ] || [ -x "$BASELINE" ] || die "BENCH_HFPLAY_BASELINE=$BASELINE is not an executable"
+TOOLS=(hfplay ansible)
+[ -z "$BASELINE" ] || TOOLS+=(baseline)
 OUT_DIR=bench/results
 mkdir -p "$OUT_DIR"
 LOG="$OUT_DIR/hfplay-vs-ansible-$(date -u +%Y%m%dT%H%M%SZ).log"
@@ -73,6 +79,7 @@ run() {
   t0=$(now)
   case $tool in
     hfplay) "$HFPLAY" "$PLAYBOOK" -i "$INV" > "$out" 2>&1 || { cat "$out" >&2; die "hfplay $kind run failed"; } ;;
+    baseline) "$BASELINE" "$PLAYBOOK" -i "$INV" > "$out" 2>&1 || { cat "$out" >&2; die "baseline hfplay $kind run failed"; } ;;
     ansible) "$VENV/bin/ansible-playbook" -i "$INV" "$PLAYBOOK" > "$out" 2>&1 || { cat "$out" >&2; die "ansible-playbook $kind run failed"; } ;;
   esac
   secs=$(elapsed "$t0")
@@ -86,11 +93,11 @@ run() {
   echo "$secs"
 }
 
-declare -A T=([hfplay_fresh]="" [hfplay_rerun]="" [ansible_fresh]="" [ansible_rerun]="")
+declare -A T=([hfplay_fresh]="" [hfplay_rerun]="" [ansible_fresh]="" [ansible_rerun]="" [baseline_fresh]="" [baseline_rerun]="")
 log "warm-up (not timed): one fresh run and one re-run per tool"
-for tool in hfplay ansible; do clean_hosts; run $tool fresh >/dev/null; run $tool rerun >/dev/null; done
+for tool in "${TOOLS[@]}"; do clean_hosts; run $tool fresh >/dev/null; run $tool rerun >/dev/null; done
 for ((i = 1; i <= RUNS; i++)); do
-  for tool in hfplay ansible; do
+  for tool in "${TOOLS[@]}"; do
     clean_hosts
     T[${tool}_fresh]+="$(run $tool fresh) "
     T[${tool}_rerun]+="$(run $tool rerun) "
@@ -111,5 +118,13 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a / b }'; }
   printf '%-16s %11ss %11ss %9sx\n' "no-change re-run" "$hr" "$ar" "$(ratio "$ar" "$hr")"
   echo "all runs (s): hfplay fresh: ${T[hfplay_fresh]}| re-run: ${T[hfplay_rerun]}"
   echo "              ansible fresh: ${T[ansible_fresh]}| re-run: ${T[ansible_rerun]}"
+  if [ -n "$BASELINE" ]; then
+    bf=$(med baseline_fresh); br=$(med baseline_rerun)
+    echo "# baseline $BASELINE ($("$BASELINE" --version)): baseline/hfplay ratio (> 1: this build is faster)"
+    printf '%-16s %12s %12s %10s\n' run hfplay baseline ratio
+    printf '%-16s %11ss %11ss %9sx\n' "fresh run" "$hf" "$bf" "$(awk -v a="$bf" -v b="$hf" 'BEGIN { printf "%.2f", a / b }')"
+    printf '%-16s %11ss %11ss %9sx\n' "no-change re-run" "$hr" "$br" "$(awk -v a="$br" -v b="$hr" 'BEGIN { printf "%.2f", a / b }')"
+    echo "all runs (s): baseline fresh: ${T[baseline_fresh]}| re-run: ${T[baseline_rerun]}"
+  fi
   echo "log: $LOG"
 } | tee -a "$LOG"
