@@ -212,20 +212,8 @@ impl Reporter {
             Status::Failed => format!("fatal: {who}{item}: FAILED! => {}", detail(r)),
         };
         let mut out = line;
-        if matches!(r.status, Status::Ok | Status::Changed) && !r.no_log {
-            if let Some(msg) = r
-                .result
-                .get("msg")
-                .filter(|_| r.result.get("__debug").is_some())
-            {
-                let shown = match msg {
-                    Value::String(s) => serde_json::to_string(s).unwrap_or_default(),
-                    other => serde_json::to_string_pretty(other).unwrap_or_default(),
-                };
-                out = format!("ok: {who}{item} => {{\n    \"msg\": {shown}\n}}");
-            } else if self.verbosity > 0 {
-                out.push_str(&format!(" => {}", detail(r)));
-            }
+        if matches!(r.status, Status::Ok | Status::Changed) && !r.no_log && self.verbosity > 0 {
+            out.push_str(&format!(" => {}", detail(r)));
         }
         if self.diff && !r.no_log {
             for d in &r.diffs {

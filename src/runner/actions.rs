@@ -91,16 +91,10 @@ impl Runner {
                 Ok(v) => v,
                 Err(_) => json!("VARIABLE IS NOT DEFINED!"),
             };
-            return Ok((
-                json!({"changed": false, "msg": {var: v}, "__debug": true}),
-                Status::Ok,
-            ));
+            return Ok((json!({"changed": false, "msg": {var: v}}), Status::Ok));
         }
         let msg = a.get("msg").cloned().unwrap_or(json!("Hello world!"));
-        Ok((
-            json!({"changed": false, "msg": msg, "__debug": true}),
-            Status::Ok,
-        ))
+        Ok((json!({"changed": false, "msg": msg}), Status::Ok))
     }
 
     fn set_fact(&self, args: &Map<String, Value>, scope: &Arc<Scope>) -> ActionResult {
