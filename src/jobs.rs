@@ -32,13 +32,14 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
-use crate::report::Status;
+use crate::task_result::{Status, TaskResult};
 
-type JobResult = (Value, Status);
+type JobResult = TaskResult;
 
 enum Job {
     Running(JoinHandle<JobResult>),
-    Done(JobResult),
+    /// Boxed: a result is large beside a handle.
+    Done(Box<JobResult>),
     /// Being collected by one `async_status` call (its handle was taken out).
     Collecting,
 }
@@ -92,16 +93,16 @@ pub fn async_mode(
 
 /// The result of an attempt that ran out of its `async` time.
 pub fn timed_out(limit: Duration) -> JobResult {
-    (
-        json!({"failed": true, "msg": format!("async task did not complete within the requested time - {}s", limit.as_secs())}),
-        Status::Failed,
-    )
+    TaskResult::failed(format!(
+        "async task did not complete within the requested time - {}s",
+        limit.as_secs()
+    ))
 }
 
 impl Jobs {
     /// Starts `work` in the background for `host`, failed after `limit`; returns the job id and
     /// the result to register now.
-    pub fn start<F>(&self, host: &str, limit: Duration, work: F) -> (String, Value)
+    pub fn start<F>(&self, host: &str, limit: Duration, work: F) -> (String, TaskResult)
     where
         F: Future<Output = JobResult> + Send + 'static,
     {
@@ -113,7 +114,10 @@ impl Jobs {
                 .unwrap_or_else(|_| timed_out(limit))
         });
         lock(&self.jobs).insert(jid.clone(), Job::Running(handle));
-        let registered = json!({"ansible_job_id": jid, "started": 1, "finished": 0, "changed": false, "host": host});
+        let registered = TaskResult::new(
+            Status::Ok,
+            json!({"ansible_job_id": jid, "started": 1, "finished": 0, "changed": false, "host": host}),
+        );
         (jid, registered)
     }
 
@@ -122,7 +126,7 @@ impl Jobs {
         let handle = {
             let mut jobs = lock(&self.jobs);
             match jobs.get(jid)? {
-                Job::Done(r) => return Some(finished(r.clone(), jid)),
+                Job::Done(r) => return Some(finished((**r).clone(), jid)),
                 Job::Running(h) if h.is_finished() => {}
                 Job::Running(_) | Job::Collecting => return Some(unfinished(jid)),
             }
@@ -132,13 +136,10 @@ impl Jobs {
             }
         };
         // Finished: awaiting the handle returns at once.
-        let result = handle.await.unwrap_or_else(|e| {
-            (
-                json!({"failed": true, "msg": format!("async job {jid} crashed: {e}")}),
-                Status::Failed,
-            )
-        });
-        lock(&self.jobs).insert(jid.to_string(), Job::Done(result.clone()));
+        let result = handle
+            .await
+            .unwrap_or_else(|e| TaskResult::failed(format!("async job {jid} crashed: {e}")));
+        lock(&self.jobs).insert(jid.to_string(), Job::Done(Box::new(result.clone())));
         Some(finished(result, jid))
     }
 
@@ -161,20 +162,19 @@ impl Jobs {
 
 /// `async_status` of a job still running.
 fn unfinished(jid: &str) -> JobResult {
-    (
-        json!({"ansible_job_id": jid, "started": 1, "finished": 0, "changed": false}),
+    TaskResult::new(
         Status::Ok,
+        json!({"ansible_job_id": jid, "started": 1, "finished": 0, "changed": false}),
     )
 }
 
-/// `async_status` of a finished job: the task's own result plus the job fields.
-fn finished((mut res, status): JobResult, jid: &str) -> JobResult {
-    if let Value::Object(m) = &mut res {
-        m.insert("ansible_job_id".into(), json!(jid));
-        m.insert("started".into(), json!(1));
-        m.insert("finished".into(), json!(1));
-    }
-    (res, status)
+/// `async_status` of a finished job: the task's own result plus the job fields (its delegated
+/// host, diffs and ignore_errors go with it).
+fn finished(mut res: JobResult, jid: &str) -> JobResult {
+    res.value.insert("ansible_job_id".into(), json!(jid));
+    res.value.insert("started".into(), json!(1));
+    res.value.insert("finished".into(), json!(1));
+    res
 }
 
 #[cfg(test)]
@@ -203,28 +203,31 @@ mod tests {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (jid, reg) = jobs.start("h1", Duration::from_secs(30), async move {
             let _ = rx.await;
-            (json!({"changed": true, "rc": 0}), Status::Changed)
+            TaskResult::new(Status::Changed, json!({"changed": true, "rc": 0}))
         });
-        assert_eq!(reg["ansible_job_id"], json!(jid));
-        assert_eq!(reg["finished"], json!(0));
-        let (r, s) = jobs.status(&jid).await.expect("known job");
-        assert_eq!((r["finished"].clone(), s), (json!(0), Status::Ok));
+        assert_eq!(reg.value["ansible_job_id"], json!(jid));
+        assert_eq!(reg.value["finished"], json!(0));
+        let r = jobs.status(&jid).await.expect("known job");
+        assert_eq!(
+            (r.value["finished"].clone(), r.status),
+            (json!(0), Status::Ok)
+        );
         assert_eq!(jobs.running(), vec![jid.clone()]);
         tx.send(()).expect("job waits");
-        let (r, s) = loop {
-            let (r, s) = jobs.status(&jid).await.expect("known job");
-            if r["finished"] == json!(1) {
-                break (r, s);
+        let r = loop {
+            let r = jobs.status(&jid).await.expect("known job");
+            if r.value["finished"] == json!(1) {
+                break r;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
         assert_eq!(
-            (r["rc"].clone(), r["changed"].clone(), s),
+            (r.value["rc"].clone(), r.value["changed"].clone(), r.status),
             (json!(0), json!(true), Status::Changed)
         );
         // asked again: the same result
         assert_eq!(
-            jobs.status(&jid).await.map(|(_, s)| s),
+            jobs.status(&jid).await.map(|r| r.status),
             Some(Status::Changed)
         );
         assert!(jobs.running().is_empty());
@@ -237,17 +240,11 @@ mod tests {
         let jobs = Jobs::default();
         let (jid, _) = jobs.start("h1", Duration::from_millis(20), async {
             tokio::time::sleep(Duration::from_secs(30)).await;
-            (json!({}), Status::Ok)
+            TaskResult::new(Status::Ok, json!({}))
         });
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let (r, s) = jobs.status(&jid).await.expect("known job");
-        assert_eq!(s, Status::Failed);
-        assert!(
-            r["msg"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("did not complete"),
-            "{r}"
-        );
+        let r = jobs.status(&jid).await.expect("known job");
+        assert_eq!(r.status, Status::Failed);
+        assert!(r.msg().contains("did not complete"), "{r:?}");
     }
 }

@@ -1,6 +1,6 @@
 //! hfplay: Heirflow's playbook runner. Data flows one way: files → typed plan (`playbook`,
 //! `inventory`) → per-host task stream (`runner`) → module (`modules`) → connection
-//! (`connection`) → results → report (`report`).
+//! (`connection`) → results (`task_result`) → report (`report`).
 
 pub mod cli;
 pub mod config;
@@ -14,6 +14,7 @@ pub mod modules;
 pub mod playbook;
 pub mod report;
 pub mod runner;
+pub mod task_result;
 pub mod template;
 pub mod vars;
 pub mod words;

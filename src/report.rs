@@ -8,30 +8,20 @@ use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::modules::FileDiff;
+use crate::task_result::{Status, TaskResult};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Ok,
-    Changed,
-    Skipped,
-    Failed,
-    Unreachable,
-}
-
-/// One host's result for one task (or one loop item).
+/// One host's result for one task (or one loop item), as the report shows it.
 #[derive(Debug, Clone)]
-pub struct HostResult {
-    pub status: Status,
-    pub ignored: bool,
+pub struct HostResult<'a> {
+    pub result: &'a TaskResult,
+    /// The loop item's label.
     pub item: Option<String>,
-    pub msg: String,
-    pub diffs: Vec<FileDiff>,
-    pub result: Value,
+    /// A failure that `ignore_errors` turns into "...ignoring".
+    pub ignored: bool,
     pub no_log: bool,
-    pub delegated: Option<String>,
 }
 
 /// Per-host counters of the recap.
@@ -165,7 +155,8 @@ impl Reporter {
     }
 
     pub fn host_result(&self, host: &str, r: &HostResult) {
-        let who = match &r.delegated {
+        let res = r.result;
+        let who = match &res.delegated_to {
             Some(d) => format!("[{host} -> {d}]"),
             None => format!("[{host}]"),
         };
@@ -181,86 +172,100 @@ impl Reporter {
                 }
             })
             .unwrap_or_default();
-        let detail = |r: &HostResult| -> String {
+        let detail = || -> String {
             if r.no_log {
                 return "the output has been hidden due to 'no_log: true' for this result".into();
             }
-            let mut m = match &r.result {
-                Value::Object(m) => m.clone(),
-                _ => Map::new(),
-            };
-            if !r.msg.is_empty() {
-                m.insert("msg".into(), Value::String(r.msg.clone()));
-            }
-            serde_json::to_string(&Value::Object(m)).unwrap_or_default()
+            serde_json::to_string(&res.value).unwrap_or_default()
         };
-        let line = match r.status {
+        let line = match res.status {
             Status::Ok => format!("ok: {who}{item}"),
             Status::Changed => format!("changed: {who}{item}"),
             Status::Skipped => format!("skipping: {who}{item}"),
             Status::Unreachable => format!(
                 "fatal: {who}: UNREACHABLE! => {}",
-                if r.msg.is_empty() {
-                    detail(r)
+                if res.msg().is_empty() {
+                    detail()
                 } else {
-                    r.msg.clone()
+                    res.msg().to_string()
                 }
             ),
             Status::Failed if r.ignored => {
-                format!("failed: {who}{item} => {}\n...ignoring", detail(r))
+                format!("failed: {who}{item} => {}\n...ignoring", detail())
             }
-            Status::Failed => format!("fatal: {who}{item}: FAILED! => {}", detail(r)),
+            Status::Failed => format!("fatal: {who}{item}: FAILED! => {}", detail()),
         };
         let mut out = line;
-        if matches!(r.status, Status::Ok | Status::Changed) && !r.no_log && self.verbosity > 0 {
-            out.push_str(&format!(" => {}", detail(r)));
+        if matches!(res.status, Status::Ok | Status::Changed) && !r.no_log && self.verbosity > 0 {
+            out.push_str(&format!(" => {}", detail()));
         }
         if self.diff && !r.no_log {
-            for d in &r.diffs {
+            for d in &res.diffs {
                 out.push('\n');
                 out.push_str(&render_diff(d));
             }
         }
         self.print(&out);
-        if let Some(Value::Object(play)) = lock(&self.log).last_mut() {
-            if let Some(Value::Array(tasks)) = play.get_mut("tasks") {
-                if let Some(Value::Object(t)) = tasks.last_mut() {
-                    if let Some(Value::Object(hosts)) = t.get_mut("hosts") {
-                        let mut res = if r.no_log {
-                            json!({"censored": "no_log"})
-                        } else {
-                            r.result.clone()
-                        };
-                        if let Value::Object(m) = &mut res {
-                            m.insert(
-                                "status".into(),
-                                json!(format!("{:?}", r.status).to_lowercase()),
-                            );
-                            if r.ignored {
-                                m.insert("ignored".into(), json!(true));
-                            }
-                            // As Ansible's json callback: file diffs under "diff" with --diff.
-                            if self.diff && !r.no_log && !r.diffs.is_empty() {
-                                let d: Vec<Value> = r
-                                    .diffs
-                                    .iter()
-                                    .map(|d| json!({"before_header": d.path, "after_header": d.path, "before": d.before, "after": d.after}))
-                                    .collect();
-                                m.insert("diff".into(), Value::Array(d));
-                            }
-                        }
-                        match hosts.get_mut(host) {
-                            Some(Value::Array(items)) => items.push(res),
-                            Some(existing) => {
-                                let prev = existing.take();
-                                *existing = Value::Array(vec![prev, res]);
-                            }
-                            None => {
-                                hosts.insert(host.to_string(), res);
-                            }
-                        }
-                    }
-                }
+        let mut logged = if r.no_log {
+            json!({"censored": "no_log"})
+        } else {
+            Value::Object(res.value.clone())
+        };
+        if let Value::Object(m) = &mut logged {
+            m.insert(
+                "status".into(),
+                json!(format!("{:?}", res.status).to_lowercase()),
+            );
+            if r.ignored {
+                m.insert("ignored".into(), json!(true));
+            }
+            // As Ansible's json callback: file diffs under "diff" with --diff.
+            if self.diff && !r.no_log && !res.diffs.is_empty() {
+                let d: Vec<Value> = res
+                    .diffs
+                    .iter()
+                    .map(|d| json!({"before_header": d.path, "after_header": d.path, "before": d.before, "after": d.after}))
+                    .collect();
+                m.insert("diff".into(), Value::Array(d));
+            }
+        }
+        self.log_result(host, logged);
+    }
+
+    /// A controller-side error (template, loop, include) that fails the host before any
+    /// result: shown with its message; `--json` records only the status.
+    pub fn host_error(&self, host: &str, msg: &str) {
+        self.print(&format!(
+            "fatal: [{host}]: FAILED! => {}",
+            json!({ "msg": msg })
+        ));
+        self.log_result(host, json!({"status": "failed"}));
+    }
+
+    /// Adds a host's result to the current task of the `--json` document (a list when the
+    /// task reports several for the host: loop items).
+    fn log_result(&self, host: &str, res: Value) {
+        let mut log = lock(&self.log);
+        let Some(Value::Object(play)) = log.last_mut() else {
+            return;
+        };
+        let Some(Value::Array(tasks)) = play.get_mut("tasks") else {
+            return;
+        };
+        let Some(Value::Object(t)) = tasks.last_mut() else {
+            return;
+        };
+        let Some(Value::Object(hosts)) = t.get_mut("hosts") else {
+            return;
+        };
+        match hosts.get_mut(host) {
+            Some(Value::Array(items)) => items.push(res),
+            Some(existing) => {
+                let prev = existing.take();
+                *existing = Value::Array(vec![prev, res]);
+            }
+            None => {
+                hosts.insert(host.to_string(), res);
             }
         }
     }
@@ -327,5 +332,41 @@ mod tests {
         let s = render_diff(&d);
         assert!(s.contains("--- before: /etc/x"));
         assert!(s.contains("-b\n+c"), "{s}");
+    }
+
+    #[test]
+    fn the_json_document_holds_the_result_dictionary_and_status() {
+        let rep = Reporter::new(true, 0, true);
+        rep.play_start("p");
+        rep.task_start("TASK", "t");
+        let res = TaskResult {
+            delegated_to: Some("h9".into()),
+            ignore_errors: true,
+            diffs: vec![FileDiff {
+                path: "/x".into(),
+                before: "a\n".into(),
+                after: "b\n".into(),
+            }],
+            ..TaskResult::new(Status::Failed, json!({"failed": true, "msg": "m"}))
+        };
+        let r = HostResult {
+            result: &res,
+            item: None,
+            ignored: true,
+            no_log: false,
+        };
+        rep.host_result("h1", &r);
+        rep.host_result("h1", &HostResult { no_log: true, ..r });
+        rep.host_error("h2", "bad");
+        let log = lock(&rep.log);
+        assert_eq!(
+            log[0]["tasks"][0]["hosts"].to_string(),
+            concat!(
+                r#"{"h1":[{"failed":true,"msg":"m","status":"failed","ignored":true,"#,
+                r#""diff":[{"before_header":"/x","after_header":"/x","before":"a\n","after":"b\n"}]},"#,
+                r#"{"censored":"no_log","status":"failed","ignored":true}],"#,
+                r#""h2":{"status":"failed"}}"#
+            )
+        );
     }
 }

@@ -8,17 +8,17 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use super::results::{located, outcome_json, value_label};
+use super::results::{located, value_label};
 use super::{PlayCtx, Runner};
 use crate::inventory::load_vars_file;
 use crate::modules::{self, FileKind, ModuleError, TaskCtx, TaskEnv};
 use crate::playbook::{Action, Role, Task};
-use crate::report::Status;
+use crate::task_result::{Status, TaskResult};
 use crate::template::{Scope, Templar, OMIT};
 use crate::words::to_bool;
 
 /// An action's result, or a controller-side error (reported as a failure located at the task).
-type ActionResult = Result<(Value, Status), String>;
+type ActionResult = Result<TaskResult, String>;
 
 impl Runner {
     pub(super) async fn run_action(
@@ -27,7 +27,7 @@ impl Runner {
         task: &Task,
         host: &str,
         scope: &Arc<Scope>,
-    ) -> (Value, Status) {
+    ) -> TaskResult {
         let r = match self.check_mode(task, scope) {
             Err(e) => Err(e),
             Ok(check) => match &task.action {
@@ -50,12 +50,7 @@ impl Runner {
                 }
             },
         };
-        r.unwrap_or_else(|msg| {
-            (
-                json!({"failed": true, "msg": located(task, host, &msg)}),
-                Status::Failed,
-            )
-        })
+        r.unwrap_or_else(|msg| TaskResult::failed(located(task, host, &msg)))
     }
 
     /// `check_mode` of the task, else `--check`.
@@ -91,18 +86,27 @@ impl Runner {
                 Ok(v) => v,
                 Err(_) => json!("VARIABLE IS NOT DEFINED!"),
             };
-            return Ok((json!({"changed": false, "msg": {var: v}}), Status::Ok));
+            return Ok(TaskResult::new(
+                Status::Ok,
+                json!({"changed": false, "msg": {var: v}}),
+            ));
         }
         let msg = a.get("msg").cloned().unwrap_or(json!("Hello world!"));
-        Ok((json!({"changed": false, "msg": msg}), Status::Ok))
+        Ok(TaskResult::new(
+            Status::Ok,
+            json!({"changed": false, "msg": msg}),
+        ))
     }
 
     fn set_fact(&self, args: &Map<String, Value>, scope: &Arc<Scope>) -> ActionResult {
-        let facts = Value::Object(self.template_args(args, scope)?);
-        Ok((
-            json!({"changed": false, "ansible_facts_set": facts.clone(), "__set_facts": facts}),
-            Status::Ok,
-        ))
+        let facts = self.template_args(args, scope)?;
+        Ok(TaskResult {
+            set_facts: Some(facts.clone()),
+            ..TaskResult::new(
+                Status::Ok,
+                json!({"changed": false, "ansible_facts_set": facts}),
+            )
+        })
     }
 
     fn assert(&self, args: &Map<String, Value>, scope: &Arc<Scope>) -> ActionResult {
@@ -121,9 +125,9 @@ impl Runner {
                         .unwrap_or_else(|e| e),
                     None => "Assertion failed".into(),
                 };
-                return Ok((
-                    json!({"failed": true, "changed": false, "assertion": cond, "evaluated_to": false, "msg": msg}),
+                return Ok(TaskResult::new(
                     Status::Failed,
+                    json!({"failed": true, "changed": false, "assertion": cond, "evaluated_to": false, "msg": msg}),
                 ));
             }
         }
@@ -135,14 +139,17 @@ impl Runner {
                 .unwrap_or_default(),
             None => "All assertions passed".into(),
         };
-        Ok((json!({"changed": false, "msg": msg}), Status::Ok))
+        Ok(TaskResult::new(
+            Status::Ok,
+            json!({"changed": false, "msg": msg}),
+        ))
     }
 
     fn fail(&self, args: &Map<String, Value>, scope: &Arc<Scope>) -> ActionResult {
         let a = self.template_args(args, scope)?;
-        Ok((
-            json!({"failed": true, "msg": a.get("msg").cloned().unwrap_or(json!("Failed as requested from task"))}),
+        Ok(TaskResult::new(
             Status::Failed,
+            json!({"failed": true, "msg": a.get("msg").cloned().unwrap_or(json!("Failed as requested from task"))}),
         ))
     }
 
@@ -177,10 +184,13 @@ impl Runner {
         }
         let m = load_vars_file(&path).map_err(|e| e.to_string())?;
         let facts = match a.get("name").and_then(Value::as_str) {
-            Some(n) => json!({ n: m }),
-            None => Value::Object(m),
+            Some(n) => Map::from_iter([(n.to_string(), Value::Object(m))]),
+            None => m,
         };
-        Ok((json!({"changed": false, "__set_facts": facts}), Status::Ok))
+        Ok(TaskResult {
+            set_facts: Some(facts),
+            ..TaskResult::new(Status::Ok, json!({"changed": false}))
+        })
     }
 
     /// `pause` with `seconds`/`minutes` (no prompt); skipped in check mode.
@@ -203,7 +213,7 @@ impl Runner {
         if !check {
             tokio::time::sleep(Duration::from_secs_f64(secs.max(0.0))).await;
         }
-        Ok((json!({"changed": false}), Status::Ok))
+        Ok(TaskResult::new(Status::Ok, json!({"changed": false})))
     }
 
     async fn async_status(&self, args: &Map<String, Value>, scope: &Arc<Scope>) -> ActionResult {
@@ -217,9 +227,9 @@ impl Runner {
                 .ok_or_else(|| format!("could not find job '{jid}'")),
             "cleanup" => {
                 let known = self.jobs.cleanup(&jid);
-                Ok((
-                    json!({"changed": false, "ansible_job_id": jid, "erased": known}),
+                Ok(TaskResult::new(
                     Status::Ok,
+                    json!({"changed": false, "ansible_job_id": jid, "erased": known}),
                 ))
             }
             other => Err(format!(
@@ -231,15 +241,15 @@ impl Runner {
     async fn ping(self: &Arc<Self>, ctx: &Arc<PlayCtx>, host: &str) -> ActionResult {
         let conn = match self.connection(ctx, host).await {
             Ok(c) => c,
-            Err(e) => return Ok((json!({"unreachable": true, "msg": e}), Status::Unreachable)),
+            Err(e) => return Ok(TaskResult::unreachable(e)),
         };
         match conn.run("echo pong", None, None, &BTreeMap::new()).await {
-            Ok(r) if r.rc == 0 => Ok((json!({"changed": false, "ping": "pong"}), Status::Ok)),
-            Ok(r) => Err(format!("ping failed: {}", r.stderr.trim())),
-            Err(e) => Ok((
-                json!({"unreachable": true, "msg": e.to_string()}),
-                Status::Unreachable,
+            Ok(r) if r.rc == 0 => Ok(TaskResult::new(
+                Status::Ok,
+                json!({"changed": false, "ping": "pong"}),
             )),
+            Ok(r) => Err(format!("ping failed: {}", r.stderr.trim())),
+            Err(e) => Ok(TaskResult::unreachable(e.to_string())),
         }
     }
 
@@ -274,7 +284,7 @@ impl Runner {
         let conn = match self.connection(ctx, &conn_host).await {
             Ok(c) => c,
             Err(e) if delegate.is_some() => return Err(format!("delegate_to {conn_host}: {e}")),
-            Err(e) => return Ok((json!({"unreachable": true, "msg": e}), Status::Unreachable)),
+            Err(e) => return Ok(TaskResult::unreachable(e)),
         };
         let become_ = self.become_of(task, scope)?;
         let environment = self.environment_of(task, scope)?;
@@ -294,26 +304,13 @@ impl Runner {
             env: &env,
         };
         match module.run(&a, &tctx).await {
-            Ok(o) => {
-                let mut v = outcome_json(&o);
-                if let Some(d) = &delegate {
-                    v["__delegated"] = json!(d);
-                }
-                let status = if o.failed {
-                    Status::Failed
-                } else if o.skipped {
-                    Status::Skipped
-                } else if o.changed {
-                    Status::Changed
-                } else {
-                    Status::Ok
-                };
-                Ok((v, status))
+            Ok(o) => Ok(TaskResult {
+                delegated_to: delegate,
+                ..TaskResult::from_outcome(o)
+            }),
+            Err(ModuleError::Conn(e)) if delegate.is_none() => {
+                Ok(TaskResult::unreachable(e.to_string()))
             }
-            Err(ModuleError::Conn(e)) if delegate.is_none() => Ok((
-                json!({"unreachable": true, "msg": e.to_string()}),
-                Status::Unreachable,
-            )),
             Err(e) => Err(e.to_string()),
         }
     }

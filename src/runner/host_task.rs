@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use super::results::{fixed_of, located, short_json, strip_internal, value_label};
+use super::results::{fixed_of, located, short_json, value_label};
 use super::{lock, IncludeVars, PlayCtx, Runner};
 use crate::connection::Become;
 use crate::jobs::{async_mode, AsyncMode};
 use crate::playbook::{Action, Task};
-use crate::report::Status;
+use crate::task_result::{Status, TaskResult};
 use crate::template::Scope;
 use crate::words::to_bool;
 
@@ -116,6 +116,7 @@ impl Runner {
             // run_once: the one result applies to every host of the batch.
             if task.opts.run_once {
                 if let (Some(name), Some(reg)) = (&task.opts.register, &registered) {
+                    let reg = reg.registered();
                     for other in hosts {
                         lock(&self.state)
                             .entry(other.clone())
@@ -156,16 +157,16 @@ impl Runner {
         }
     }
 
-    /// One task on one host (all loop items). Returns (registered value, failed?).
+    /// One task on one host (all loop items). Returns (its result, failed?).
     async fn run_on_host(
         self: &Arc<Self>,
         ctx: &Arc<PlayCtx>,
         task: &Task,
         host: &str,
         inc: &IncludeVars,
-    ) -> (Option<Value>, bool) {
+    ) -> (Option<TaskResult>, bool) {
         let scope = self.scope(ctx, host, Some(task), inc, None);
-        let fail_now = |this: &Arc<Self>, msg: String| -> (Option<Value>, bool) {
+        let fail_now = |this: &Arc<Self>, msg: String| -> (Option<TaskResult>, bool) {
             this.fail_host(host, task, &msg);
             (None, true)
         };
@@ -192,12 +193,11 @@ impl Runner {
         }
         let loop_var = task.opts.loop_var.clone().unwrap_or_else(|| "item".into());
         let Some(items) = items else {
-            let (res, status) = self.run_item(ctx, task, host, &scope, None, no_log).await;
-            let failed = self.account(host, task, &res, status, None, no_log, ctx);
+            let res = self.run_item(ctx, task, host, &scope, None, no_log).await;
+            let failed = self.account(host, task, &res, false, no_log, ctx);
             return (Some(res), failed);
         };
         let mut results = Vec::new();
-        let (mut any_changed, mut any_failed, mut all_skipped) = (false, false, true);
         let total = items.len();
         for (i, item) in items.into_iter().enumerate() {
             let mut extra = Map::new();
@@ -216,54 +216,27 @@ impl Runner {
                     .unwrap_or_else(|_| value_label(&item)),
                 None => value_label(&item),
             };
-            let (mut res, status) = self
+            let mut res = self
                 .run_item(ctx, task, host, &iscope, Some(label.clone()), no_log)
                 .await;
             // set_fact in a loop: each item sees the facts set by the previous ones.
-            if let Some(Value::Object(facts)) = res.get("__set_facts") {
+            if let Some(facts) = res.set_facts.take() {
                 let mut st = lock(&self.state);
                 let hs = st.entry(host.to_string()).or_default();
-                for (k, v) in facts {
-                    hs.host_facts.insert(k.clone(), v.clone());
-                }
+                hs.host_facts.extend(facts);
             }
-            self.report_item(host, task, &res, status, Some(label), no_log);
-            match status {
-                Status::Changed => {
-                    any_changed = true;
-                    all_skipped = false;
-                }
-                Status::Ok => all_skipped = false,
-                Status::Failed | Status::Unreachable => {
-                    any_failed = true;
-                    all_skipped = false;
-                }
-                Status::Skipped => {}
-            }
-            if let Value::Object(m) = &mut res {
-                m.insert(loop_var.clone(), item);
-                m.insert("ansible_loop_var".into(), json!(loop_var));
-            }
+            self.report_item(host, &res, Some(label), no_log);
+            // Registered items carry their loop variable; reported ones do not (as before).
+            res.value.insert(loop_var.clone(), item);
+            res.value.insert("ansible_loop_var".into(), json!(loop_var));
+            let unreachable = res.status == Status::Unreachable;
             results.push(res);
-            if status == Status::Unreachable {
+            if unreachable {
                 break;
             }
         }
-        let status = if any_failed {
-            Status::Failed
-        } else if any_changed {
-            Status::Changed
-        } else if all_skipped {
-            Status::Skipped
-        } else {
-            Status::Ok
-        };
-        let mut agg = json!({"changed": any_changed, "failed": any_failed, "skipped": all_skipped && total > 0, "results": results, "msg": if any_failed { "One or more items failed" } else { "All items completed" }});
-        if total == 0 {
-            agg["skipped"] = json!(true);
-            agg["skipped_reason"] = json!("No items in the list");
-        }
-        let failed = self.account(host, task, &agg, status, Some(()), no_log, ctx);
+        let agg = TaskResult::of_loop(results);
+        let failed = self.account(host, task, &agg, true, no_log, ctx);
         (Some(agg), failed)
     }
 
@@ -290,12 +263,12 @@ impl Runner {
         scope: &Arc<Scope>,
         limit: Duration,
         no_log: bool,
-    ) -> (Option<Value>, bool) {
+    ) -> (Option<TaskResult>, bool) {
         match self.conditions_hold(&task.opts.when, scope) {
             Ok(true) => {}
             Ok(false) => {
-                let (res, status) = self.run_item(ctx, task, host, scope, None, no_log).await;
-                let failed = self.account(host, task, &res, status, None, no_log, ctx);
+                let res = self.run_item(ctx, task, host, scope, None, no_log).await;
+                let failed = self.account(host, task, &res, false, no_log, ctx);
                 return (Some(res), failed);
             }
             Err(e) => {
@@ -317,7 +290,7 @@ impl Runner {
             }
         };
         let (_, res) = self.jobs.start(host, limit, work);
-        let failed = self.account(host, task, &res, Status::Ok, None, no_log, ctx);
+        let failed = self.account(host, task, &res, false, no_log, ctx);
         (Some(res), failed)
     }
 
@@ -330,13 +303,10 @@ impl Runner {
         scope: &Arc<Scope>,
         _label: Option<String>,
         no_log: bool,
-    ) -> (Value, Status) {
-        let failure = |msg: &str, ignored: bool| {
-            let mut r = json!({"failed": true, "msg": located(task, host, msg)});
-            if ignored {
-                r["__ignore_errors"] = json!(true);
-            }
-            (r, Status::Failed)
+    ) -> TaskResult {
+        let failure = |msg: &str, ignore_errors: bool| TaskResult {
+            ignore_errors,
+            ..TaskResult::failed(located(task, host, msg))
         };
         let ignore_errors = match &task.opts.ignore_errors {
             Some(v) => match self.templar.template_value(v, scope) {
@@ -351,9 +321,9 @@ impl Runner {
         match self.conditions_hold(&task.opts.when, scope) {
             Ok(true) => {}
             Ok(false) => {
-                return (
-                    json!({"changed": false, "skipped": true, "skip_reason": "Conditional result was False"}),
+                return TaskResult::new(
                     Status::Skipped,
+                    json!({"changed": false, "skipped": true, "skip_reason": "Conditional result was False"}),
                 )
             }
             Err(e) => return err(e),
@@ -416,36 +386,34 @@ impl Runner {
         let mut attempt = 0;
         loop {
             let action = self.run_action(ctx, task, host, scope);
-            let (mut res, mut status) = match timeout {
+            let mut res = match timeout {
                 None => action.await,
                 Some(t) => match tokio::time::timeout(t, action).await {
                     Ok(r) => r,
                     // As Ansible's task `timeout`: the attempt fails (until/retries may retry).
-                    Err(_) => (
-                        json!({"failed": true, "msg": located(task, host, &format!("the task timed out after {} seconds", t.as_secs()))}),
-                        Status::Failed,
-                    ),
+                    Err(_) => TaskResult::failed(located(
+                        task,
+                        host,
+                        &format!("the task timed out after {} seconds", t.as_secs()),
+                    )),
                 },
             };
-            if status == Status::Unreachable {
-                return (res, status);
+            if res.status == Status::Unreachable {
+                return res;
             }
-            if status != Status::Skipped {
+            if res.status != Status::Skipped {
                 // changed_when / failed_when see the result under the register name.
                 let needs_eval = task.opts.changed_when.is_some()
                     || task.opts.failed_when.is_some()
                     || task.opts.until.is_some();
                 if needs_eval {
                     let mut extra = Map::new();
-                    let clean = strip_internal(&res);
                     if let Some(name) = &task.opts.register {
-                        extra.insert(name.clone(), clean.clone());
+                        extra.insert(name.clone(), res.registered());
                     }
-                    if let Value::Object(m) = &clean {
-                        // Ansible also exposes the result's keys (rc, stdout) directly.
-                        for (k, v) in m {
-                            extra.entry(k.clone()).or_insert(v.clone());
-                        }
+                    // Ansible also exposes the result's keys (rc, stdout) directly.
+                    for (k, v) in &res.value {
+                        extra.entry(k.clone()).or_insert(v.clone());
                     }
                     let mut merged = scope.raw().clone();
                     merged.extend(extra);
@@ -453,9 +421,9 @@ impl Runner {
                     if let Some(cw) = &task.opts.changed_when {
                         match self.conditions_hold_any(cw, &rscope) {
                             Ok(c) => {
-                                res["changed"] = json!(c);
-                                if status != Status::Failed {
-                                    status = if c { Status::Changed } else { Status::Ok };
+                                res.value.insert("changed".into(), json!(c));
+                                if res.status != Status::Failed {
+                                    res.status = if c { Status::Changed } else { Status::Ok };
                                 }
                             }
                             Err(e) => return err(e),
@@ -464,14 +432,17 @@ impl Runner {
                     if let Some(fw) = &task.opts.failed_when {
                         match self.conditions_hold_any(fw, &rscope) {
                             Ok(f) => {
-                                res["failed"] = json!(f);
+                                res.value.insert("failed".into(), json!(f));
                                 if f {
-                                    status = Status::Failed;
-                                    if res.get("msg").is_none_or(|m| m.as_str() == Some("")) {
-                                        res["msg"] = json!("failed_when condition was met");
+                                    res.status = Status::Failed;
+                                    if res.value.get("msg").is_none_or(|m| m.as_str() == Some("")) {
+                                        res.value.insert(
+                                            "msg".into(),
+                                            json!("failed_when condition was met"),
+                                        );
                                     }
-                                } else if status == Status::Failed {
-                                    status = if res.get("changed") == Some(&json!(true)) {
+                                } else if res.status == Status::Failed {
+                                    res.status = if res.value.get("changed") == Some(&json!(true)) {
                                         Status::Changed
                                     } else {
                                         Status::Ok
@@ -494,6 +465,7 @@ impl Runner {
                             };
                             // Why it retries: the result's message, first line, shortened.
                             let why = res
+                                .value
                                 .get("msg")
                                 .filter(|_| !no_log)
                                 .and_then(Value::as_str)
@@ -515,17 +487,18 @@ impl Runner {
                             continue;
                         }
                         if !done {
-                            status = Status::Failed;
-                            res["failed"] = json!(true);
-                            res["attempts"] = json!(attempt + 1);
+                            res.status = Status::Failed;
+                            res.value.insert("failed".into(), json!(true));
+                            res.value.insert("attempts".into(), json!(attempt + 1));
                         }
                     }
                 }
             }
-            if status == Status::Failed && ignore_errors {
-                res["__ignore_errors"] = json!(true);
+            // Set, never cleared: a job's result (async_status) keeps its own task's.
+            if res.status == Status::Failed && ignore_errors {
+                res.ignore_errors = true;
             }
-            return (res, status);
+            return res;
         }
     }
 

@@ -1,5 +1,5 @@
-//! What a task's result becomes: report lines, stats, registered values, notifications and the
-//! failure a rescue sees; and the JSON helpers for results.
+//! What a task's result becomes: report lines, stats, registered values, facts, notifications
+//! and the failure a rescue sees; and small JSON helpers.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,86 +7,55 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::{lock, PlayCtx, Runner};
-use crate::modules::{self, Outcome};
 use crate::playbook::{Action, Task};
-use crate::report::{HostResult, Status};
+use crate::report::HostResult;
+use crate::task_result::{Status, TaskResult};
 use crate::template::Scope;
 
 impl Runner {
     /// Fails `host` at `task` with a controller-side error (template, loop, include).
     pub(super) fn fail_host(&self, host: &str, task: &Task, msg: &str) {
-        let r = HostResult {
-            status: Status::Failed,
-            ignored: false,
-            item: None,
-            msg: located(task, host, msg),
-            diffs: vec![],
-            result: json!({}),
-            no_log: false,
-            delegated: None,
-        };
-        let result = json!({"failed": true, "msg": r.msg.clone()});
-        self.reporter.host_result(host, &r);
+        let msg = located(task, host, msg);
+        self.reporter.host_error(host, &msg);
         self.stat(host, |s| s.failed += 1);
         let mut st = lock(&self.state);
         let hs = st.entry(host.to_string()).or_default();
         hs.failed = true;
-        hs.last_failure = Some((failed_task_value(task), result));
+        hs.last_failure = Some((failed_task_value(task), json!({"failed": true, "msg": msg})));
     }
 
     pub(super) fn report_item(
         &self,
         host: &str,
-        task: &Task,
-        res: &Value,
-        status: Status,
+        res: &TaskResult,
         label: Option<String>,
         no_log: bool,
     ) {
-        let ignored = status == Status::Failed && self.ignore_errors(task, res);
         self.reporter.host_result(
             host,
             &HostResult {
-                status,
-                ignored,
+                result: res,
                 item: label,
-                msg: res
-                    .get("msg")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-                diffs: diffs_of(res),
-                result: strip_internal(res),
+                ignored: ignored(res),
                 no_log,
-                delegated: res
-                    .get("__delegated")
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
             },
         );
     }
 
-    pub(super) fn ignore_errors(&self, _task: &Task, res: &Value) -> bool {
-        res.get("__ignore_errors")
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
-    }
-
-    /// Records the task's final outcome for a host: stats, register, notify, failure.
-    #[allow(clippy::too_many_arguments)]
+    /// Records the task's final outcome for a host: stats, register, notify, failure. A loop's
+    /// items were reported one by one, so its summary is not (unless a notify refuses it).
     pub(super) fn account(
         &self,
         host: &str,
         task: &Task,
-        res: &Value,
-        status: Status,
-        looped: Option<()>,
+        res: &TaskResult,
+        looped: bool,
         no_log: bool,
         ctx: &Arc<PlayCtx>,
     ) -> bool {
         // A notify no handler answers fails the task, as in Ansible (handlers that dynamic
         // includes bring are known by now; the static case already failed at load).
-        let unknown = if status == Status::Changed {
+        let unknown = if res.status == Status::Changed {
             let handlers = lock(&ctx.handlers);
             task.opts
                 .notify
@@ -96,67 +65,53 @@ impl Runner {
         } else {
             None
         };
-        let refused;
-        let was_refused = unknown.is_some();
-        let (res, status) = match unknown {
-            Some(n) => {
-                refused = json!({"failed": true, "msg": located(task, host, &format!("notify: no handler is named or listens to {n:?}"))});
-                (&refused, Status::Failed)
-            }
-            None => (res, status),
-        };
-        if looped.is_none() || was_refused {
-            self.report_item(host, task, res, status, None, no_log);
+        let refused = unknown.map(|n| {
+            TaskResult::failed(located(
+                task,
+                host,
+                &format!("notify: no handler is named or listens to {n:?}"),
+            ))
+        });
+        let res = refused.as_ref().unwrap_or(res);
+        if !looped || refused.is_some() {
+            self.report_item(host, res, None, no_log);
         }
-        let ignored = status == Status::Failed
-            && (self.ignore_errors(task, res)
-                || res
-                    .get("results")
-                    .and_then(Value::as_array)
-                    .is_some_and(|rs| {
-                        rs.iter().all(|r| {
-                            r.get("failed") != Some(&json!(true)) || self.ignore_errors(task, r)
-                        })
-                    }));
+        let ignored = ignored(res);
         let mut st = lock(&self.state);
         let hs = st.entry(host.to_string()).or_default();
         if let Some(name) = &task.opts.register {
-            hs.host_facts.insert(name.clone(), strip_internal(res));
+            hs.host_facts.insert(name.clone(), res.registered());
         }
-        if let Some(Value::Object(facts)) = res.get("__set_facts") {
-            for (k, v) in facts {
-                hs.host_facts.insert(k.clone(), v.clone());
+        for (k, v) in res.set_facts.iter().flatten() {
+            hs.host_facts.insert(k.clone(), v.clone());
+        }
+        for (k, v) in res.ansible_facts.iter().flatten() {
+            hs.facts.insert(k.clone(), v.clone());
+            if !k.starts_with("ansible_") {
+                hs.facts.insert(format!("ansible_{k}"), v.clone());
             }
         }
-        if let Some(Value::Object(facts)) = res.get("ansible_facts") {
-            for (k, v) in facts {
-                hs.facts.insert(k.clone(), v.clone());
-                if !k.starts_with("ansible_") {
-                    hs.facts.insert(format!("ansible_{k}"), v.clone());
-                }
-            }
-        }
-        if status == Status::Changed {
+        if res.status == Status::Changed {
             for n in &task.opts.notify {
                 if !hs.notified.contains(n) {
                     hs.notified.push(n.clone());
                 }
             }
         }
-        let failed = match status {
+        let failed = match res.status {
             Status::Unreachable => {
                 hs.unreachable = true;
                 !task.opts.ignore_unreachable
             }
             Status::Failed if !ignored => {
                 hs.failed = true;
-                hs.last_failure = Some((failed_task_value(task), strip_internal(res)));
+                hs.last_failure = Some((failed_task_value(task), res.registered()));
                 true
             }
             _ => false,
         };
         drop(st);
-        self.stat(host, |s| match status {
+        self.stat(host, |s| match res.status {
             Status::Ok => s.ok += 1,
             Status::Changed => {
                 s.ok += 1;
@@ -172,6 +127,11 @@ impl Runner {
         });
         failed
     }
+}
+
+/// A failure that `ignore_errors` turns into "...ignoring".
+fn ignored(res: &TaskResult) -> bool {
+    res.status == Status::Failed && res.ignore_errors
 }
 
 /// `ansible_failed_task`: the failed task's name and action, as a rescue section sees it.
@@ -212,72 +172,6 @@ pub(super) fn fixed_of(scope: &Arc<Scope>) -> HashMap<String, minijinja::Value> 
         }
     }
     m
-}
-
-pub(super) fn outcome_json(o: &Outcome) -> Value {
-    let mut m = o.data.clone();
-    m.insert("changed".into(), json!(o.changed));
-    if o.failed {
-        m.insert("failed".into(), json!(true));
-    }
-    if o.skipped {
-        m.insert("skipped".into(), json!(true));
-    }
-    if !o.msg.is_empty() {
-        m.insert("msg".into(), json!(o.msg));
-    }
-    if let Some(f) = &o.facts {
-        m.insert("ansible_facts".into(), Value::Object(f.clone()));
-    }
-    if !o.diffs.is_empty() {
-        m.insert(
-            "__diffs".into(),
-            json!(o
-                .diffs
-                .iter()
-                .map(|d| json!({"path": d.path, "before": d.before, "after": d.after}))
-                .collect::<Vec<_>>()),
-        );
-    }
-    Value::Object(m)
-}
-
-fn diffs_of(v: &Value) -> Vec<modules::FileDiff> {
-    v.get("__diffs")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .map(|d| modules::FileDiff {
-                    path: d["path"].as_str().unwrap_or_default().into(),
-                    before: d["before"].as_str().unwrap_or_default().into(),
-                    after: d["after"].as_str().unwrap_or_default().into(),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The registered form of a result: without hfplay's internal keys.
-pub(super) fn strip_internal(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .filter(|(k, _)| !k.starts_with("__") && *k != "ansible_facts")
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        if k == "results" {
-                            strip_internal(v)
-                        } else {
-                            v.clone()
-                        },
-                    )
-                })
-                .collect(),
-        ),
-        Value::Array(a) => Value::Array(a.iter().map(strip_internal).collect()),
-        other => other.clone(),
-    }
 }
 
 pub(super) fn value_label(v: &Value) -> String {
