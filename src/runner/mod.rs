@@ -11,6 +11,8 @@ mod actions;
 mod handlers;
 mod host_task;
 mod includes;
+#[cfg(test)]
+mod register_tests;
 mod results;
 
 use std::collections::{HashMap, HashSet};
