@@ -344,11 +344,10 @@ impl TaskEnv for Env {
             cands.push(r.path.join(sub).join(&p));
             cands.push(r.path.join(&p));
         }
+        // Then the play's directory, as Ansible: templates shared across roles live in the
+        // project's top-level templates/, which playbooks/templates links to.
         cands.push(self.pb_dir.join(sub).join(&p));
         cands.push(self.pb_dir.join(&p));
-        if let Some(parent) = self.pb_dir.parent() {
-            cands.push(parent.join(sub).join(&p));
-        }
         cands.into_iter().find(|c| c.exists())
     }
 }
