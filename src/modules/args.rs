@@ -9,6 +9,17 @@ use crate::words::to_bool;
 /// A module's templated arguments.
 pub type Args = Map<String, Value>;
 
+pub use hfplay_derive::ModuleArgs;
+
+/// The argument names a `Params` type takes, derived from its fields (`#[derive(ModuleArgs)]`,
+/// see `hfplay-derive`), so the unknown-argument check and the type cannot drift apart.
+pub trait ModuleArgs {
+    /// Every accepted name: fields (renamed), aliases and flattened structs' names.
+    fn accepted() -> &'static [&'static str];
+    /// The required fields, each as its name and aliases (one of them must be given).
+    fn required() -> &'static [&'static [&'static str]];
+}
+
 /// The `state` of modules that only make a thing exist or not (group, user, sysctl,
 /// lineinfile, blockinfile): one enum, so each accepts and rejects the same words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -128,6 +139,7 @@ pub fn parse_mode(s: &str) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::modules::{command, copy, file, systemd};
 
     #[test]
     fn modes() {
@@ -135,5 +147,139 @@ mod tests {
         assert_eq!(parse_mode("755"), Ok(0o755));
         assert!(parse_mode("u+x").is_err());
         assert!(parse_mode("99999").is_err());
+    }
+
+    /// The names derived for modules with flattened attribute structs and renamed fields are
+    /// the ones their hand-written lists gave before the derive (copied here), in that order.
+    #[test]
+    fn derived_names_match_the_old_hand_lists() {
+        let attrs = ["owner", "group", "mode"];
+        let ignored = [
+            "seuser",
+            "serole",
+            "setype",
+            "selevel",
+            "unsafe_writes",
+            "attributes",
+            "attr",
+        ];
+        let file: Vec<&str> = ["path", "dest", "name", "state", "src"]
+            .into_iter()
+            .chain(attrs)
+            .chain([
+                "recurse",
+                "force",
+                "follow",
+                "access_time",
+                "access_time_format",
+                "modification_time",
+                "modification_time_format",
+            ])
+            .chain(ignored)
+            .collect();
+        assert_eq!(file::Params::accepted(), file.as_slice());
+        let copy: Vec<&str> = ["content", "src", "dest"]
+            .into_iter()
+            .chain(attrs)
+            .chain([
+                "force",
+                "backup",
+                "remote_src",
+                "directory_mode",
+                "validate",
+                "follow",
+                "local_follow",
+                "decrypt",
+                "checksum",
+            ])
+            .chain(ignored)
+            .collect();
+        assert_eq!(copy::Params::accepted(), copy.as_slice());
+        // `mode: preserve` wrapping changes no name.
+        assert_eq!(
+            copy::WithPreserve::<copy::Params>::accepted(),
+            copy.as_slice()
+        );
+        let systemd = [
+            "name",
+            "unit",
+            "state",
+            "enabled",
+            "masked",
+            "daemon_reload",
+            "daemon-reload",
+            "daemon_reexec",
+            "daemon-reexec",
+            "scope",
+            "no_block",
+            "force",
+        ];
+        assert_eq!(systemd::Params::accepted(), systemd.as_slice());
+        let command = [
+            "_raw_params",
+            "cmd",
+            "argv",
+            "creates",
+            "removes",
+            "chdir",
+            "executable",
+            "stdin",
+            "stdin_add_newline",
+            "strip_empty_ends",
+            "warn",
+        ];
+        assert_eq!(command::Params::accepted(), command.as_slice());
+    }
+
+    #[derive(Deserialize, ModuleArgs)]
+    #[allow(dead_code)]
+    struct Inner {
+        owner: Option<String>,
+        must: String,
+    }
+
+    #[derive(Deserialize, ModuleArgs)]
+    #[allow(dead_code)]
+    struct Outer {
+        #[serde(alias = "dest", alias = "name")]
+        path: String,
+        #[serde(rename(deserialize = "use", serialize = "use_"))]
+        use_: Option<String>,
+        #[serde(default)]
+        count: u32,
+        #[serde(flatten)]
+        inner: Inner,
+        #[serde(skip)]
+        cache: u32,
+        #[serde(default, rename = "daemon-reload")]
+        r#type: bool,
+    }
+
+    /// Renames, aliases, skipped and defaulted fields, flattened structs' names: as serde reads
+    /// them. A required field is one that is neither `Option` nor `default`.
+    #[test]
+    fn derive_follows_serde_attributes() {
+        assert_eq!(
+            Outer::accepted(),
+            [
+                "path",
+                "dest",
+                "name",
+                "use",
+                "count",
+                "owner",
+                "must",
+                "daemon-reload"
+            ]
+        );
+        assert_eq!(
+            Outer::required(),
+            [&["path", "dest", "name"][..], &["must"][..]]
+        );
+        // Every derived name deserializes (an alias once: serde refuses a field given twice).
+        for k in ["path", "dest", "name"] {
+            let v = serde_json::json!({ k: "/x", "use": "u", "must": "m", "daemon-reload": true });
+            assert!(serde_json::from_value::<Outer>(v).is_ok(), "{k}");
+        }
     }
 }

@@ -25,10 +25,10 @@ use super::args::{de_opt_bool, de_opt_string};
 use super::contract::{execute, NativeModule, Planned};
 use super::copy::IgnoredAttrs;
 use super::fileops::{self, Attrs, EditOpts, TextChange, TextSeen};
-use super::{Args, Module, ModuleError, Outcome, TaskCtx};
+use super::{Args, Module, ModuleArgs, ModuleError, Outcome, TaskCtx};
 use crate::modules::args::Presence as State;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ModuleArgs)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     #[serde(default, deserialize_with = "de_opt_string")]
@@ -72,37 +72,6 @@ pub struct Params {
     #[serde(flatten)]
     _ignored: IgnoredAttrs,
 }
-
-const ARGS: &[&str] = &[
-    "path",
-    "dest",
-    "destfile",
-    "name",
-    "block",
-    "content",
-    "marker",
-    "marker_begin",
-    "marker_end",
-    "state",
-    "insertafter",
-    "insertbefore",
-    "create",
-    "backup",
-    "validate",
-    "append_newline",
-    "prepend_newline",
-    "others",
-    "owner",
-    "group",
-    "mode",
-    "seuser",
-    "serole",
-    "setype",
-    "selevel",
-    "unsafe_writes",
-    "attributes",
-    "attr",
-];
 
 #[derive(Debug, Clone)]
 pub enum Insert {
@@ -249,7 +218,7 @@ impl Module for BlockInFile {
         &["blockinfile"]
     }
     fn arg_names(&self) -> &'static [&'static str] {
-        ARGS
+        Params::accepted()
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
         execute(self, args, ctx).await
@@ -334,8 +303,10 @@ mod tests {
 
     #[test]
     fn every_arg_is_accepted() {
-        let m: serde_json::Map<String, Value> =
-            ARGS.iter().map(|k| (k.to_string(), Value::Null)).collect();
+        let m: serde_json::Map<String, Value> = Params::accepted()
+            .iter()
+            .map(|k| (k.to_string(), Value::Null))
+            .collect();
         assert!(serde_json::from_value::<Params>(Value::Object(m)).is_ok());
         assert!(serde_json::from_value::<Params>(json!({"path": "/x", "blok": "a"})).is_err());
     }

@@ -21,11 +21,11 @@ use serde_json::Value;
 
 use super::args::{de_opt_list, de_opt_string};
 use super::contract::{execute, NativeModule, Planned};
-use super::{Args, Module, ModuleError, Outcome, TaskCtx};
+use super::{Args, Module, ModuleArgs, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
 use crate::words::shell_words;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ModuleArgs)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     #[serde(default, deserialize_with = "de_opt_string")]
@@ -52,20 +52,6 @@ pub struct Params {
     _warn: Option<Value>,
 }
 
-const ARGS: &[&str] = &[
-    "_raw_params",
-    "cmd",
-    "argv",
-    "creates",
-    "removes",
-    "chdir",
-    "executable",
-    "stdin",
-    "stdin_add_newline",
-    "strip_empty_ends",
-    "warn",
-];
-
 pub struct Command;
 pub struct Shell;
 
@@ -87,7 +73,7 @@ macro_rules! command_module {
                 &[$name]
             }
             fn arg_names(&self) -> &'static [&'static str] {
-                ARGS
+                Params::accepted()
             }
             fn free_form(&self) -> bool {
                 true

@@ -10,7 +10,7 @@
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 
-use super::{parse, Args, ModuleError, Outcome, TaskCtx};
+use super::{parse, Args, ModuleArgs, ModuleError, Outcome, TaskCtx};
 
 /// What a plan decided: the changes to make (`None`: nothing to do) and the result to report
 /// when nothing is applied (no changes, or check mode) — `changed`, diffs and `register` data.
@@ -41,8 +41,9 @@ impl<P> Planned<P> {
 
 #[async_trait]
 pub trait NativeModule: Send + Sync {
-    /// The typed arguments (serde, `deny_unknown_fields`).
-    type Params: DeserializeOwned + Send + Sync;
+    /// The typed arguments (serde, `deny_unknown_fields`); their names, accepted and required,
+    /// come from the same type (`#[derive(ModuleArgs)]`).
+    type Params: DeserializeOwned + ModuleArgs + Send + Sync;
     /// What the probe saw: plain data, so plans can be tested on recorded observations.
     type Observed: Send + Sync;
     /// The changes to make.
@@ -140,7 +141,7 @@ mod tests {
         simulated: AtomicUsize,
     }
 
-    #[derive(Deserialize)]
+    #[derive(Deserialize, ModuleArgs)]
     struct P {
         change: bool,
     }

@@ -9,7 +9,7 @@ use base64::Engine;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::args::{de_opt_mode, de_opt_string};
+use super::args::{de_opt_mode, de_opt_string, ModuleArgs};
 use super::contract::Planned;
 use super::{FileDiff, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
@@ -112,7 +112,7 @@ pub fn find_stat(out: &str) -> Option<FileState> {
 }
 
 /// Wanted owner/group/mode (each optional), as the file-ish modules take them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, ModuleArgs)]
 pub struct Attrs {
     #[serde(default, deserialize_with = "de_opt_string")]
     pub owner: Option<String>,
@@ -121,20 +121,6 @@ pub struct Attrs {
     #[serde(default, deserialize_with = "de_opt_mode")]
     pub mode: Option<u32>,
 }
-
-/// Argument names of [`Attrs`] (plus the SELinux/attribute ones Ansible accepts and we ignore).
-pub const ATTR_ARGS: &[&str] = &[
-    "owner",
-    "group",
-    "mode",
-    "seuser",
-    "serole",
-    "setype",
-    "selevel",
-    "unsafe_writes",
-    "attributes",
-    "attr",
-];
 
 /// One attribute that differs.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -25,10 +25,10 @@ use super::args::{de_opt_bool, de_opt_string, de_opt_u64};
 use super::contract::{execute, NativeModule, Planned};
 use super::copy::IgnoredAttrs;
 use super::fileops::{self, AttrChange, Attrs, FileState, Kind};
-use super::{Args, Module, ModuleError, Outcome, TaskCtx};
+use super::{Args, Module, ModuleArgs, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ModuleArgs)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     #[serde(default, deserialize_with = "de_opt_string")]
@@ -82,42 +82,6 @@ pub struct Params {
     #[serde(flatten)]
     _ignored: IgnoredAttrs,
 }
-
-const ARGS: &[&str] = &[
-    "url",
-    "dest",
-    "owner",
-    "group",
-    "mode",
-    "checksum",
-    "force",
-    "timeout",
-    "headers",
-    "validate_certs",
-    "url_username",
-    "username",
-    "url_password",
-    "password",
-    "force_basic_auth",
-    "backup",
-    "http_agent",
-    "use_proxy",
-    "tmp_dest",
-    "decompress",
-    "use_gssapi",
-    "use_netrc",
-    "unredirected_headers",
-    "ciphers",
-    "client_cert",
-    "client_key",
-    "seuser",
-    "serole",
-    "setype",
-    "selevel",
-    "unsafe_writes",
-    "attributes",
-    "attr",
-];
 
 /// `sha256:abc…` → (`sha256`, `abc…`).
 pub fn parse_checksum(c: &str) -> Result<(String, String), String> {
@@ -417,7 +381,7 @@ impl Module for GetUrl {
         &["get_url"]
     }
     fn arg_names(&self) -> &'static [&'static str] {
-        ARGS
+        Params::accepted()
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
         execute(self, args, ctx).await
@@ -547,7 +511,10 @@ mod tests {
 
     #[test]
     fn every_arg_is_accepted() {
-        let m: Map<String, Value> = ARGS.iter().map(|k| (k.to_string(), Value::Null)).collect();
+        let m: Map<String, Value> = Params::accepted()
+            .iter()
+            .map(|k| (k.to_string(), Value::Null))
+            .collect();
         assert!(serde_json::from_value::<Params>(Value::Object(m)).is_ok());
         assert!(serde_json::from_value::<Params>(json!({"url": "x", "dset": "/x"})).is_err());
     }

@@ -16,11 +16,11 @@ use serde_json::Value;
 
 use super::args::{de_opt_bool, de_opt_string, de_opt_u64};
 use super::contract::{execute, NativeModule, Planned};
-use super::{Args, Module, ModuleError, Outcome, TaskCtx};
+use super::{Args, Module, ModuleArgs, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
 use crate::modules::args::Presence as State;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ModuleArgs)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     #[serde(default, deserialize_with = "de_opt_string")]
@@ -42,18 +42,6 @@ pub struct Params {
     #[serde(default)]
     gid_max: Option<Value>,
 }
-
-const ARGS: &[&str] = &[
-    "name",
-    "gid",
-    "system",
-    "state",
-    "non_unique",
-    "force",
-    "local",
-    "gid_min",
-    "gid_max",
-];
 
 /// Pure: the command to run (`None`: nothing to do). `current` is the gid if the group exists.
 pub fn plan(
@@ -126,7 +114,7 @@ impl Module for Group {
         &["group"]
     }
     fn arg_names(&self) -> &'static [&'static str] {
-        ARGS
+        Params::accepted()
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
         execute(self, args, ctx).await
@@ -217,7 +205,10 @@ mod tests {
 
     #[test]
     fn every_arg_is_accepted() {
-        let m: Map<String, Value> = ARGS.iter().map(|k| (k.to_string(), Value::Null)).collect();
+        let m: Map<String, Value> = Params::accepted()
+            .iter()
+            .map(|k| (k.to_string(), Value::Null))
+            .collect();
         assert!(serde_json::from_value::<Params>(Value::Object(m)).is_ok());
         assert!(serde_json::from_value::<Params>(json!({"name": "x", "gdi": 3})).is_err());
     }

@@ -1,5 +1,7 @@
 //! Native modules. Each module lives in its own file with its `Params` (serde,
-//! `deny_unknown_fields`, choices such as `state` as serde enums).
+//! `deny_unknown_fields`, choices such as `state` as serde enums). `#[derive(ModuleArgs)]` reads
+//! the accepted and required argument names from the same struct: the load-time check of
+//! unknown arguments uses them, so no module keeps a list of names beside its type.
 //!
 //! Modules implement [`contract::NativeModule`]: a probe of the host's current state (one round
 //! trip, no changes), a pure plan from (params, observed) to the changes and the predicted result,
@@ -67,7 +69,7 @@ mod live;
 #[cfg(test)]
 pub mod testutil;
 
-pub use args::Args;
+pub use args::{Args, ModuleArgs};
 
 /// A diff of one file, shown with `--diff`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -206,21 +208,8 @@ pub trait Module: Send + Sync {
 /// What can be known of a task's arguments when it loads: required ones present, and, where
 /// nothing is templated, values of the types the module takes.
 pub fn check_at_load(m: &dyn Module, args: &Args) -> Result<(), String> {
-    let module = m.names()[0];
-    for group in m.required() {
-        if !group
-            .iter()
-            .any(|k| args.get(*k).is_some_and(|v| !v.is_null()))
-        {
-            return Err(match group {
-                [one] => format!("missing required argument '{one}' for module '{module}'"),
-                _ => format!(
-                    "missing required argument '{}' (or an alias: {}) for module '{module}'",
-                    group[0],
-                    group[1..].join(", ")
-                ),
-            });
-        }
+    if let Some(e) = missing_required(m.names()[0], m.required(), args) {
+        return Err(e);
     }
     fn templated(v: &Value) -> bool {
         match v {
@@ -289,8 +278,34 @@ pub fn short_name(name: &str) -> &str {
     name
 }
 
+/// The message for the first group of `required` names none of which `args` gives (null counts
+/// as not given, as in Ansible).
+pub fn missing_required(module: &str, required: &[&[&str]], args: &Args) -> Option<String> {
+    let group = required.iter().find(|group| {
+        !group
+            .iter()
+            .any(|k| args.get(*k).is_some_and(|v| !v.is_null()))
+    })?;
+    Some(match group {
+        [one] => format!("missing required argument '{one}' for module '{module}'"),
+        _ => format!(
+            "missing required argument '{}' (or an alias: {}) for module '{module}'",
+            group[0],
+            group[1..].join(", ")
+        ),
+    })
+}
+
 /// Deserializes module arguments into a typed `Params`, with a message naming the module.
-pub fn parse<P: DeserializeOwned>(module: &str, args: &Args) -> Result<P, ModuleError> {
+/// Required fields are checked first, so a missing one reads as at load time rather than as
+/// serde's "missing field".
+pub fn parse<P: DeserializeOwned + ModuleArgs>(
+    module: &str,
+    args: &Args,
+) -> Result<P, ModuleError> {
+    if let Some(e) = missing_required(module, P::required(), args) {
+        return Err(ModuleError::Args(e));
+    }
     serde_json::from_value(Value::Object(args.clone()))
         .map_err(|e| ModuleError::Args(format!("{module}: {e}")))
 }

@@ -24,10 +24,10 @@ use serde_json::Value;
 use super::args::{de_opt_bool, de_opt_string};
 use super::contract::{execute, NativeModule, Planned};
 use super::fileops::{self, Attrs, WriteOpts};
-use super::{Args, FileDiff, Module, ModuleError, Outcome, TaskCtx};
+use super::{Args, FileDiff, Module, ModuleArgs, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ModuleArgs)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     #[serde(default, deserialize_with = "de_opt_string")]
@@ -55,21 +55,6 @@ pub struct Params {
     #[serde(default)]
     opts_no_log: Option<Value>,
 }
-
-const ARGS: &[&str] = &[
-    "path",
-    "name",
-    "src",
-    "fstype",
-    "opts",
-    "dump",
-    "passno",
-    "state",
-    "fstab",
-    "backup",
-    "boot",
-    "opts_no_log",
-];
 
 /// fstab/mtab escaping of spaces, tabs, newlines and backslashes.
 pub fn escape(s: &str) -> String {
@@ -286,7 +271,7 @@ impl Module for Mount {
         &["mount"]
     }
     fn arg_names(&self) -> &'static [&'static str] {
-        ARGS
+        Params::accepted()
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
         execute(self, args, ctx).await
@@ -474,7 +459,10 @@ mod tests {
 
     #[test]
     fn every_arg_is_accepted() {
-        let m: Map<String, Value> = ARGS.iter().map(|k| (k.to_string(), Value::Null)).collect();
+        let m: Map<String, Value> = Params::accepted()
+            .iter()
+            .map(|k| (k.to_string(), Value::Null))
+            .collect();
         assert!(serde_json::from_value::<Params>(Value::Object(m)).is_ok());
         assert!(
             serde_json::from_value::<Params>(json!({"path": "/x", "fs_type": "ext4"})).is_err()

@@ -28,9 +28,9 @@ use serde_json::{json, Map, Value};
 
 use super::args::de_opt_list;
 use super::contract::{execute, NativeModule, Planned};
-use super::{Args, Module, ModuleError, Outcome, TaskCtx};
+use super::{Args, Module, ModuleArgs, ModuleError, Outcome, TaskCtx};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ModuleArgs)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     #[serde(default, deserialize_with = "de_opt_list")]
@@ -42,8 +42,6 @@ pub struct Params {
     #[serde(default)]
     fact_path: Option<Value>,
 }
-
-const ARGS: &[&str] = &["gather_subset", "filter", "gather_timeout", "fact_path"];
 
 const SCRIPT: &str = r#"
 k() { printf 'K|%s=%s\n' "$1" "$2"; }
@@ -400,7 +398,7 @@ impl Module for Setup {
         &["setup", "gather_facts"]
     }
     fn arg_names(&self) -> &'static [&'static str] {
-        ARGS
+        Params::accepted()
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
         execute(self, args, ctx).await
@@ -473,7 +471,10 @@ mod tests {
 
     #[test]
     fn every_arg_is_accepted() {
-        let m: Map<String, Value> = ARGS.iter().map(|k| (k.to_string(), Value::Null)).collect();
+        let m: Map<String, Value> = Params::accepted()
+            .iter()
+            .map(|k| (k.to_string(), Value::Null))
+            .collect();
         assert!(serde_json::from_value::<Params>(Value::Object(m)).is_ok());
         assert!(serde_json::from_value::<Params>(json!({"filtre": "x"})).is_err());
     }

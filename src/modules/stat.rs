@@ -21,10 +21,10 @@ use serde_json::{Map, Value};
 
 use super::args::{de_opt_bool, de_opt_string};
 use super::contract::{execute, NativeModule, Planned};
-use super::{Args, Module, ModuleError, Outcome, TaskCtx};
+use super::{Args, Module, ModuleArgs, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ModuleArgs)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     #[serde(default, deserialize_with = "de_opt_string")]
@@ -60,25 +60,6 @@ pub struct Params {
     #[serde(default)]
     get_md5: Option<Value>,
 }
-
-const ARGS: &[&str] = &[
-    "path",
-    "dest",
-    "name",
-    "follow",
-    "get_checksum",
-    "checksum_algorithm",
-    "checksum",
-    "checksum_algo",
-    "get_mime",
-    "mime",
-    "mime_type",
-    "mime-type",
-    "get_attributes",
-    "attributes",
-    "attr",
-    "get_md5",
-];
 
 fn script(path: &str, follow: bool, algo: Option<&str>, mime: bool) -> String {
     let q = quote(path);
@@ -204,7 +185,7 @@ impl Module for Stat {
         &["stat"]
     }
     fn arg_names(&self) -> &'static [&'static str] {
-        ARGS
+        Params::accepted()
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
         execute(self, args, ctx).await
@@ -311,7 +292,10 @@ mod tests {
 
     #[test]
     fn every_arg_is_accepted() {
-        let m: Map<String, Value> = ARGS.iter().map(|k| (k.to_string(), Value::Null)).collect();
+        let m: Map<String, Value> = Params::accepted()
+            .iter()
+            .map(|k| (k.to_string(), Value::Null))
+            .collect();
         assert!(serde_json::from_value::<Params>(Value::Object(m)).is_ok());
         assert!(serde_json::from_value::<Params>(json!({"path": "/x", "folow": true})).is_err());
     }

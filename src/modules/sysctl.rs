@@ -20,11 +20,11 @@ use serde::Deserialize;
 use super::args::{de_opt_bool, de_opt_string};
 use super::contract::{execute, NativeModule, Planned};
 use super::fileops::{self, Attrs, WriteOpts};
-use super::{Args, FileDiff, Module, ModuleError, Outcome, TaskCtx};
+use super::{Args, FileDiff, Module, ModuleArgs, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
 use crate::modules::args::Presence as State;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ModuleArgs)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     #[serde(default, deserialize_with = "de_opt_string")]
@@ -46,18 +46,6 @@ pub struct Params {
     #[serde(default, deserialize_with = "de_opt_bool")]
     ignoreerrors: Option<bool>,
 }
-
-const ARGS: &[&str] = &[
-    "name",
-    "key",
-    "value",
-    "val",
-    "state",
-    "sysctl_file",
-    "reload",
-    "sysctl_set",
-    "ignoreerrors",
-];
 
 /// Whitespace-normalised value; Ansible's boolean words become 1/0.
 pub fn norm(v: &str) -> String {
@@ -191,7 +179,7 @@ impl Module for Sysctl {
         &["sysctl"]
     }
     fn arg_names(&self) -> &'static [&'static str] {
-        ARGS
+        Params::accepted()
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
         execute(self, args, ctx).await
@@ -343,7 +331,10 @@ mod tests {
 
     #[test]
     fn every_arg_is_accepted() {
-        let m: Map<String, Value> = ARGS.iter().map(|k| (k.to_string(), Value::Null)).collect();
+        let m: Map<String, Value> = Params::accepted()
+            .iter()
+            .map(|k| (k.to_string(), Value::Null))
+            .collect();
         assert!(serde_json::from_value::<Params>(Value::Object(m)).is_ok());
         assert!(serde_json::from_value::<Params>(json!({"name": "a", "valeu": 1})).is_err());
     }

@@ -30,11 +30,11 @@ use super::copy::{
     apply_put, plan_put, probe_put, IgnoredAttrs, PutChange, PutOpts, PutSeen, Source, WithPreserve,
 };
 use super::fileops::{self, Attrs};
-use super::{Args, FileKind, Module, ModuleError, Outcome, TaskCtx};
+use super::{Args, FileKind, Module, ModuleArgs, ModuleError, Outcome, TaskCtx};
 
 /// The Jinja environment overrides are accepted and ignored (never read).
 #[allow(dead_code)]
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ModuleArgs)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     #[serde(default, deserialize_with = "de_opt_string")]
@@ -77,36 +77,6 @@ pub struct Params {
     _ignored: IgnoredAttrs,
 }
 
-const ARGS: &[&str] = &[
-    "src",
-    "dest",
-    "owner",
-    "group",
-    "mode",
-    "force",
-    "backup",
-    "validate",
-    "directory_mode",
-    "follow",
-    "lstrip_blocks",
-    "trim_blocks",
-    "newline_sequence",
-    "block_start_string",
-    "block_end_string",
-    "variable_start_string",
-    "variable_end_string",
-    "comment_start_string",
-    "comment_end_string",
-    "output_encoding",
-    "seuser",
-    "serole",
-    "setype",
-    "selevel",
-    "unsafe_writes",
-    "attributes",
-    "attr",
-];
-
 pub struct Template;
 
 /// Pure: applies `newline_sequence` (`\n`, `\r\n`, `\r`) to rendered text.
@@ -133,7 +103,7 @@ impl Module for Template {
         &["template"]
     }
     fn arg_names(&self) -> &'static [&'static str] {
-        ARGS
+        Params::accepted()
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
         execute(self, args, ctx).await
@@ -225,8 +195,10 @@ mod tests {
 
     #[test]
     fn every_arg_is_accepted() {
-        let m: serde_json::Map<String, Value> =
-            ARGS.iter().map(|k| (k.to_string(), Value::Null)).collect();
+        let m: serde_json::Map<String, Value> = Params::accepted()
+            .iter()
+            .map(|k| (k.to_string(), Value::Null))
+            .collect();
         let r: Result<Params, _> = serde_json::from_value(Value::Object(m));
         assert!(r.is_ok(), "{r:?}");
         let r: Result<Params, _> = serde_json::from_value(json!({"src": "a", "dset": "/x"}));

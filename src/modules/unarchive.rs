@@ -26,10 +26,10 @@ use super::args::{de_opt_bool, de_opt_list, de_opt_string};
 use super::contract::{execute, NativeModule, Planned};
 use super::copy::IgnoredAttrs;
 use super::fileops::{self, AttrChange, Attrs};
-use super::{Args, FileKind, Module, ModuleError, Outcome, TaskCtx};
+use super::{Args, FileKind, Module, ModuleArgs, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ModuleArgs)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     #[serde(default, deserialize_with = "de_opt_string")]
@@ -63,32 +63,6 @@ pub struct Params {
     #[serde(flatten)]
     _ignored: IgnoredAttrs,
 }
-
-const ARGS: &[&str] = &[
-    "src",
-    "dest",
-    "remote_src",
-    "copy",
-    "creates",
-    "extra_opts",
-    "exclude",
-    "include",
-    "list_files",
-    "keep_newer",
-    "validate_certs",
-    "io_buffer_size",
-    "decrypt",
-    "owner",
-    "group",
-    "mode",
-    "seuser",
-    "serole",
-    "setype",
-    "selevel",
-    "unsafe_writes",
-    "attributes",
-    "attr",
-];
 
 /// What the probe reported.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -313,7 +287,7 @@ impl Module for Unarchive {
         &["unarchive"]
     }
     fn arg_names(&self) -> &'static [&'static str] {
-        ARGS
+        Params::accepted()
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
         execute(self, args, ctx).await
@@ -483,7 +457,10 @@ mod tests {
 
     #[test]
     fn every_arg_is_accepted() {
-        let m: Map<String, Value> = ARGS.iter().map(|k| (k.to_string(), Value::Null)).collect();
+        let m: Map<String, Value> = Params::accepted()
+            .iter()
+            .map(|k| (k.to_string(), Value::Null))
+            .collect();
         assert!(serde_json::from_value::<Params>(Value::Object(m)).is_ok());
         assert!(serde_json::from_value::<Params>(json!({"src": "a", "dst": "/x"})).is_err());
     }

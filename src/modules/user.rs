@@ -27,11 +27,11 @@ use serde_json::Value;
 
 use super::args::{de_opt_bool, de_opt_list, de_opt_string, de_opt_u64};
 use super::contract::{execute, NativeModule, Planned};
-use super::{Args, Module, ModuleError, Outcome, TaskCtx};
+use super::{Args, Module, ModuleArgs, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
 use crate::modules::args::Presence as State;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ModuleArgs)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     #[serde(default, deserialize_with = "de_opt_string")]
@@ -81,32 +81,6 @@ pub struct Params {
     #[serde(default)]
     umask: Option<Value>,
 }
-
-const ARGS: &[&str] = &[
-    "name",
-    "uid",
-    "group",
-    "groups",
-    "append",
-    "shell",
-    "home",
-    "system",
-    "create_home",
-    "createhome",
-    "move_home",
-    "comment",
-    "state",
-    "password",
-    "password_lock",
-    "update_password",
-    "remove",
-    "force",
-    "non_unique",
-    "skeleton",
-    "expires",
-    "local",
-    "umask",
-];
 
 /// The account as the probe saw it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -401,7 +375,7 @@ impl Module for User {
         &["user"]
     }
     fn arg_names(&self) -> &'static [&'static str] {
-        ARGS
+        Params::accepted()
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
         execute(self, args, ctx).await
@@ -498,7 +472,10 @@ mod tests {
 
     #[test]
     fn every_arg_is_accepted() {
-        let m: Map<String, Value> = ARGS.iter().map(|k| (k.to_string(), Value::Null)).collect();
+        let m: Map<String, Value> = Params::accepted()
+            .iter()
+            .map(|k| (k.to_string(), Value::Null))
+            .collect();
         assert!(serde_json::from_value::<Params>(Value::Object(m)).is_ok());
         assert!(serde_json::from_value::<Params>(json!({"name": "x", "gruops": "a"})).is_err());
     }

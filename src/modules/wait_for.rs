@@ -22,10 +22,10 @@ use super::args::{de_opt_list, de_opt_string, de_opt_u64};
 use std::convert::Infallible;
 
 use super::contract::{execute, NativeModule, Planned};
-use super::{Args, Module, ModuleError, Outcome, TaskCtx};
+use super::{Args, Module, ModuleArgs, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ModuleArgs)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     #[serde(default, deserialize_with = "de_opt_string")]
@@ -53,21 +53,6 @@ pub struct Params {
     #[serde(default)]
     active_connection_states: Option<Value>,
 }
-
-const ARGS: &[&str] = &[
-    "host",
-    "port",
-    "path",
-    "state",
-    "timeout",
-    "delay",
-    "sleep",
-    "search_regex",
-    "connect_timeout",
-    "msg",
-    "exclude_hosts",
-    "active_connection_states",
-];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -202,7 +187,7 @@ impl Module for WaitFor {
         &["wait_for"]
     }
     fn arg_names(&self) -> &'static [&'static str] {
-        ARGS
+        Params::accepted()
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
         execute(self, args, ctx).await
@@ -315,7 +300,10 @@ mod tests {
 
     #[test]
     fn every_arg_is_accepted() {
-        let m: Map<String, Value> = ARGS.iter().map(|k| (k.to_string(), Value::Null)).collect();
+        let m: Map<String, Value> = Params::accepted()
+            .iter()
+            .map(|k| (k.to_string(), Value::Null))
+            .collect();
         assert!(serde_json::from_value::<Params>(Value::Object(m)).is_ok());
         assert!(serde_json::from_value::<Params>(json!({"prot": 1})).is_err());
     }

@@ -33,14 +33,14 @@ use serde_json::Value;
 
 use super::args::{de_opt_bool, de_opt_list, de_opt_string, de_opt_u64};
 use super::contract::{execute, NativeModule, Planned};
-use super::{Args, Module, ModuleError, Outcome, TaskCtx};
+use super::{Args, Module, ModuleArgs, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
 
 mod plan;
 use plan::parse_probe;
 pub use plan::{apt_changed, cache_stale, glob, plan, split_pin, PkgInfo, Plan, State};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ModuleArgs)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     #[serde(default, deserialize_with = "de_opt_list")]
@@ -110,38 +110,6 @@ pub struct Params {
     #[serde(default)]
     fail_on_autoremove: Option<Value>,
 }
-
-const ARGS: &[&str] = &[
-    "name",
-    "pkg",
-    "package",
-    "state",
-    "update_cache",
-    "update-cache",
-    "cache_valid_time",
-    "install_recommends",
-    "install-recommends",
-    "force",
-    "allow_unauthenticated",
-    "allow_downgrade",
-    "allow_change_held_packages",
-    "purge",
-    "autoremove",
-    "autoclean",
-    "clean",
-    "dpkg_options",
-    "default_release",
-    "default-release",
-    "only_upgrade",
-    "lock_timeout",
-    "upgrade",
-    "deb",
-    "force_apt_get",
-    "policy_rc_d",
-    "update_cache_retries",
-    "update_cache_retry_max_delay",
-    "fail_on_autoremove",
-];
 
 pub struct Apt;
 
@@ -369,7 +337,7 @@ impl Module for Apt {
         &["apt"]
     }
     fn arg_names(&self) -> &'static [&'static str] {
-        ARGS
+        Params::accepted()
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
         execute(self, args, ctx).await
@@ -520,7 +488,10 @@ mod tests {
 
     #[test]
     fn every_arg_is_accepted() {
-        let m: Map<String, Value> = ARGS.iter().map(|k| (k.to_string(), Value::Null)).collect();
+        let m: Map<String, Value> = Params::accepted()
+            .iter()
+            .map(|k| (k.to_string(), Value::Null))
+            .collect();
         assert!(serde_json::from_value::<Params>(Value::Object(m)).is_ok());
         let r = serde_json::from_value::<Params>(json!({"name": "x", "update_cahe": true}));
         assert!(r.unwrap_err().to_string().contains("unknown field"));

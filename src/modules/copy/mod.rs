@@ -33,13 +33,13 @@ use serde_json::Value;
 use crate::modules::args::{de_opt_bool, de_opt_mode, de_opt_string};
 use crate::modules::contract::{execute, NativeModule, Planned};
 use crate::modules::fileops::{self, Attrs};
-use crate::modules::{Args, FileKind, Module, ModuleError, Outcome, TaskCtx};
+use crate::modules::{Args, FileKind, Module, ModuleArgs, ModuleError, Outcome, TaskCtx};
 
 pub use put::{
     apply_put, plan, plan_put, probe_put, Observed, Plan, PutChange, PutOpts, PutSeen, Source,
 };
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ModuleArgs)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     #[serde(default, deserialize_with = "de_content")]
@@ -73,7 +73,7 @@ pub struct Params {
 }
 
 /// SELinux and similar arguments Ansible accepts on every file module; hfplay ignores them.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ModuleArgs)]
 pub struct IgnoredAttrs {
     #[serde(default)]
     pub seuser: Option<Value>,
@@ -91,31 +91,6 @@ pub struct IgnoredAttrs {
     pub attr: Option<Value>,
 }
 
-const ARGS: &[&str] = &[
-    "content",
-    "src",
-    "dest",
-    "owner",
-    "group",
-    "mode",
-    "force",
-    "backup",
-    "remote_src",
-    "directory_mode",
-    "validate",
-    "follow",
-    "local_follow",
-    "decrypt",
-    "checksum",
-    "seuser",
-    "serole",
-    "setype",
-    "selevel",
-    "unsafe_writes",
-    "attributes",
-    "attr",
-];
-
 pub struct Copy;
 
 #[async_trait]
@@ -127,7 +102,7 @@ impl Module for Copy {
         &["copy"]
     }
     fn arg_names(&self) -> &'static [&'static str] {
-        ARGS
+        Params::accepted()
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
         execute(self, args, ctx).await
@@ -146,6 +121,16 @@ impl<'de, P: serde::de::DeserializeOwned> Deserialize<'de> for WithPreserve<P> {
         let (args, preserve) = take_preserve(&Args::deserialize(d)?);
         let p = serde_json::from_value(Value::Object(args)).map_err(serde::de::Error::custom)?;
         Ok(WithPreserve { p, preserve })
+    }
+}
+
+/// `mode: preserve` is a value of `mode`, so the names are the inner type's.
+impl<P: ModuleArgs> ModuleArgs for WithPreserve<P> {
+    fn accepted() -> &'static [&'static str] {
+        P::accepted()
+    }
+    fn required() -> &'static [&'static [&'static str]] {
+        P::required()
     }
 }
 
@@ -316,8 +301,10 @@ mod tests {
 
     #[test]
     fn every_arg_is_accepted() {
-        let m: serde_json::Map<String, Value> =
-            ARGS.iter().map(|k| (k.to_string(), Value::Null)).collect();
+        let m: serde_json::Map<String, Value> = Params::accepted()
+            .iter()
+            .map(|k| (k.to_string(), Value::Null))
+            .collect();
         let r: Result<Params, _> = serde_json::from_value(Value::Object(m));
         assert!(r.is_ok(), "{r:?}");
         let r: Result<Params, _> = serde_json::from_value(json!({"dest": "/x", "mdoe": "0644"}));

@@ -30,9 +30,9 @@ use crate::modules::args::{de_opt_bool, de_opt_string};
 use crate::modules::contract::{execute, NativeModule, Planned};
 use crate::modules::copy::IgnoredAttrs;
 use crate::modules::fileops::{self, Attrs, Kind};
-use crate::modules::{Args, FileDiff, Module, ModuleError, Outcome, TaskCtx};
+use crate::modules::{Args, FileDiff, Module, ModuleArgs, ModuleError, Outcome, TaskCtx};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ModuleArgs)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     #[serde(default, deserialize_with = "de_opt_string")]
@@ -64,31 +64,6 @@ pub struct Params {
     #[serde(flatten)]
     _ignored: IgnoredAttrs,
 }
-
-const ARGS: &[&str] = &[
-    "path",
-    "dest",
-    "name",
-    "state",
-    "src",
-    "owner",
-    "group",
-    "mode",
-    "recurse",
-    "force",
-    "follow",
-    "access_time",
-    "access_time_format",
-    "modification_time",
-    "modification_time_format",
-    "seuser",
-    "serole",
-    "setype",
-    "selevel",
-    "unsafe_writes",
-    "attributes",
-    "attr",
-];
 
 pub use plan::{default_state, plan, Action, Observed, State, Want};
 
@@ -218,7 +193,7 @@ impl Module for File {
         &["file"]
     }
     fn arg_names(&self) -> &'static [&'static str] {
-        ARGS
+        Params::accepted()
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
         execute(self, args, ctx).await
@@ -393,8 +368,10 @@ mod tests {
 
     #[test]
     fn every_arg_is_accepted() {
-        let m: serde_json::Map<String, Value> =
-            ARGS.iter().map(|k| (k.to_string(), Value::Null)).collect();
+        let m: serde_json::Map<String, Value> = Params::accepted()
+            .iter()
+            .map(|k| (k.to_string(), Value::Null))
+            .collect();
         let r: Result<Params, _> = serde_json::from_value(Value::Object(m));
         assert!(r.is_ok(), "{r:?}");
         let r: Result<Params, _> = serde_json::from_value(json!({"path": "/x", "sate": "file"}));

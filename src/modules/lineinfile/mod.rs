@@ -27,10 +27,10 @@ use super::args::{de_opt_bool, de_opt_string};
 use super::contract::{execute, NativeModule, Planned};
 use super::copy::IgnoredAttrs;
 use super::fileops::{self, Attrs, EditOpts, TextChange, TextSeen};
-use super::{Args, Module, ModuleError, Outcome, TaskCtx};
+use super::{Args, Module, ModuleArgs, ModuleError, Outcome, TaskCtx};
 use crate::modules::args::Presence as State;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ModuleArgs)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     #[serde(default, deserialize_with = "de_opt_string")]
@@ -74,37 +74,6 @@ pub struct Params {
     #[serde(flatten)]
     _ignored: IgnoredAttrs,
 }
-
-const ARGS: &[&str] = &[
-    "path",
-    "dest",
-    "destfile",
-    "name",
-    "line",
-    "value",
-    "regexp",
-    "regex",
-    "search_string",
-    "state",
-    "insertafter",
-    "insertbefore",
-    "create",
-    "backrefs",
-    "firstmatch",
-    "backup",
-    "validate",
-    "others",
-    "owner",
-    "group",
-    "mode",
-    "seuser",
-    "serole",
-    "setype",
-    "selevel",
-    "unsafe_writes",
-    "attributes",
-    "attr",
-];
 
 /// Where a missing line goes.
 #[derive(Debug, Clone)]
@@ -405,7 +374,7 @@ impl Module for LineInFile {
         &["lineinfile"]
     }
     fn arg_names(&self) -> &'static [&'static str] {
-        ARGS
+        Params::accepted()
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
         execute(self, args, ctx).await

@@ -14,8 +14,10 @@ fn run(text: &str, v: Value) -> Option<String> {
 
 #[test]
 fn every_arg_is_accepted() {
-    let m: serde_json::Map<String, Value> =
-        ARGS.iter().map(|k| (k.to_string(), Value::Null)).collect();
+    let m: serde_json::Map<String, Value> = Params::accepted()
+        .iter()
+        .map(|k| (k.to_string(), Value::Null))
+        .collect();
     let r: Result<Params, _> = serde_json::from_value(Value::Object(m));
     assert!(r.is_ok(), "{r:?}");
     let r: Result<Params, _> = serde_json::from_value(json!({"path": "/x", "lien": "a"}));

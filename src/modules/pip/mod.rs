@@ -29,7 +29,7 @@ use serde_json::Value;
 
 use super::args::{de_opt_bool, de_opt_list, de_opt_string};
 use super::contract::{execute, NativeModule, Planned};
-use super::{Args, Module, ModuleError, Outcome, TaskCtx};
+use super::{Args, Module, ModuleArgs, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
 
 mod plan;
@@ -37,7 +37,7 @@ pub use plan::{
     canonical, parse_freeze, parse_req, plan_names, report_installs, satisfies, vcmp, State,
 };
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ModuleArgs)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     #[serde(default, deserialize_with = "de_opt_list")]
@@ -69,23 +69,6 @@ pub struct Params {
     #[serde(default, deserialize_with = "de_opt_bool")]
     break_system_packages: Option<bool>,
 }
-
-const ARGS: &[&str] = &[
-    "name",
-    "version",
-    "requirements",
-    "virtualenv",
-    "virtualenv_command",
-    "virtualenv_site_packages",
-    "virtualenv_python",
-    "extra_args",
-    "state",
-    "executable",
-    "chdir",
-    "editable",
-    "umask",
-    "break_system_packages",
-];
 
 pub struct Pip;
 
@@ -356,7 +339,7 @@ impl Module for Pip {
         &["pip"]
     }
     fn arg_names(&self) -> &'static [&'static str] {
-        ARGS
+        Params::accepted()
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
         execute(self, args, ctx).await
@@ -466,7 +449,10 @@ mod tests {
 
     #[test]
     fn every_arg_is_accepted() {
-        let m: Map<String, Value> = ARGS.iter().map(|k| (k.to_string(), Value::Null)).collect();
+        let m: Map<String, Value> = Params::accepted()
+            .iter()
+            .map(|k| (k.to_string(), Value::Null))
+            .collect();
         assert!(serde_json::from_value::<Params>(Value::Object(m)).is_ok());
         assert!(
             serde_json::from_value::<Params>(json!({"name": "x", "virtual_env": "/v"})).is_err()

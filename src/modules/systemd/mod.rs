@@ -27,10 +27,10 @@ use serde_json::{Map, Value};
 
 use super::args::{de_opt_bool, de_opt_string};
 use super::contract::{execute, NativeModule, Planned};
-use super::{Args, Module, ModuleError, Outcome, TaskCtx};
+use super::{Args, Module, ModuleArgs, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ModuleArgs)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     #[serde(default, deserialize_with = "de_opt_string")]
@@ -59,23 +59,8 @@ pub struct Params {
     force: Option<bool>,
 }
 
-const SYSTEMD_ARGS: &[&str] = &[
-    "name",
-    "unit",
-    "state",
-    "enabled",
-    "masked",
-    "daemon_reload",
-    "daemon-reload",
-    "daemon_reexec",
-    "daemon-reexec",
-    "scope",
-    "no_block",
-    "force",
-];
-
 /// `service` arguments.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ModuleArgs)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceParams {
     #[serde(default, deserialize_with = "de_opt_string")]
@@ -97,18 +82,6 @@ pub struct ServiceParams {
     #[serde(default, rename = "use")]
     use_: Option<Value>,
 }
-
-const SERVICE_ARGS: &[&str] = &[
-    "name",
-    "state",
-    "enabled",
-    "pattern",
-    "sleep",
-    "arguments",
-    "args",
-    "runlevel",
-    "use",
-];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -475,7 +448,7 @@ impl Module for Systemd {
         &["systemd", "systemd_service"]
     }
     fn arg_names(&self) -> &'static [&'static str] {
-        SYSTEMD_ARGS
+        Params::accepted()
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
         execute(self, args, ctx).await
@@ -518,7 +491,7 @@ impl Module for Service {
         &["service"]
     }
     fn arg_names(&self) -> &'static [&'static str] {
-        SERVICE_ARGS
+        ServiceParams::accepted()
     }
     async fn run(&self, args: &Args, ctx: &TaskCtx<'_>) -> Result<Outcome, ModuleError> {
         execute(self, args, ctx).await

@@ -23,12 +23,12 @@ fn want(state: Option<State>, enabled: Option<bool>) -> Want {
 
 #[test]
 fn every_arg_is_accepted() {
-    let m: Map<String, Value> = SYSTEMD_ARGS
+    let m: Map<String, Value> = Params::accepted()
         .iter()
         .map(|k| (k.to_string(), Value::Null))
         .collect();
     assert!(serde_json::from_value::<Params>(Value::Object(m)).is_ok());
-    let m: Map<String, Value> = SERVICE_ARGS
+    let m: Map<String, Value> = ServiceParams::accepted()
         .iter()
         .map(|k| (k.to_string(), Value::Null))
         .collect();
