@@ -97,9 +97,19 @@ impl ArgSource<'_> {
                             .map(|(kn, _)| kn)
                     })
                     .unwrap_or(&self.node);
+                // The accepted names, sorted as Ansible lists them; `_raw_params` is internal.
+                let mut names: Vec<&str> = allowed
+                    .iter()
+                    .copied()
+                    .filter(|n| !n.starts_with('_'))
+                    .collect();
+                names.sort_unstable();
                 return fail(
                     key_node,
-                    format!("unsupported argument '{k}' for module '{short}'{hint}"),
+                    format!(
+                        "unsupported argument '{k}' for module '{short}'{hint}; it accepts: {}",
+                        names.join(", ")
+                    ),
                 );
             }
         }
@@ -448,4 +458,59 @@ fn meta(arg_node: &Node) -> LoadResult<Action> {
         return fail(arg_node, format!("unknown meta action '{m}'"));
     }
     Ok(Action::Meta(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::modules;
+    use crate::playbook::{load_task_file, Loader, TaskOpts};
+
+    fn load(dir: &Path, yaml: &str) -> Result<(), String> {
+        let path = dir.join("tasks.yml");
+        std::fs::write(&path, yaml).map_err(|e| e.to_string())?;
+        let registry = modules::registry();
+        let loader = Loader {
+            roles_path: vec![],
+            registry: &registry,
+        };
+        load_task_file(&loader, &path, None, &TaskOpts::default())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// An argument the module's `Params` does not name fails at load, at its key, naming it,
+    /// suggesting the close one and listing what the module accepts (flattened attributes too).
+    #[test]
+    fn unknown_argument_is_refused_with_the_accepted_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = load(
+            dir.path(),
+            "- copy:\n    dest: /tmp/x\n    content: hi\n    mdoe: '0644'\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("tasks.yml:4:5"), "{e}");
+        assert!(
+            e.contains("unsupported argument 'mdoe' for module 'copy' (did you mean 'mode'?)"),
+            "{e}"
+        );
+        assert!(
+            e.contains("it accepts: attr, attributes, backup, checksum, content, decrypt, dest, directory_mode, follow, force, group, local_follow, mode, owner, remote_src, selevel, serole, setype, seuser, src, unsafe_writes, validate"),
+            "{e}"
+        );
+        // Free-form modules do not list their internal `_raw_params`.
+        let e = load(dir.path(), "- command: ls\n  args:\n    chdri: /tmp\n").unwrap_err();
+        assert!(
+            e.contains("unsupported argument 'chdri' for module 'command'"),
+            "{e}"
+        );
+        assert!(e.contains("it accepts: argv, chdir, cmd, creates,"), "{e}");
+        // Every derived name, renamed ones included, loads.
+        load(
+            dir.path(),
+            "- file: path=/tmp/x owner=root mode=0644 seuser=x\n- systemd:\n    name: x\n    daemon-reload: true\n",
+        )
+        .unwrap();
+    }
 }
