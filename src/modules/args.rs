@@ -78,6 +78,12 @@ pub fn de_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, 
     }
 }
 
+/// A required scalar as a string, as [`de_opt_string`] takes it. `parse` reports a missing or
+/// null one before serde sees it; null here is only reached by deserializing directly.
+pub fn de_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    de_opt_string(d)?.ok_or_else(|| serde::de::Error::custom("expected a string, got null"))
+}
+
 /// A list given as a YAML list or a comma-separated string (`name: a,b`).
 pub fn de_opt_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
     let v = Value::deserialize(d)?;

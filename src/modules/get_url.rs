@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::args::{de_opt_bool, de_opt_string, de_opt_u64};
+use super::args::{de_opt_bool, de_opt_string, de_opt_u64, de_string};
 use super::contract::{execute, NativeModule, Planned};
 use super::copy::IgnoredAttrs;
 use super::fileops::{self, AttrChange, Attrs, FileState, Kind};
@@ -31,10 +31,10 @@ use crate::connection::quote;
 #[derive(Debug, Deserialize, ModuleArgs)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
-    #[serde(default, deserialize_with = "de_opt_string")]
-    url: Option<String>,
-    #[serde(default, deserialize_with = "de_opt_string")]
-    dest: Option<String>,
+    #[serde(deserialize_with = "de_string")]
+    url: String,
+    #[serde(deserialize_with = "de_string")]
+    dest: String,
     #[serde(flatten)]
     attrs: Attrs,
     #[serde(default, deserialize_with = "de_opt_string")]
@@ -190,14 +190,6 @@ type Target<'a> = (&'a str, &'a str, Option<(String, String)>);
 impl Params {
     /// The target, checked before the host is touched.
     fn target(&self) -> Result<Target<'_>, ModuleError> {
-        let url = self
-            .url
-            .as_deref()
-            .ok_or_else(|| ModuleError::Args("get_url: url is required".into()))?;
-        let dest = self
-            .dest
-            .as_deref()
-            .ok_or_else(|| ModuleError::Args("get_url: dest is required".into()))?;
         let sum = self
             .checksum
             .as_deref()
@@ -205,7 +197,7 @@ impl Params {
             .map(parse_checksum)
             .transpose()
             .map_err(|e| ModuleError::Args(format!("get_url: {e}")))?;
-        Ok((url, dest, sum))
+        Ok((&self.url, &self.dest, sum))
     }
 }
 
@@ -375,7 +367,7 @@ async fn set_attrs(
 impl Module for GetUrl {
     literal_params!("get_url");
     fn required(&self) -> &'static [&'static [&'static str]] {
-        &[&["url"], &["dest"]]
+        Params::required()
     }
     fn names(&self) -> &'static [&'static str] {
         &["get_url"]
@@ -507,14 +499,11 @@ mod tests {
     use super::*;
     use crate::modules::fileops::parse_stat;
     use crate::modules::testutil;
-    use serde_json::{json, Map};
+    use serde_json::json;
 
     #[test]
     fn every_arg_is_accepted() {
-        let m: Map<String, Value> = Params::accepted()
-            .iter()
-            .map(|k| (k.to_string(), Value::Null))
-            .collect();
+        let m = crate::modules::testutil::every_arg::<Params>();
         assert!(serde_json::from_value::<Params>(Value::Object(m)).is_ok());
         assert!(serde_json::from_value::<Params>(json!({"url": "x", "dset": "/x"})).is_err());
     }

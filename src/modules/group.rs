@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::args::{de_opt_bool, de_opt_string, de_opt_u64};
+use super::args::{de_opt_bool, de_opt_u64, de_string};
 use super::contract::{execute, NativeModule, Planned};
 use super::{Args, Module, ModuleArgs, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
@@ -23,8 +23,8 @@ use crate::modules::args::Presence as State;
 #[derive(Debug, Deserialize, ModuleArgs)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
-    #[serde(default, deserialize_with = "de_opt_string")]
-    name: Option<String>,
+    #[serde(deserialize_with = "de_string")]
+    name: String,
     #[serde(default, deserialize_with = "de_opt_u64")]
     gid: Option<u64>,
     #[serde(default, deserialize_with = "de_opt_bool")]
@@ -91,14 +91,6 @@ pub fn parse_getent(out: &str) -> Option<u64> {
 
 pub struct Group;
 
-impl Params {
-    fn name(&self) -> Result<&str, ModuleError> {
-        self.name
-            .as_deref()
-            .ok_or_else(|| ModuleError::Args("group: name is required".into()))
-    }
-}
-
 /// What `getent group` said: the gid if the group exists.
 pub struct Observed {
     pub gid: Option<u64>,
@@ -108,7 +100,7 @@ pub struct Observed {
 impl Module for Group {
     literal_params!("group");
     fn required(&self) -> &'static [&'static [&'static str]] {
-        &[&["name"]]
+        Params::required()
     }
     fn names(&self) -> &'static [&'static str] {
         &["group"]
@@ -131,7 +123,7 @@ impl NativeModule for Group {
 
     async fn probe(&self, p: &Params, ctx: &TaskCtx<'_>) -> Result<Observed, ModuleError> {
         let r = ctx
-            .sh(&format!("getent group -- {}; true", quote(p.name()?)))
+            .sh(&format!("getent group -- {}; true", quote(&p.name)))
             .await?;
         Ok(Observed {
             gid: parse_getent(&r.stdout),
@@ -145,7 +137,7 @@ impl NativeModule for Group {
         _diff: bool,
     ) -> Result<Planned<String>, ModuleError> {
         let _ = (&p.local, &p.gid_min, &p.gid_max);
-        let name = p.name()?;
+        let name = p.name.as_str();
         let present = p.state.unwrap_or_default() == State::Present;
         let system = p.system.unwrap_or(false);
         let cmd = plan(
@@ -182,7 +174,7 @@ impl NativeModule for Group {
         let r = ctx
             .sh(&format!(
                 "{cmd} && {{ getent group -- {} || true; }}",
-                quote(p.name()?)
+                quote(&p.name)
             ))
             .await?;
         if r.rc != 0 {
@@ -201,14 +193,11 @@ impl NativeModule for Group {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::{json, Map};
+    use serde_json::json;
 
     #[test]
     fn every_arg_is_accepted() {
-        let m: Map<String, Value> = Params::accepted()
-            .iter()
-            .map(|k| (k.to_string(), Value::Null))
-            .collect();
+        let m = crate::modules::testutil::every_arg::<Params>();
         assert!(serde_json::from_value::<Params>(Value::Object(m)).is_ok());
         assert!(serde_json::from_value::<Params>(json!({"name": "x", "gdi": 3})).is_err());
     }

@@ -354,4 +354,24 @@ mod tests {
             assert!(names.contains(n), "{n} is not registered");
         }
     }
+
+    /// A required field missing (or null) at run time reads as it does at load time, not as
+    /// serde's "missing field": both come from the type's derived required names.
+    #[test]
+    fn a_missing_required_argument_reads_as_at_load() {
+        use crate::modules::{check_at_load, group, lookup, parse, registry, template, Args};
+        let reg = registry();
+        let args: Args =
+            serde_json::from_value(serde_json::json!({"gid": 5, "name": null})).unwrap();
+        let e = parse::<group::Params>("group", &args)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "missing required argument 'name' for module 'group'");
+        assert_eq!(check_at_load(lookup(&reg, "group").unwrap(), &args), Err(e));
+        let args: Args = serde_json::from_value(serde_json::json!({"src": "a.j2"})).unwrap();
+        let e = parse::<template::Params>("template", &args)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "missing required argument 'dest' for module 'template'");
+    }
 }

@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::args::{de_opt_bool, de_opt_mode, de_opt_string};
+use super::args::{de_opt_bool, de_opt_mode, de_opt_string, de_string};
 use super::contract::{execute, NativeModule, Planned};
 use super::copy::{
     apply_put, plan_put, probe_put, IgnoredAttrs, PutChange, PutOpts, PutSeen, Source, WithPreserve,
@@ -37,10 +37,10 @@ use super::{Args, FileKind, Module, ModuleArgs, ModuleError, Outcome, TaskCtx};
 #[derive(Debug, Deserialize, ModuleArgs)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
-    #[serde(default, deserialize_with = "de_opt_string")]
-    src: Option<String>,
-    #[serde(default, deserialize_with = "de_opt_string")]
-    dest: Option<String>,
+    #[serde(deserialize_with = "de_string")]
+    src: String,
+    #[serde(deserialize_with = "de_string")]
+    dest: String,
     #[serde(flatten)]
     attrs: Attrs,
     #[serde(default, deserialize_with = "de_opt_bool")]
@@ -97,7 +97,7 @@ pub fn apply_newlines(text: &str, seq: Option<&str>) -> Result<String, String> {
 #[async_trait]
 impl Module for Template {
     fn required(&self) -> &'static [&'static [&'static str]] {
-        &[&["src"], &["dest"]]
+        Params::required()
     }
     fn names(&self) -> &'static [&'static str] {
         &["template"]
@@ -126,20 +126,10 @@ impl NativeModule for Template {
     ) -> Result<PutSeen, ModuleError> {
         let p = &w.p;
         let _ = (p.follow, p.lstrip_blocks, p.trim_blocks);
-        let src = p
-            .src
-            .clone()
-            .ok_or_else(|| ModuleError::Args("template: src is required".into()))?;
-        let dest = p
-            .dest
-            .clone()
-            .ok_or_else(|| ModuleError::Args("template: dest is required".into()))?;
-        let path = ctx
-            .env
-            .find_file(FileKind::Templates, &src)
-            .ok_or_else(|| {
-                ModuleError::Controller(format!("template: could not find src {src:?}"))
-            })?;
+        let (src, dest) = (&p.src, &p.dest);
+        let path = ctx.env.find_file(FileKind::Templates, src).ok_or_else(|| {
+            ModuleError::Controller(format!("template: could not find src {src:?}"))
+        })?;
         let text = std::fs::read_to_string(&path).map_err(|e| {
             ModuleError::Controller(format!("template: cannot read {}: {e}", path.display()))
         })?;
@@ -162,9 +152,9 @@ impl NativeModule for Template {
             expect_checksum: None,
         };
         // Like Ansible: into a directory `dest`, the file keeps the template's own name.
-        let base = fileops::basename(&src).to_string();
+        let base = fileops::basename(src).to_string();
         let bytes = Source::Bytes(Arc::new(rendered.into_bytes()));
-        probe_put(ctx, &dest, Some(&base), bytes, opts).await
+        probe_put(ctx, dest, Some(&base), bytes, opts).await
     }
 
     fn plan(
@@ -195,13 +185,11 @@ mod tests {
 
     #[test]
     fn every_arg_is_accepted() {
-        let m: serde_json::Map<String, Value> = Params::accepted()
-            .iter()
-            .map(|k| (k.to_string(), Value::Null))
-            .collect();
+        let m = crate::modules::testutil::every_arg::<Params>();
         let r: Result<Params, _> = serde_json::from_value(Value::Object(m));
         assert!(r.is_ok(), "{r:?}");
-        let r: Result<Params, _> = serde_json::from_value(json!({"src": "a", "dset": "/x"}));
+        let r: Result<Params, _> =
+            serde_json::from_value(json!({"src": "a", "dest": "/x", "dset": "/x"}));
         assert!(r.unwrap_err().to_string().contains("unknown field"));
     }
 

@@ -39,3 +39,20 @@ pub fn ctx<'a>(conn: &'a HostConn, env: &'a Env, check: bool) -> TaskCtx<'a> {
         env,
     }
 }
+
+/// Every argument `P` accepts, null, except one name of each required group ("x"): the
+/// arguments that must deserialize if the derived names and the serde type agree.
+pub fn every_arg<P: crate::modules::ModuleArgs>() -> crate::modules::Args {
+    let mut m: crate::modules::Args = P::accepted()
+        .iter()
+        .map(|k| (k.to_string(), serde_json::Value::Null))
+        .collect();
+    for group in P::required() {
+        // Aliases of a field would make serde see it twice.
+        for alias in &group[1..] {
+            m.remove(*alias);
+        }
+        m.insert(group[0].to_string(), "x".into());
+    }
+    m
+}

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::args::{de_opt_bool, de_opt_list, de_opt_string};
+use super::args::{de_opt_bool, de_opt_list, de_opt_string, de_string};
 use super::contract::{execute, NativeModule, Planned};
 use super::copy::IgnoredAttrs;
 use super::fileops::{self, AttrChange, Attrs};
@@ -32,10 +32,10 @@ use crate::connection::quote;
 #[derive(Debug, Deserialize, ModuleArgs)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
-    #[serde(default, deserialize_with = "de_opt_string")]
-    src: Option<String>,
-    #[serde(default, deserialize_with = "de_opt_string")]
-    dest: Option<String>,
+    #[serde(deserialize_with = "de_string")]
+    src: String,
+    #[serde(deserialize_with = "de_string")]
+    dest: String,
     #[serde(default, deserialize_with = "de_opt_bool")]
     remote_src: Option<bool>,
     #[serde(default, deserialize_with = "de_opt_bool")]
@@ -213,14 +213,7 @@ impl Params {
             &self.io_buffer_size,
             &self.decrypt,
         );
-        let src = self
-            .src
-            .as_deref()
-            .ok_or_else(|| ModuleError::Args("unarchive: src is required".into()))?;
-        let dest = self
-            .dest
-            .as_deref()
-            .ok_or_else(|| ModuleError::Args("unarchive: dest is required".into()))?;
+        let (src, dest) = (self.src.as_str(), self.dest.as_str());
         if src.contains("://") {
             return Err(ModuleError::Args(
                 "unarchive: URL sources are not supported by hfplay; use get_url then unarchive with remote_src".into(),
@@ -281,7 +274,7 @@ pub struct Changes {
 impl Module for Unarchive {
     literal_params!("unarchive");
     fn required(&self) -> &'static [&'static [&'static str]] {
-        &[&["src"], &["dest"]]
+        Params::required()
     }
     fn names(&self) -> &'static [&'static str] {
         &["unarchive"]
@@ -453,14 +446,11 @@ impl NativeModule for Unarchive {
 mod tests {
     use super::*;
     use crate::modules::testutil;
-    use serde_json::{json, Map};
+    use serde_json::json;
 
     #[test]
     fn every_arg_is_accepted() {
-        let m: Map<String, Value> = Params::accepted()
-            .iter()
-            .map(|k| (k.to_string(), Value::Null))
-            .collect();
+        let m = crate::modules::testutil::every_arg::<Params>();
         assert!(serde_json::from_value::<Params>(Value::Object(m)).is_ok());
         assert!(serde_json::from_value::<Params>(json!({"src": "a", "dst": "/x"})).is_err());
     }

@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::args::{de_opt_bool, de_opt_list, de_opt_string, de_opt_u64};
+use super::args::{de_opt_bool, de_opt_list, de_opt_string, de_opt_u64, de_string};
 use super::contract::{execute, NativeModule, Planned};
 use super::{Args, Module, ModuleArgs, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
@@ -34,8 +34,8 @@ use crate::modules::args::Presence as State;
 #[derive(Debug, Default, Deserialize, ModuleArgs)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
-    #[serde(default, deserialize_with = "de_opt_string")]
-    name: Option<String>,
+    #[serde(deserialize_with = "de_string")]
+    name: String,
     #[serde(default, deserialize_with = "de_opt_u64")]
     uid: Option<u64>,
     #[serde(default, deserialize_with = "de_opt_string")]
@@ -314,14 +314,6 @@ fn parse_probe(out: &str) -> Observed {
 
 pub struct User;
 
-impl Params {
-    fn name(&self) -> Result<&str, ModuleError> {
-        self.name
-            .as_deref()
-            .ok_or_else(|| ModuleError::Args("user: name is required".into()))
-    }
-}
-
 /// The planned `useradd`/`usermod`/`userdel`.
 pub struct Change {
     /// `Err`: why the real run fails (a group missing for a user to be created).
@@ -369,7 +361,7 @@ fn report(name: &str, p: &Params, obs: &Observed, changed: bool) -> Outcome {
 impl Module for User {
     literal_params!("user");
     fn required(&self) -> &'static [&'static [&'static str]] {
-        &[&["name"]]
+        Params::required()
     }
     fn names(&self) -> &'static [&'static str] {
         &["user"]
@@ -390,7 +382,7 @@ impl NativeModule for User {
     const NAME: &'static str = "user";
 
     async fn probe(&self, p: &Params, ctx: &TaskCtx<'_>) -> Result<Observed, ModuleError> {
-        let r = ctx.sh(&probe_script(p.name()?, p)).await?;
+        let r = ctx.sh(&probe_script(p.name.as_str(), p)).await?;
         Ok(parse_probe(&r.stdout))
     }
 
@@ -401,7 +393,7 @@ impl NativeModule for User {
         _diff: bool,
     ) -> Result<Planned<Change>, ModuleError> {
         let _ = (&p.local, &p.umask);
-        let name = p.name()?;
+        let name = p.name.as_str();
         let cmd = plan(name, p, obs);
         if !obs.exists && p.state != Some(State::Absent) {
             // Check mode reports the creation before the groups are checked (see above).
@@ -435,7 +427,7 @@ impl NativeModule for User {
         predicted: Outcome,
         ctx: &TaskCtx<'_>,
     ) -> Result<Outcome, ModuleError> {
-        let name = p.name()?;
+        let name = p.name.as_str();
         let cmd = match c.cmd {
             Ok(cmd) => cmd,
             Err(m) => return Ok(Outcome::failed(m).with("name", name)),
@@ -459,7 +451,7 @@ impl NativeModule for User {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::{json, Map};
+    use serde_json::json;
 
     fn params(v: Value) -> Params {
         serde_json::from_value(v).unwrap()
@@ -472,10 +464,7 @@ mod tests {
 
     #[test]
     fn every_arg_is_accepted() {
-        let m: Map<String, Value> = Params::accepted()
-            .iter()
-            .map(|k| (k.to_string(), Value::Null))
-            .collect();
+        let m = crate::modules::testutil::every_arg::<Params>();
         assert!(serde_json::from_value::<Params>(Value::Object(m)).is_ok());
         assert!(serde_json::from_value::<Params>(json!({"name": "x", "gruops": "a"})).is_err());
     }

@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::modules::args::{de_opt_bool, de_opt_mode, de_opt_string};
+use crate::modules::args::{de_opt_bool, de_opt_mode, de_opt_string, de_string};
 use crate::modules::contract::{execute, NativeModule, Planned};
 use crate::modules::fileops::{self, Attrs};
 use crate::modules::{Args, FileKind, Module, ModuleArgs, ModuleError, Outcome, TaskCtx};
@@ -46,8 +46,8 @@ pub struct Params {
     content: Option<String>,
     #[serde(default, deserialize_with = "de_opt_string")]
     src: Option<String>,
-    #[serde(default, deserialize_with = "de_opt_string")]
-    dest: Option<String>,
+    #[serde(deserialize_with = "de_string")]
+    dest: String,
     #[serde(flatten)]
     attrs: Attrs,
     #[serde(default, deserialize_with = "de_opt_bool")]
@@ -96,7 +96,7 @@ pub struct Copy;
 #[async_trait]
 impl Module for Copy {
     fn required(&self) -> &'static [&'static [&'static str]] {
-        &[&["dest"]]
+        Params::required()
     }
     fn names(&self) -> &'static [&'static str] {
         &["copy"]
@@ -149,10 +149,7 @@ impl NativeModule for Copy {
     ) -> Result<PutSeen, ModuleError> {
         let p = &w.p;
         let _ = (p.local_follow, p.decrypt, p.follow);
-        let dest = p
-            .dest
-            .clone()
-            .ok_or_else(|| ModuleError::Args("copy: dest is required".into()))?;
+        let dest = p.dest.clone();
         let mut opts = PutOpts {
             attrs: p.attrs.clone(),
             force: p.force.unwrap_or(true),
@@ -301,10 +298,7 @@ mod tests {
 
     #[test]
     fn every_arg_is_accepted() {
-        let m: serde_json::Map<String, Value> = Params::accepted()
-            .iter()
-            .map(|k| (k.to_string(), Value::Null))
-            .collect();
+        let m = crate::modules::testutil::every_arg::<Params>();
         let r: Result<Params, _> = serde_json::from_value(Value::Object(m));
         assert!(r.is_ok(), "{r:?}");
         let r: Result<Params, _> = serde_json::from_value(json!({"dest": "/x", "mdoe": "0644"}));

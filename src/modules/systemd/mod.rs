@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::args::{de_opt_bool, de_opt_string};
+use super::args::{de_opt_bool, de_opt_string, de_string};
 use super::contract::{execute, NativeModule, Planned};
 use super::{Args, Module, ModuleArgs, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
@@ -63,8 +63,8 @@ pub struct Params {
 #[derive(Debug, Deserialize, ModuleArgs)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceParams {
-    #[serde(default, deserialize_with = "de_opt_string")]
-    name: Option<String>,
+    #[serde(deserialize_with = "de_string")]
+    name: String,
     #[serde(default)]
     state: Option<State>,
     #[serde(default, deserialize_with = "de_opt_bool")]
@@ -413,10 +413,7 @@ impl ServiceParams {
             &self.runlevel,
             &self.use_,
         );
-        let unit = self
-            .name
-            .clone()
-            .ok_or_else(|| ModuleError::Args("service: name is required".into()))?;
+        let unit = self.name.clone();
         if self.state.is_none() && self.enabled.is_none() {
             return Err(ModuleError::Args(
                 "service: one of state or enabled is required".into(),
@@ -485,7 +482,7 @@ impl NativeModule for Systemd {
 #[async_trait]
 impl Module for Service {
     fn required(&self) -> &'static [&'static [&'static str]] {
-        &[&["name"]]
+        ServiceParams::required()
     }
     fn names(&self) -> &'static [&'static str] {
         &["service"]

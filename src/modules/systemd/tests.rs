@@ -28,10 +28,7 @@ fn every_arg_is_accepted() {
         .map(|k| (k.to_string(), Value::Null))
         .collect();
     assert!(serde_json::from_value::<Params>(Value::Object(m)).is_ok());
-    let m: Map<String, Value> = ServiceParams::accepted()
-        .iter()
-        .map(|k| (k.to_string(), Value::Null))
-        .collect();
+    let m = crate::modules::testutil::every_arg::<ServiceParams>();
     assert!(serde_json::from_value::<ServiceParams>(Value::Object(m)).is_ok());
     let r = serde_json::from_value::<Params>(json!({"name": "x", "enable": true}));
     assert!(r.unwrap_err().to_string().contains("unknown field"));
