@@ -37,6 +37,14 @@ impl<P> Planned<P> {
             outcome,
         }
     }
+    /// [`Planned::change`] if `changed`, else [`Planned::nothing`] (`changes` then dropped): for
+    /// plans whose changes are built either way and only sometimes needed.
+    pub fn when(changed: bool, changes: P, outcome: Outcome) -> Self {
+        Planned {
+            changes: changed.then_some(changes),
+            outcome,
+        }
+    }
 }
 
 #[async_trait]
@@ -156,12 +164,7 @@ mod tests {
             Ok(())
         }
         fn plan(&self, p: &P, _seen: &(), _diff: bool) -> Result<Planned<()>, ModuleError> {
-            let out = Outcome::changed(p.change);
-            Ok(if p.change {
-                Planned::change((), out)
-            } else {
-                Planned::nothing(out)
-            })
+            Ok(Planned::when(p.change, (), Outcome::changed(p.change)))
         }
         async fn apply(
             &self,

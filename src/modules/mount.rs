@@ -352,11 +352,7 @@ impl NativeModule for Mount {
                 });
             }
         }
-        Ok(if changed {
-            Planned::change(Changes { new_fstab, action }, out)
-        } else {
-            Planned::nothing(out)
-        })
+        Ok(Planned::when(changed, Changes { new_fstab, action }, out))
     }
 
     async fn apply(

@@ -253,11 +253,7 @@ impl NativeModule for Sysctl {
                 });
             }
         }
-        Ok(if changed {
-            Planned::change(Changes { new_text, set_live }, out)
-        } else {
-            Planned::nothing(out)
-        })
+        Ok(Planned::when(changed, Changes { new_text, set_live }, out))
     }
 
     async fn apply(

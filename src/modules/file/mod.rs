@@ -290,11 +290,7 @@ fn plan_outcome(path: &str, want: &Want, obs: &Observed, diff: bool) -> Planned<
             after,
         });
     }
-    if changed {
-        Planned::change(actions, out)
-    } else {
-        Planned::nothing(out)
-    }
+    Planned::when(changed, actions, out)
 }
 
 #[async_trait]

@@ -323,11 +323,7 @@ impl Job {
         if let Some(e) = w.enabled {
             out = out.with("enabled", e);
         }
-        if verbs.is_empty() {
-            Planned::nothing(out)
-        } else {
-            Planned::change(Action::Run(verbs), out)
-        }
+        Planned::when(!verbs.is_empty(), Action::Run(verbs), out)
     }
 
     async fn apply(
