@@ -1,12 +1,13 @@
 //! The supervisor loop of `heir-supervisor run`.
 //!
 //! Each cycle, every `interval` (or at once when another member NOTIFYs a change):
-//! 1. **fence check** — if I lead and my local deadline passed, the child is stopped (the guard
-//!    does it on its own too, even when this process is frozen);
+//! 1. **clock** — `rules::decide_on_clock`: if I lead and my local deadline passed, the child is
+//!    stopped (the guard does it on its own too, even when this process is frozen); a dead warm
+//!    standby child is started again;
 //! 2. **observe** — check in (register again if my row lapsed), read members and lease;
 //! 3. **decide** — `rules::decide`, a pure function, with its reason logged when it changes;
 //! 4. **act** — renew / acquire / fence / stop the child / leave, each a conditional statement
-//!    that the database can refuse.
+//!    that the database can refuse; then the decided wake-up and purge.
 //!
 //! The deadline: a renewal (or acquisition) *sent* at local monotonic time `t` makes the lease
 //! valid in the database until at least `t + ttl` on its clock, since the statement executes
@@ -25,7 +26,7 @@ use crate::child::{Guard, GuardEvent, GuardSpec};
 use crate::clock::{dur_ns, mono_ns, until};
 use crate::news::{Event, News};
 use crate::registry::{CheckIn, Identity, Registry, View};
-use crate::rules::{decide, Action, Local, Me};
+use crate::rules::{decide, decide_on_clock, Action, Clock, Local, Me, PURGE_EVERY};
 
 /// Everything `run` needs, validated by the CLI.
 #[derive(Debug, Clone)]
@@ -79,20 +80,15 @@ struct Supervisor {
     news: News,
     guard: Guard,
     local: Local,
-    /// Local monotonic deadline of my lease (ns), while leading.
-    deadline_ns: Option<u64>,
+    /// The deadline and the timers the rules read (`now_ns` is set at each decision).
+    clock: Clock,
     child_pid: Option<i32>,
     stop_sent: bool,
-    /// A fenced or stopped child has not exited yet: do not lead again until it has.
-    child_stopping: bool,
-    hold_off_until: Option<Instant>,
-    warm_respawn_at: Option<Instant>,
     was_heir: bool,
     db_down_since: Option<Instant>,
     last_reason: String,
-    next_purge: Instant,
     /// Heir waiting for a lease held by someone else: look again right when it lapses.
-    wake_at: Option<Instant>,
+    wake_at_ns: Option<u64>,
 }
 
 /// Run the supervisor until SIGTERM/SIGINT; returns the process exit code.
@@ -138,17 +134,18 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         news,
         guard,
         local: Local::default(),
-        deadline_ns: None,
+        clock: Clock {
+            respawn_at_ns: cfg.warm.then(mono_ns),
+            purge_at_ns: mono_ns() + dur_ns(PURGE_EVERY),
+            interval: cfg.interval,
+            ..Clock::default()
+        },
         child_pid: None,
         stop_sent: false,
-        child_stopping: false,
-        hold_off_until: None,
-        warm_respawn_at: if cfg.warm { Some(Instant::now()) } else { None },
         was_heir: false,
         db_down_since: None,
         last_reason: String::new(),
-        next_purge: Instant::now() + Duration::from_secs(60),
-        wake_at: None,
+        wake_at_ns: None,
         cfg,
     };
 
@@ -156,6 +153,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let code = loop {
         let fence_in = s
+            .clock
             .deadline_ns
             .map(until)
             .unwrap_or(Duration::from_secs(3600));
@@ -226,7 +224,7 @@ impl Supervisor {
     /// and SIGKILL after the fence grace (the lease is still ours for `margin`).
     async fn fence(&mut self, reason: String, hard: bool) {
         self.say("fenced", reason);
-        self.child_stopping = self.local.child_alive;
+        self.local.child_stopping = self.local.child_alive;
         let pgid = self.guard.child_pgid;
         if hard {
             let _ = self.guard.kill().await;
@@ -260,7 +258,7 @@ impl Supervisor {
                 self.say("child_started", what);
             }
             GuardEvent::Fenced { pid, .. } => {
-                self.child_stopping = true;
+                self.local.child_stopping = true;
                 if self.local.leading.is_some() {
                     self.say(
                         "fenced",
@@ -274,7 +272,7 @@ impl Supervisor {
                 self.child_pid = None;
                 self.guard.child_pgid = None;
                 self.stop_sent = false;
-                self.child_stopping = false;
+                self.local.child_stopping = false;
                 self.say("child_stopped", format!("pid {pid} exited ({how})"));
                 if self.local.leading.is_some() && !self.local.shutting_down {
                     // The singleton failed while I led: give the next heir its chance and go to
@@ -284,10 +282,10 @@ impl Supervisor {
                         crate::log::warn(&format!("releasing after child exit: {e:#}"));
                     }
                     self.lose_lease();
-                    self.hold_off_until = Some(Instant::now() + self.cfg.hold_off);
+                    self.clock.hold_off_until_ns = Some(mono_ns() + dur_ns(self.cfg.hold_off));
                 }
                 if self.cfg.warm && !self.local.shutting_down {
-                    self.warm_respawn_at = Some(Instant::now() + Duration::from_secs(1));
+                    self.clock.respawn_at_ns = Some(mono_ns() + dur_ns(Duration::from_secs(1)));
                 }
             }
             GuardEvent::GuardLost(why) => {
@@ -299,7 +297,7 @@ impl Supervisor {
 
     fn lose_lease(&mut self) {
         self.local.leading = None;
-        self.deadline_ns = None;
+        self.clock.deadline_ns = None;
     }
 
     /// Run one registry operation with the cycle's timeout; a failure drops the connection.
@@ -326,29 +324,15 @@ impl Supervisor {
 
     /// One observe → decide → act cycle. `Some(code)`: the supervisor is done.
     async fn cycle(&mut self) -> Result<Option<i32>> {
-        // 1. fence check on the local clock
-        if let Some(deadline) = self.deadline_ns {
-            if mono_ns() >= deadline {
-                self.fence(
-                    "could not renew the lease before the local deadline".into(),
-                    false,
-                )
-                .await;
-            }
+        // 1. the local clock: not a database round trip before the deadline fence
+        self.clock.now_ns = mono_ns();
+        let on_clock = decide_on_clock(&self.local, &self.clock);
+        if let Some(reason) = on_clock.fence {
+            // Soft: the lease is still ours for `margin`.
+            self.fence(reason, false).await;
         }
-        if let Some(t) = self.hold_off_until {
-            if Instant::now() >= t {
-                self.hold_off_until = None;
-            }
-        }
-        self.local.holding_off = self.hold_off_until.is_some() || self.child_stopping;
-        if self.cfg.warm
-            && !self.local.child_alive
-            && self.local.leading.is_none()
-            && !self.local.shutting_down
-            && self.warm_respawn_at.is_some_and(|t| Instant::now() >= t)
-        {
-            self.warm_respawn_at = None;
+        if on_clock.respawn_standby {
+            self.clock.respawn_at_ns = None;
             self.guard.spawn_standby().await?;
         }
 
@@ -409,28 +393,14 @@ impl Supervisor {
             member: &self.me.member,
             instance: &self.me.instance,
         };
-        let decision = decide(&view, &me, &self.local);
+        self.clock.now_ns = mono_ns();
+        let decision = decide(&view, &me, &self.local, &self.clock);
         self.note(decision.reason.clone());
 
         // 4. act
-        self.wake_at = None;
+        self.wake_at_ns = decision.wake_in.map(|d| mono_ns() + dur_ns(d));
         match decision.action {
-            Action::Wait => {
-                // The heir looks again the moment the current lease lapses (not up to one
-                // interval later): detection ≈ TTL after the leader's last renewal.
-                if let Some(l) = view.lease.as_ref().filter(|l| l.valid) {
-                    let heir = view.heir().is_some_and(|h| {
-                        h.member == self.me.member && h.instance == self.me.instance
-                    });
-                    if heir && l.remaining_s < self.cfg.interval.as_secs_f64() {
-                        self.wake_at = Some(
-                            Instant::now()
-                                + Duration::from_secs_f64(l.remaining_s.max(0.0))
-                                + Duration::from_millis(5),
-                        );
-                    }
-                }
-            }
+            Action::Wait => {}
             Action::Renew(epoch) => self.renew(epoch).await,
             Action::Acquire => self.acquire().await?,
             Action::Fence => self.fence(decision.reason, true).await,
@@ -455,8 +425,9 @@ impl Supervisor {
                 return Ok(Some(0));
             }
         }
-        if self.local.leading.is_some() && Instant::now() >= self.next_purge {
-            self.next_purge = Instant::now() + Duration::from_secs(60);
+        // Decided for a leader; a renewal or acquisition the database refused means I am not one.
+        if decision.purge && self.local.leading.is_some() {
+            self.clock.purge_at_ns = mono_ns() + dur_ns(PURGE_EVERY);
             let _ = self
                 .db(|r, me| Box::pin(r.purge(&me.group, Duration::from_secs(600))))
                 .await;
@@ -469,7 +440,7 @@ impl Supervisor {
         match self.db(|r, me| Box::pin(r.renew(me, epoch))).await {
             Ok(true) => {
                 let deadline = sent + dur_ns(self.cfg.ttl - self.cfg.margin);
-                self.deadline_ns = Some(deadline);
+                self.clock.deadline_ns = Some(deadline);
                 if let Err(e) = self.guard.renew(deadline).await {
                     crate::log::error(&format!("{e:#}"));
                 }
@@ -488,7 +459,7 @@ impl Supervisor {
             Ok(Some(epoch)) => {
                 let deadline = sent + dur_ns(self.cfg.ttl - self.cfg.margin);
                 self.local.leading = Some(epoch);
-                self.deadline_ns = Some(deadline);
+                self.clock.deadline_ns = Some(deadline);
                 self.say("leader", format!("took the lease: epoch {epoch}"));
                 self.guard.lead(epoch, deadline).await?;
             }
