@@ -12,6 +12,53 @@
 //! Rooms: [`probe`] (SQL), [`view`] (what a voter saw), [`rules`] (the pure decision),
 //! [`pg`] (start/stop/rewind), [`node`] (the loop), [`http`] (the signed endpoint).
 
+/// An enum read from text (a PostgreSQL view, a voter's JSON). Parsing never fails: a value
+/// this version does not know (or `''` for a NULL) is kept as `Other`, which no rule treats as
+/// a state it acts on (not streaming, not sync): it can only make a standby less eligible,
+/// never more. Failing instead would fail the probe, which the votes read as "unreachable".
+/// Display and serde give back the original text.
+macro_rules! text_enum {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        #[serde(from = "String", into = "String")]
+        pub enum $name {
+            $($variant,)+
+            Other(String),
+        }
+
+        impl From<String> for $name {
+            fn from(s: String) -> Self {
+                match s.as_str() {
+                    $($text => $name::$variant,)+
+                    _ => $name::Other(s),
+                }
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.to_string()
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(match self {
+                    $($name::$variant => $text,)+
+                    $name::Other(s) => s,
+                })
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name::Other(String::new())
+            }
+        }
+    };
+}
+
 pub mod http;
 pub mod node;
 pub mod pg;

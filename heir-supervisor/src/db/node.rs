@@ -14,7 +14,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use super::http::{self, Secret};
 use super::pg::PgCtl;
 use super::probe::{self, literal, Creds, NodeAddr, PgState};
-use super::rules::{self, Action, Local, Memory, Observed, Params, Peer, VoterSeen};
+use super::rules::{self, Action, Local, Memory, Observed, Params, Peer, Set, Settings, VoterSeen};
 use super::view::{NodeReport, Observer, View};
 use crate::news::{Event, News};
 use crate::vip::Vip;
@@ -43,9 +43,6 @@ pub struct Node {
     /// Voters that do not answer (logged on change and once a minute, not every cycle).
     pub voter_errors: crate::log::Throttle,
 }
-
-/// Retry pause after a failed start/rejoin.
-const RETRY_PAUSE: Duration = Duration::from_secs(5);
 
 impl Node {
     fn stale_limit(&self) -> Duration {
@@ -131,10 +128,9 @@ impl Node {
         }
         let local_state = local_res.as_ref().and_then(|r| r.as_ref().ok()).cloned();
         let local = match (&local_res, &local_state) {
-            // A data directory whose rejoin did not finish is never started as a primary: it is
-            // a standby to be copied afresh (Action::StartStandby).
             (None, _) => Local::Down {
-                was_primary: !self.pg.standby_signal() && !self.pg.rejoin_marked(),
+                was_primary: !self.pg.standby_signal(),
+                rejoin_unfinished: self.pg.rejoin_marked(),
             },
             (Some(_), None) => Local::Unresponsive,
             (Some(_), Some(st)) if st.in_recovery => Local::Standby,
@@ -183,6 +179,10 @@ impl Node {
                 voters,
                 peer_report,
                 vip_held,
+                settings: local_state.as_ref().map(|st| Settings {
+                    status_interval: st.status_interval.clone(),
+                    retry_interval: st.retry_interval.clone(),
+                }),
             },
             local_state,
         )
@@ -371,14 +371,13 @@ impl Node {
                     Err(e) => self.reinit(&format!("pg_rewind failed ({e:#})")).await?,
                 }
             }
+            Action::Reinit => {
+                self.reinit("a rejoin of this data directory did not finish")
+                    .await?
+            }
             Action::StartStandby => {
-                if self.pg.rejoin_marked() {
-                    self.reinit("a rejoin of this data directory did not finish")
-                        .await?;
-                } else {
-                    self.pg.start().await?;
-                    self.event("db_started", None, "standby started");
-                }
+                self.pg.start().await?;
+                self.event("db_started", None, "standby started");
             }
             Action::StartPrimary => {
                 self.pg.write_primary(&self.sync_names)?;
@@ -412,27 +411,20 @@ impl Node {
         Ok(())
     }
 
-    /// Settings the failover relies on, enforced with ALTER SYSTEM (both nodes):
-    /// * `wal_receiver_status_interval = 1s`: a standby's replies are its liveness;
-    /// * `wal_retrieve_retry_interval = 500ms`: a standby that lost its primary sleeps this
-    ///   long between WAL retries, and a promote request waited for the end of the sleep
-    ///   (measured: 5 s with the default).
-    async fn ensure_settings(&self, st: &PgState) {
-        let mut stmts = Vec::new();
-        if st.status_interval != "1s" {
-            stmts.push("ALTER SYSTEM SET wal_receiver_status_interval = '1s'".to_string());
-        }
-        if st.retry_interval != "500ms" {
-            stmts.push("ALTER SYSTEM SET wal_retrieve_retry_interval = '500ms'".to_string());
-        }
-        if stmts.is_empty() {
+    /// Enforce the decided settings (`rules::settings_to_set`); `seen`: the values found.
+    async fn apply_settings(&self, set: &[Set], seen: &Settings) {
+        if set.is_empty() {
             return;
         }
+        let mut stmts: Vec<String> = set
+            .iter()
+            .map(|s| format!("ALTER SYSTEM SET {} = {}", s.name, literal(s.value)))
+            .collect();
         stmts.push("SELECT pg_reload_conf()".into());
         match self.admin(&stmts).await {
             Ok(()) => crate::log::info(&format!(
                 "set wal_receiver_status_interval = 1s (was {}), wal_retrieve_retry_interval = 500ms (was {})",
-                st.status_interval, st.retry_interval
+                seen.status_interval, seen.retry_interval
             )),
             Err(e) => crate::log::warn(&format!("enforcing replication settings: {e:#}")),
         }
@@ -446,7 +438,6 @@ impl Node {
         let mut mem = Memory::default();
         let mut last_line = String::new();
         let mut last_log = Instant::now();
-        let mut retry_after: Option<Instant> = None;
         crate::log::info(&format!(
             "db node {} (peer {}), {} witness(es), floating IP {}",
             self.me.name,
@@ -466,15 +457,20 @@ impl Node {
             let d = rules::decide(&obs, &mem, &self.params, now);
             self.observer.set_report(NodeReport {
                 name: self.me.name.clone(),
-                state: d.state.to_string(),
+                state: d.state.clone(),
                 eligible: rules::eligible(&mem, &self.params, now),
                 timeline: local_state.as_ref().and_then(|s| s.timeline),
                 holds_vip: obs.vip_held,
                 reason: d.reason.clone(),
             });
             // Log when the decision changes in kind (durations in the reason do not count).
+            let held = if d.held.is_empty() {
+                String::new()
+            } else {
+                format!(" (held after a failure: {:?})", d.held)
+            };
             let line = format!(
-                "{} {:?} {}",
+                "{} {:?}{held} {}",
                 d.state,
                 d.actions,
                 d.reason
@@ -482,33 +478,29 @@ impl Node {
             );
             if line != last_line
                 || !d.actions.is_empty()
+                || !d.held.is_empty()
                 || last_log.elapsed() > Duration::from_secs(60)
             {
-                crate::log::info(&format!("[{}] {:?} — {}", d.state, d.actions, d.reason));
+                crate::log::info(&format!(
+                    "[{}] {:?}{held} — {}",
+                    d.state, d.actions, d.reason
+                ));
                 last_line = line;
                 last_log = Instant::now();
             }
-            if let Some(st) = &local_state {
-                self.ensure_settings(st).await;
+            if let Some(seen) = &obs.settings {
+                self.apply_settings(&d.settings, seen).await;
             }
             for a in d.actions {
-                let slow = matches!(
-                    a,
-                    Action::Rejoin | Action::StartPrimary | Action::StartStandby
-                );
-                if slow && retry_after.is_some_and(|t| Instant::now() < t) {
-                    continue;
+                let res = self.act(a, &d.reason, local_state.as_ref()).await;
+                // The outcome of a slow action is what holds the next ones (rules::decide).
+                if a.is_slow() {
+                    mem.slow_retry_at = res.is_err().then(|| Instant::now() + rules::RETRY_PAUSE);
                 }
-                if let Err(e) = self.act(a, &d.reason, local_state.as_ref()).await {
+                if let Err(e) = res {
                     crate::log::error(&format!("{a:?}: {e:#}"));
                     self.event("db_action_failed", None, &format!("{a:?}: {e:#}"));
-                    if slow {
-                        retry_after = Some(Instant::now() + RETRY_PAUSE);
-                    }
                     break;
-                }
-                if slow {
-                    retry_after = None;
                 }
             }
         }

@@ -55,12 +55,33 @@ impl std::str::FromStr for NodeAddr {
     }
 }
 
+text_enum! {
+    /// `pg_stat_replication.state`: the WAL sender's state.
+    SenderState {
+        Startup = "startup",
+        Catchup = "catchup",
+        Streaming = "streaming",
+        Backup = "backup",
+        Stopping = "stopping",
+    }
+}
+
+text_enum! {
+    /// `pg_stat_replication.sync_state`.
+    SyncState {
+        Async = "async",
+        Potential = "potential",
+        Sync = "sync",
+        Quorum = "quorum",
+    }
+}
+
 /// One row of `pg_stat_replication`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Replica {
     pub name: String,
-    pub state: String,
-    pub sync_state: String,
+    pub state: SenderState,
+    pub sync_state: SyncState,
     /// Seconds since the standby's last reply (its flush position report).
     pub reply_age_s: Option<f64>,
 }
@@ -156,8 +177,8 @@ pub async fn probe(
             {
                 st.replicas.push(Replica {
                     name: r.get::<_, Option<String>>(0).unwrap_or_default(),
-                    state: r.get(1),
-                    sync_state: r.get(2),
+                    state: r.get::<_, String>(1).into(),
+                    sync_state: r.get::<_, String>(2).into(),
                     reply_age_s: r.get(3),
                 });
             }
@@ -207,6 +228,45 @@ mod tests {
         assert!("hf-db1=h:1".parse::<NodeAddr>().is_err());
         assert!("a=h".parse::<NodeAddr>().is_err());
         assert!("a=h:x".parse::<NodeAddr>().is_err());
+    }
+
+    #[test]
+    fn replication_states_parse_and_print_the_database_text() {
+        for t in [
+            "startup",
+            "catchup",
+            "streaming",
+            "backup",
+            "stopping",
+            "",
+            "new",
+        ] {
+            assert_eq!(SenderState::from(t.to_string()).to_string(), t);
+        }
+        for t in ["async", "potential", "sync", "quorum", "", "new"] {
+            assert_eq!(SyncState::from(t.to_string()).to_string(), t);
+        }
+        assert_eq!(
+            SenderState::from("streaming".to_string()),
+            SenderState::Streaming
+        );
+        assert_eq!(SyncState::from("sync".to_string()), SyncState::Sync);
+        assert_eq!(
+            SyncState::from("Sync".to_string()),
+            SyncState::Other("Sync".into())
+        );
+        let r = Replica {
+            name: "b".into(),
+            state: SenderState::Streaming,
+            sync_state: SyncState::Sync,
+            reply_age_s: None,
+        };
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(
+            json.contains(r#""state":"streaming","sync_state":"sync""#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Replica>(&json).unwrap(), r);
     }
 
     #[test]

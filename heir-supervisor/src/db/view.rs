@@ -26,12 +26,26 @@ pub struct NodeSeen {
     pub error: Option<String>,
 }
 
+text_enum! {
+    /// What a node supervisor decided it is this cycle (`rules::Decision::state`), as reported
+    /// to the other voters and printed by `db status`; `Other`: a peer of another version.
+    NodeState {
+        Primary = "primary",
+        Standby = "standby",
+        Promoting = "promoting",
+        Demoting = "demoting",
+        Fencing = "fencing",
+        Unresponsive = "unresponsive",
+        Down = "down",
+        Rejoining = "rejoining",
+    }
+}
+
 /// A DB node supervisor's report about itself.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct NodeReport {
     pub name: String,
-    /// `primary`, `standby`, `down`, `fenced`, ...
-    pub state: String,
+    pub state: NodeState,
     /// A standby that was the synchronous one recently enough to be promoted.
     pub eligible: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -167,6 +181,22 @@ pub fn ms(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_states_travel_as_their_text() {
+        let r = NodeReport {
+            name: "a".into(),
+            state: NodeState::Promoting,
+            ..NodeReport::default()
+        };
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains(r#""state":"promoting""#), "{json}");
+        assert_eq!(serde_json::from_str::<NodeReport>(&json).unwrap(), r);
+        let newer = json.replace("promoting", "resting");
+        let back: NodeReport = serde_json::from_str(&newer).unwrap();
+        assert_eq!(back.state, NodeState::Other("resting".into()));
+        assert_eq!(back.state.to_string(), "resting");
+    }
 
     #[test]
     fn records_flips_and_serves() {

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use heir_supervisor::db::http::{fetch, Secret};
-use heir_supervisor::db::view::View;
+use heir_supervisor::db::view::{NodeState, View};
 use tokio_postgres::NoTls;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_heir-supervisor");
@@ -443,7 +443,7 @@ pub async fn wait_healthy(pair: &Pair, primary: &str, standby: &str, limit: Dura
                 .view(&url)
                 .await
                 .and_then(|v| v.report)
-                .is_some_and(|r| r.eligible && r.state == "standby");
+                .is_some_and(|r| r.eligible && r.state == NodeState::Standby);
             sync == Ok(Some("sync".into())) && eligible && pair.holds_vip(primary) && !pair.holds_vip(standby)
         }
     })

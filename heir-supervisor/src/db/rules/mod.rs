@@ -26,8 +26,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::probe::Replica;
-use super::view::NodeReport;
+use super::probe::{Replica, SenderState, SyncState};
+use super::view::{NodeReport, NodeState};
 
 #[derive(Debug, Clone)]
 pub struct Params {
@@ -71,9 +71,11 @@ impl Params {
 /// The local PostgreSQL.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Local {
-    /// No postmaster. `was_primary`: no `standby.signal` in the data directory.
+    /// No postmaster. `was_primary`: no `standby.signal` in the data directory;
+    /// `rejoin_unfinished`: the rejoin mark is there (`PgCtl::mark_rejoin`).
     Down {
         was_primary: bool,
+        rejoin_unfinished: bool,
     },
     /// A postmaster, but queries fail (starting, stopping, recovering, hung).
     Unresponsive,
@@ -121,6 +123,25 @@ pub struct Observed {
     /// The peer supervisor's report about itself (fresh), if it answered.
     pub peer_report: Option<NodeReport>,
     pub vip_held: bool,
+    /// The local server's settings, when it answers queries.
+    pub settings: Option<Settings>,
+}
+
+/// Server settings the failover relies on, as the local PostgreSQL reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub status_interval: String,
+    pub retry_interval: String,
+}
+
+impl Action {
+    /// Slow and repeated on failure (PostgreSQL start, rewind, copy): held after a failure.
+    pub fn is_slow(self) -> bool {
+        matches!(
+            self,
+            Action::Rejoin | Action::Reinit | Action::StartPrimary | Action::StartStandby
+        )
+    }
 }
 
 /// What the loop remembers between cycles (monotonic instants).
@@ -134,6 +155,8 @@ pub struct Memory {
     pub unconfirmed_since: Option<Instant>,
     /// Down after having been a primary: since when.
     pub down_since: Option<Instant>,
+    /// A slow action failed: none is tried again before this (the act step records it).
+    pub slow_retry_at: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +171,9 @@ pub enum Action {
     Demote,
     /// pg_rewind from the peer, standby.signal + primary_conninfo, start.
     Rejoin,
+    /// A rejoin of this data directory did not finish: copy the peer afresh (pg_basebackup)
+    /// and follow it.
+    Reinit,
     StartStandby,
     StartPrimary,
     /// A standby streams again: require it again.
@@ -158,13 +184,28 @@ pub enum Action {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
-    pub state: &'static str,
+    pub state: NodeState,
+    /// To run in this order; the first failure ends the cycle.
     pub actions: Vec<Action>,
+    /// Slow actions decided but held back: one failed less than `RETRY_PAUSE` ago.
+    pub held: Vec<Action>,
+    /// `ALTER SYSTEM` settings to enforce before the actions.
+    pub settings: Vec<Set>,
     pub reason: String,
 }
 
+/// Pause before a slow action is tried again after one failed.
+pub const RETRY_PAUSE: Duration = Duration::from_secs(5);
+
+/// One `ALTER SYSTEM SET name = 'value'`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Set {
+    pub name: &'static str,
+    pub value: &'static str,
+}
+
 pub fn live(r: &Replica, p: &Params) -> bool {
-    r.state == "streaming"
+    r.state == SenderState::Streaming
         && r.reply_age_s
             .is_some_and(|a| a <= p.replica_fresh.as_secs_f64())
 }
@@ -196,7 +237,7 @@ pub fn remember(m: &mut Memory, o: &Observed, p: &Params, now: Instant) {
                 ..
             } = &o.peer
             {
-                if r.sync_state == "sync" && live(r, p) {
+                if r.sync_state == SyncState::Sync && live(r, p) {
                     m.last_sync_seen = Some(now);
                 }
             }
@@ -223,7 +264,10 @@ pub fn remember(m: &mut Memory, o: &Observed, p: &Params, now: Instant) {
         }
     }
     match &o.local {
-        Local::Down { was_primary: true } => {
+        Local::Down {
+            was_primary: true,
+            rejoin_unfinished: false,
+        } => {
             m.down_since.get_or_insert(now);
         }
         _ => m.down_since = None,
@@ -234,8 +278,45 @@ fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 
-/// Decide this cycle's actions.
+/// Decide this cycle's actions, the settings to enforce and the slow actions held back.
 pub fn decide(o: &Observed, m: &Memory, p: &Params, now: Instant) -> Decision {
+    let plan = plan(o, m, p, now);
+    // A slow action that failed is retried only after RETRY_PAUSE; the others still run.
+    let hold = m.slow_retry_at.is_some_and(|t| now < t);
+    let (held, actions) = plan.actions.into_iter().partition(|a| hold && a.is_slow());
+    Decision {
+        state: plan.state,
+        actions,
+        held,
+        settings: o.settings.as_ref().map(settings_to_set).unwrap_or_default(),
+        reason: plan.reason,
+    }
+}
+
+/// The settings the failover relies on that the local server lacks (both nodes, any state):
+/// * `wal_receiver_status_interval = 1s`: a standby's replies are its liveness;
+/// * `wal_retrieve_retry_interval = 500ms`: a standby that lost its primary sleeps this long
+///   between WAL retries, and a promote request waited for the end of the sleep (measured: 5 s
+///   with the default).
+pub fn settings_to_set(s: &Settings) -> Vec<Set> {
+    [
+        ("wal_receiver_status_interval", "1s", &s.status_interval),
+        ("wal_retrieve_retry_interval", "500ms", &s.retry_interval),
+    ]
+    .into_iter()
+    .filter(|(_, want, have)| have != want)
+    .map(|(name, value, _)| Set { name, value })
+    .collect()
+}
+
+/// The state, actions and reason of one cycle, before holds.
+struct Plan {
+    state: NodeState,
+    actions: Vec<Action>,
+    reason: String,
+}
+
+fn plan(o: &Observed, m: &Memory, p: &Params, now: Instant) -> Plan {
     let since = |t: Option<Instant>| {
         t.map(|t| now.saturating_duration_since(t))
             .unwrap_or_default()
@@ -259,8 +340,8 @@ pub fn decide(o: &Observed, m: &Memory, p: &Params, now: Instant) -> Decision {
                     .max()
             });
             if let Some(t) = newer {
-                return Decision {
-                    state: "demoting",
+                return Plan {
+                    state: NodeState::Demoting,
                     actions: vec![Action::ReleaseVip, Action::Demote],
                     reason: format!(
                         "the peer is primary on timeline {t}, newer than mine ({timeline})"
@@ -276,8 +357,8 @@ pub fn decide(o: &Observed, m: &Memory, p: &Params, now: Instant) -> Decision {
             if !ok {
                 let gone = since(m.unconfirmed_since);
                 if gone >= p.fence_after {
-                    return Decision {
-                        state: "fencing",
+                    return Plan {
+                        state: NodeState::Fencing,
                         actions: vec![Action::Fence],
                         reason: format!(
                             "isolated: {confirmations} of the {} confirmations needed and no standby streaming, for {}",
@@ -311,8 +392,8 @@ pub fn decide(o: &Observed, m: &Memory, p: &Params, now: Instant) -> Decision {
                     secs(alone)
                 ));
             }
-            Decision {
-                state: "primary",
+            Plan {
+                state: NodeState::Primary,
                 actions,
                 reason,
             }
@@ -337,8 +418,8 @@ pub fn decide(o: &Observed, m: &Memory, p: &Params, now: Instant) -> Decision {
             if votes >= p.majority() {
                 if is_eligible {
                     actions.push(Action::Promote);
-                    return Decision {
-                        state: "promoting",
+                    return Plan {
+                        state: NodeState::Promoting,
                         actions,
                         reason: format!(
                             "{votes} of {} voters have seen the primary unreachable for {}+; I was its synchronous standby {last_sync}",
@@ -347,8 +428,8 @@ pub fn decide(o: &Observed, m: &Memory, p: &Params, now: Instant) -> Decision {
                         ),
                     };
                 }
-                return Decision {
-                    state: "standby",
+                return Plan {
+                    state: NodeState::Standby,
                     actions,
                     reason: format!(
                         "{votes} of {} voters lost the primary, but I was last seen as its live synchronous standby {last_sync} (window {}): promoting could lose acknowledged commits",
@@ -368,8 +449,8 @@ pub fn decide(o: &Observed, m: &Memory, p: &Params, now: Instant) -> Decision {
                     p.majority()
                 ),
             };
-            Decision {
-                state: "standby",
+            Plan {
+                state: NodeState::Standby,
                 actions,
                 reason,
             }
@@ -382,8 +463,8 @@ pub fn decide(o: &Observed, m: &Memory, p: &Params, now: Instant) -> Decision {
             if o.vip_held && other_primary {
                 actions.push(Action::ReleaseVip);
             }
-            Decision {
-                state: "unresponsive",
+            Plan {
+                state: NodeState::Unresponsive,
                 actions,
                 reason: format!(
                     "postmaster running but not answering my queries: waiting{}",
@@ -395,25 +476,46 @@ pub fn decide(o: &Observed, m: &Memory, p: &Params, now: Instant) -> Decision {
                 ),
             }
         }
-        Local::Down { was_primary: false } => {
+        // A data directory whose rejoin did not finish is never started as a primary: it is
+        // a standby to be copied afresh.
+        Local::Down {
+            rejoin_unfinished: true,
+            ..
+        } => {
+            if o.vip_held {
+                actions.push(Action::ReleaseVip);
+            }
+            actions.push(Action::Reinit);
+            Plan {
+                state: NodeState::Down,
+                actions,
+                reason: "a rejoin of this data directory did not finish: copying the peer afresh"
+                    .into(),
+            }
+        }
+        Local::Down {
+            was_primary: false, ..
+        } => {
             if o.vip_held {
                 actions.push(Action::ReleaseVip);
             }
             actions.push(Action::StartStandby);
-            Decision {
-                state: "down",
+            Plan {
+                state: NodeState::Down,
                 actions,
                 reason: "standby not running: starting it".into(),
             }
         }
-        Local::Down { was_primary: true } => {
+        Local::Down {
+            was_primary: true, ..
+        } => {
             if o.vip_held {
                 actions.push(Action::ReleaseVip);
             }
             if let Peer::Primary { timeline, .. } = &o.peer {
                 actions.push(Action::Rejoin);
-                return Decision {
-                    state: "rejoining",
+                return Plan {
+                    state: NodeState::Rejoining,
                     actions,
                     reason: format!(
                         "the peer is primary (timeline {timeline}): rewinding and following it"
@@ -421,8 +523,8 @@ pub fn decide(o: &Observed, m: &Memory, p: &Params, now: Instant) -> Decision {
                 };
             }
             if o.voters.iter().any(|v| v.peer_primary_tl.is_some()) {
-                return Decision {
-                    state: "down",
+                return Plan {
+                    state: NodeState::Down,
                     actions,
                     reason: "voters see the peer as primary but I cannot reach it: waiting".into(),
                 };
@@ -430,8 +532,8 @@ pub fn decide(o: &Observed, m: &Memory, p: &Params, now: Instant) -> Decision {
             let down = since(m.down_since);
             let peer_may_promote = o.peer_report.as_ref().is_none_or(|r| r.eligible);
             if peer_may_promote && down < p.restart_hold {
-                return Decision {
-                    state: "down",
+                return Plan {
+                    state: NodeState::Down,
                     actions,
                     reason: format!(
                         "was primary, down for {}: the standby may promote (hold {})",
@@ -441,8 +543,8 @@ pub fn decide(o: &Observed, m: &Memory, p: &Params, now: Instant) -> Decision {
                 };
             }
             if o.voters.len() < p.confirmations_needed() {
-                return Decision {
-                    state: "down",
+                return Plan {
+                    state: NodeState::Down,
                     actions,
                     reason: format!(
                         "was primary, but only {} voter(s) answer: isolated, not restarting",
@@ -451,8 +553,8 @@ pub fn decide(o: &Observed, m: &Memory, p: &Params, now: Instant) -> Decision {
                 };
             }
             actions.push(Action::StartPrimary);
-            Decision {
-                state: "down",
+            Plan {
+                state: NodeState::Down,
                 actions,
                 reason: if peer_may_promote {
                     format!(
@@ -468,440 +570,4 @@ pub fn decide(o: &Observed, m: &Memory, p: &Params, now: Instant) -> Decision {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn params() -> Params {
-        Params {
-            failover_after: Duration::from_secs(3),
-            fence_after: Duration::from_secs(2),
-            sync_window: Duration::from_secs(7),
-            degrade_after: Duration::from_secs(10),
-            restart_hold: Duration::from_secs(15),
-            replica_fresh: Duration::from_secs(3),
-            witnesses: 3,
-        }
-    }
-
-    fn sync_replica(name: &str) -> Replica {
-        Replica {
-            name: name.into(),
-            state: "streaming".into(),
-            sync_state: "sync".into(),
-            reply_age_s: Some(0.4),
-        }
-    }
-
-    fn witness(name: &str, me: bool, peer_down: Option<u64>) -> VoterSeen {
-        VoterSeen {
-            voter: name.into(),
-            is_witness: true,
-            me_reachable: me,
-            peer_down_for: peer_down.map(Duration::from_secs),
-            peer_primary_tl: None,
-        }
-    }
-
-    fn standby_obs(peer: Peer, own_down: Option<u64>, voters: Vec<VoterSeen>) -> Observed {
-        Observed {
-            local: Local::Standby,
-            peer,
-            own_peer_down_for: own_down.map(Duration::from_secs),
-            voters,
-            peer_report: None,
-            vip_held: false,
-        }
-    }
-
-    fn healthy_primary_peer() -> Peer {
-        Peer::Primary {
-            timeline: 1,
-            sync_names_set: true,
-            me: Some(sync_replica("b")),
-        }
-    }
-
-    #[test]
-    fn majority_arithmetic() {
-        let p = params();
-        assert_eq!(
-            (p.voters(), p.majority(), p.confirmations_needed()),
-            (4, 3, 2)
-        );
-        let one = Params {
-            witnesses: 1,
-            ..params()
-        };
-        assert_eq!(
-            (one.voters(), one.majority(), one.confirmations_needed()),
-            (2, 2, 1)
-        );
-        assert!(Params {
-            witnesses: 0,
-            ..params()
-        }
-        .validate()
-        .is_err());
-        assert!(Params {
-            sync_window: Duration::from_secs(10),
-            ..params()
-        }
-        .validate()
-        .is_err());
-        assert!(params().validate().is_ok());
-    }
-
-    #[test]
-    fn standby_remembers_being_sync_only_when_live_and_required() {
-        let p = params();
-        let now = Instant::now();
-        let mut m = Memory::default();
-        remember(
-            &mut m,
-            &standby_obs(healthy_primary_peer(), None, vec![]),
-            &p,
-            now,
-        );
-        assert_eq!(m.last_sync_seen, Some(now));
-        // A stale reply (walreceiver gone, walsender not yet timed out) does not count.
-        let mut stale = sync_replica("b");
-        stale.reply_age_s = Some(9.0);
-        let later = now + Duration::from_secs(1);
-        let peer = Peer::Primary {
-            timeline: 1,
-            sync_names_set: true,
-            me: Some(stale),
-        };
-        remember(&mut m, &standby_obs(peer, None, vec![]), &p, later);
-        assert_eq!(m.last_sync_seen, Some(now));
-        // A primary that does not require a standby does not make it eligible.
-        let peer = Peer::Primary {
-            timeline: 1,
-            sync_names_set: false,
-            me: Some(sync_replica("b")),
-        };
-        remember(&mut m, &standby_obs(peer, None, vec![]), &p, later);
-        assert_eq!(m.last_sync_seen, Some(now));
-    }
-
-    #[test]
-    fn promotes_on_majority_when_eligible() {
-        let p = params();
-        let now = Instant::now();
-        let m = Memory {
-            last_sync_seen: Some(now - Duration::from_secs(4)),
-            ..Memory::default()
-        };
-        let o = standby_obs(
-            Peer::Unreachable,
-            Some(4),
-            vec![
-                witness("w1", true, Some(4)),
-                witness("w2", true, Some(3)),
-                witness("w3", true, Some(1)),
-            ],
-        );
-        let d = decide(&o, &m, &p, now);
-        assert_eq!(d.actions, vec![Action::Promote], "{}", d.reason);
-    }
-
-    #[test]
-    fn no_promotion_when_witnesses_still_see_the_primary() {
-        // primary<->standby partition: the standby alone lost the primary.
-        let p = params();
-        let now = Instant::now();
-        let m = Memory {
-            last_sync_seen: Some(now),
-            ..Memory::default()
-        };
-        let o = standby_obs(
-            Peer::Unreachable,
-            Some(30),
-            vec![
-                witness("w1", true, None),
-                witness("w2", true, None),
-                witness("w3", true, None),
-            ],
-        );
-        assert!(decide(&o, &m, &p, now).actions.is_empty());
-        // Two witnesses plus the standby is a majority only when the standby also votes.
-        let o = standby_obs(
-            Peer::Unreachable,
-            None,
-            vec![
-                witness("w1", true, Some(9)),
-                witness("w2", true, Some(9)),
-                witness("w3", true, None),
-            ],
-        );
-        assert!(decide(&o, &m, &p, now).actions.is_empty());
-        // A vote counts only after failover_after.
-        let o = standby_obs(
-            Peer::Unreachable,
-            Some(9),
-            vec![witness("w1", true, Some(9)), witness("w2", true, Some(2))],
-        );
-        assert!(decide(&o, &m, &p, now).actions.is_empty());
-    }
-
-    #[test]
-    fn ineligible_standby_never_promotes() {
-        let p = params();
-        let now = Instant::now();
-        let o = standby_obs(
-            Peer::Unreachable,
-            Some(60),
-            vec![
-                witness("w1", true, Some(60)),
-                witness("w2", true, Some(60)),
-                witness("w3", true, Some(60)),
-            ],
-        );
-        for m in [
-            Memory::default(),
-            Memory {
-                last_sync_seen: Some(now - Duration::from_secs(8)),
-                ..Memory::default()
-            },
-        ] {
-            let d = decide(&o, &m, &p, now);
-            assert!(d.actions.is_empty(), "{d:?}");
-            assert!(
-                d.reason.contains("could lose acknowledged commits"),
-                "{}",
-                d.reason
-            );
-        }
-    }
-
-    #[test]
-    fn eligibility_always_expires_before_the_primary_may_degrade() {
-        // The standby's last sighting as live sync standby is at t0; the primary, probing
-        // the same pg_stat_replication row, cannot start its no-standby clock before t0, and
-        // degrades degrade_after later. The standby's eligibility ends sync_window after t0.
-        let p = params();
-        let t0 = Instant::now();
-        let m = Memory {
-            last_sync_seen: Some(t0),
-            ..Memory::default()
-        };
-        let degrade_at = t0 + p.degrade_after;
-        assert!(!eligible(&m, &p, degrade_at));
-        assert!(!eligible(
-            &m,
-            &p,
-            t0 + p.sync_window + Duration::from_millis(1)
-        ));
-        assert!(eligible(&m, &p, t0 + p.sync_window));
-    }
-
-    fn primary_obs(
-        replicas: Vec<Replica>,
-        sync: &str,
-        voters: Vec<VoterSeen>,
-        vip: bool,
-    ) -> Observed {
-        Observed {
-            local: Local::Primary {
-                timeline: 2,
-                sync_names: sync.into(),
-                replicas,
-            },
-            peer: Peer::Unreachable,
-            own_peer_down_for: None,
-            voters,
-            peer_report: None,
-            vip_held: vip,
-        }
-    }
-
-    #[test]
-    fn primary_takes_vip_restores_and_degrades_sync() {
-        let p = params();
-        let now = Instant::now();
-        let m = Memory::default();
-        let w = vec![witness("w1", true, None), witness("w2", true, None)];
-        let o = primary_obs(vec![sync_replica("a")], "", w.clone(), false);
-        let d = decide(&o, &m, &p, now);
-        assert_eq!(d.actions, vec![Action::AcquireVip, Action::RestoreSync]);
-        // No standby for degrade_after, confirmed by voters: stop requiring one.
-        let m = Memory {
-            no_replica_since: Some(now - Duration::from_secs(11)),
-            ..Memory::default()
-        };
-        let o = primary_obs(vec![], "FIRST 1 (a, b)", w.clone(), true);
-        assert_eq!(decide(&o, &m, &p, now).actions, vec![Action::DegradeSync]);
-        // ... but not without enough confirmations.
-        let o = primary_obs(
-            vec![],
-            "FIRST 1 (a, b)",
-            vec![witness("w1", true, None)],
-            true,
-        );
-        let m2 = Memory {
-            unconfirmed_since: Some(now),
-            ..m.clone()
-        };
-        assert!(decide(&o, &m2, &p, now).actions.is_empty());
-        // ... and not when a voter sees another primary.
-        let mut w2 = w.clone();
-        w2[0].peer_primary_tl = Some(1);
-        let o = primary_obs(vec![], "FIRST 1 (a, b)", w2, true);
-        assert!(!decide(&o, &m, &p, now)
-            .actions
-            .contains(&Action::DegradeSync));
-    }
-
-    #[test]
-    fn isolated_primary_fences_unless_its_standby_streams() {
-        let p = params();
-        let now = Instant::now();
-        let m = Memory {
-            unconfirmed_since: Some(now - Duration::from_secs(3)),
-            ..Memory::default()
-        };
-        let o = primary_obs(
-            vec![],
-            "FIRST 1 (a, b)",
-            vec![witness("w1", true, None)],
-            true,
-        );
-        assert_eq!(decide(&o, &m, &p, now).actions, vec![Action::Fence]);
-        let o = primary_obs(vec![sync_replica("b")], "FIRST 1 (a, b)", vec![], true);
-        assert!(decide(&o, &m, &p, now).actions.is_empty());
-        let young = Memory {
-            unconfirmed_since: Some(now - Duration::from_secs(1)),
-            ..Memory::default()
-        };
-        let o = primary_obs(vec![], "FIRST 1 (a, b)", vec![], true);
-        assert!(decide(&o, &young, &p, now).actions.is_empty());
-    }
-
-    #[test]
-    fn old_primary_demotes_when_a_newer_one_exists() {
-        let p = params();
-        let now = Instant::now();
-        let mut o = primary_obs(vec![], "FIRST 1 (a, b)", vec![], true);
-        o.peer = Peer::Primary {
-            timeline: 3,
-            sync_names_set: false,
-            me: None,
-        };
-        assert_eq!(
-            decide(&o, &Memory::default(), &p, now).actions,
-            vec![Action::ReleaseVip, Action::Demote]
-        );
-        let mut w = witness("w1", false, None);
-        w.peer_primary_tl = Some(3);
-        let o = primary_obs(vec![], "FIRST 1 (a, b)", vec![w], true);
-        assert_eq!(
-            decide(&o, &Memory::default(), &p, now).actions,
-            vec![Action::ReleaseVip, Action::Demote]
-        );
-    }
-
-    fn down_obs(peer: Peer, report: Option<bool>, voters: usize) -> Observed {
-        Observed {
-            local: Local::Down { was_primary: true },
-            peer,
-            own_peer_down_for: None,
-            voters: (0..voters)
-                .map(|i| witness(&format!("w{i}"), false, None))
-                .collect(),
-            peer_report: report.map(|eligible| NodeReport {
-                eligible,
-                ..NodeReport::default()
-            }),
-            vip_held: false,
-        }
-    }
-
-    #[test]
-    fn crashed_primary_waits_for_the_standby_then_rejoins() {
-        let p = params();
-        let now = Instant::now();
-        let m = Memory {
-            down_since: Some(now - Duration::from_secs(2)),
-            ..Memory::default()
-        };
-        // The standby is eligible: wait for its promotion.
-        let d = decide(&down_obs(Peer::Standby, Some(true), 3), &m, &p, now);
-        assert!(d.actions.is_empty(), "{d:?}");
-        // It promoted: rewind and follow.
-        let promoted = Peer::Primary {
-            timeline: 2,
-            sync_names_set: false,
-            me: None,
-        };
-        assert_eq!(
-            decide(&down_obs(promoted, Some(false), 3), &m, &p, now).actions,
-            vec![Action::Rejoin]
-        );
-        // The standby cannot promote: restart at once.
-        assert_eq!(
-            decide(&down_obs(Peer::Standby, Some(false), 3), &m, &p, now).actions,
-            vec![Action::StartPrimary]
-        );
-        // Nobody promoted within the hold: restart.
-        let old = Memory {
-            down_since: Some(now - Duration::from_secs(16)),
-            ..Memory::default()
-        };
-        assert_eq!(
-            decide(&down_obs(Peer::Unreachable, None, 3), &old, &p, now).actions,
-            vec![Action::StartPrimary]
-        );
-        // ... unless isolated.
-        assert!(decide(&down_obs(Peer::Unreachable, None, 1), &old, &p, now)
-            .actions
-            .is_empty());
-    }
-
-    #[test]
-    fn unresponsive_node_keeps_the_vip_unless_another_primary_exists() {
-        let p = params();
-        let now = Instant::now();
-        let mut o = Observed {
-            local: Local::Unresponsive,
-            peer: Peer::Standby,
-            own_peer_down_for: None,
-            voters: vec![],
-            peer_report: None,
-            vip_held: true,
-        };
-        assert!(decide(&o, &Memory::default(), &p, now).actions.is_empty());
-        o.peer = Peer::Primary {
-            timeline: 2,
-            sync_names_set: false,
-            me: None,
-        };
-        assert_eq!(
-            decide(&o, &Memory::default(), &p, now).actions,
-            vec![Action::ReleaseVip]
-        );
-    }
-
-    #[test]
-    fn standby_restarts_and_never_holds_the_vip() {
-        let p = params();
-        let now = Instant::now();
-        let o = Observed {
-            local: Local::Down { was_primary: false },
-            peer: Peer::Unreachable,
-            own_peer_down_for: None,
-            voters: vec![],
-            peer_report: None,
-            vip_held: true,
-        };
-        assert_eq!(
-            decide(&o, &Memory::default(), &p, now).actions,
-            vec![Action::ReleaseVip, Action::StartStandby]
-        );
-        let mut s = standby_obs(healthy_primary_peer(), None, vec![]);
-        s.vip_held = true;
-        assert_eq!(
-            decide(&s, &Memory::default(), &p, now).actions,
-            vec![Action::ReleaseVip]
-        );
-    }
-}
+mod tests;
