@@ -152,10 +152,12 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     let mut tick = tokio::time::interval(s.cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let code = loop {
-        let fence_in = s
-            .clock
-            .deadline_ns
+        // The next timer: my lease's local deadline, or the decided wake-up at a lapse.
+        let timer_in = [s.clock.deadline_ns, s.wake_at_ns]
+            .into_iter()
+            .flatten()
             .map(until)
+            .min()
             .unwrap_or(Duration::from_secs(3600));
         tokio::select! {
             _ = tick.tick() => {}
@@ -170,7 +172,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
             }
             _ = sigterm.recv() => s.on_signal("SIGTERM").await,
             _ = sigint.recv() => s.on_signal("SIGINT").await,
-            _ = tokio::time::sleep(fence_in) => {}
+            _ = tokio::time::sleep(timer_in) => {}
         }
         if let Some(code) = s.cycle().await? {
             break code;
@@ -325,6 +327,7 @@ impl Supervisor {
     /// One observe → decide → act cycle. `Some(code)`: the supervisor is done.
     async fn cycle(&mut self) -> Result<Option<i32>> {
         // 1. the local clock: not a database round trip before the deadline fence
+        self.wake_at_ns = None; // one wake-up per decision, even if the database fails now
         self.clock.now_ns = mono_ns();
         let on_clock = decide_on_clock(&self.local, &self.clock);
         if let Some(reason) = on_clock.fence {
