@@ -8,6 +8,7 @@ mod airflow;
 mod cluster;
 mod db;
 mod faults;
+mod figures;
 mod invariants;
 mod ledger;
 mod ledger_server;
