@@ -18,6 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source cluster/lib.sh
+source bench/lib.sh
 
 RUNS=${BENCH_RUNS:-5}
 [[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer"
@@ -42,20 +43,11 @@ if [[ "$have" != *"[core $ANSIBLE_CORE_VERSION]"* ]]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check "ansible-core==$ANSIBLE_CORE_VERSION"
 fi
-if [ ! -x "$HFPLAY" ] || [ -n "$(find src Cargo.toml Cargo.lock -newer "$HFPLAY" -print -quit)" ]; then
-  log "building hfplay (cargo build --release)"
-  cargo build --release -q --bin hfplay
-fi
+ensure_hfplay
 
 # --- hosts ---
-STARTED=0
-tests/hosts.sh status || STARTED=1
-INV=$(tests/hosts.sh up 2>/dev/null | tail -1)
-[ -f "$INV" ] || die "tests/hosts.sh up failed (run it alone to see why)"
-cleanup() {
-  if [ "$STARTED" = 1 ] && [ "${BENCH_KEEP_HOSTS:-0}" != 1 ]; then tests/hosts.sh down || true; fi
-}
-trap cleanup EXIT
+test_hosts_up
+trap test_hosts_down EXIT
 mapfile -t HOSTS < <(awk '/^hft-/ { print $1 }' "$INV")
 
 export ANSIBLE_CONFIG="$PWD/bench/ansible.cfg"

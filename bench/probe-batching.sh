@@ -16,25 +16,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source cluster/lib.sh
+source bench/lib.sh
 
 RUNS=${BENCH_RUNS:-5}
 [[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer"
 PLAYBOOK=bench/hfplay-vs-ansible.yml
 HFPLAY=${BENCH_HFPLAY:-target/release/hfplay}
-if [ -z "${BENCH_HFPLAY:-}" ] && { [ ! -x "$HFPLAY" ] || [ -n "$(find src Cargo.toml Cargo.lock -newer "$HFPLAY" -print -quit)" ]; }; then
-  log "building hfplay (cargo build --release)"
-  cargo build --release -q --bin hfplay
-fi
+[ -n "${BENCH_HFPLAY:-}" ] || ensure_hfplay
 
-STARTED=0
-tests/hosts.sh status || STARTED=1
-INV=$(tests/hosts.sh up 2>/dev/null | tail -1)
-[ -f "$INV" ] || die "tests/hosts.sh up failed (run it alone to see why)"
+test_hosts_up
 WORK=$(mktemp -d)
 cleanup() {
   [ -S "$WORK/cm" ] && ssh -S "$WORK/cm" -O exit x 2>/dev/null || true
   rm -rf "$WORK"
-  if [ "$STARTED" = 1 ] && [ "${BENCH_KEEP_HOSTS:-0}" != 1 ]; then tests/hosts.sh down || true; fi
+  test_hosts_down
 }
 trap cleanup EXIT
 median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.4f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
