@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::nodes::{bool_of, check_templates, conditions, fail, mapping, string_list, string_of};
+use super::nodes::{
+    bool_of, check_templates, conditions, fail, mapping, string_list, string_of, throttle_of,
+};
 use super::{suggest, Action, Loader, Play, Playbook, Role, Task, TaskOpts};
 use crate::error::{LoadResult, Loc, LocatedError};
 use crate::inventory::{load_vars_file, VarsDir};
@@ -242,6 +244,7 @@ impl Loader<'_> {
                 "tags" => inherit.tags.extend(string_list(v, "tags")?),
                 "check_mode" => inherit.check_mode = Some(bool_of(v, "check_mode")?),
                 "no_log" => inherit.no_log = Some(bool_of(v, "no_log")?),
+                "throttle" => inherit.throttle = throttle_of(v)?,
                 "ignore_errors" => inherit.ignore_errors = Some(bool_of(v, "ignore_errors")?),
                 "force_handlers" => {
                     play.force_handlers = crate::words::to_bool(&v.to_value()).unwrap_or(false)

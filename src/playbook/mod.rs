@@ -49,6 +49,8 @@ pub struct TaskOpts {
     pub become_: Option<Value>,
     pub become_user: Option<String>,
     pub run_once: bool,
+    /// `throttle:` at most this many hosts run the task at once (on top of `--forks`).
+    pub throttle: Option<usize>,
     pub delegate_to: Option<String>,
     pub delegate_facts: bool,
     pub check_mode: Option<Value>,

@@ -77,6 +77,24 @@ pub(super) fn mapping(node: &Node, what: &str) -> LoadResult<Map<String, Value>>
     }
 }
 
+/// `throttle`: how many hosts may run the task at once (0: no limit beyond forks). A whole
+/// number as written; hfplay does not template it.
+pub(super) fn throttle_of(node: &Node) -> LoadResult<Option<usize>> {
+    match &node.kind {
+        Kind::Int(i) if *i >= 0 => Ok(usize::try_from(*i).ok().filter(|n| *n > 0)),
+        Kind::Str(s) if s.trim().parse::<usize>().is_ok() => {
+            Ok(s.trim().parse::<usize>().ok().filter(|n| *n > 0))
+        }
+        _ => fail(
+            node,
+            format!(
+                "'throttle' must be a whole number of hosts (0: no limit), found {}",
+                node.type_name()
+            ),
+        ),
+    }
+}
+
 pub(super) fn bool_of(node: &Node, what: &str) -> LoadResult<Value> {
     match &node.kind {
         Kind::Bool(_) | Kind::Str(_) | Kind::Int(_) => Ok(node.to_value()),

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::loader::Ctx;
 use super::nodes::{bool_of, check_templates, condition, conditions, fail, mapping};
-use super::nodes::{string_list, string_of};
+use super::nodes::{string_list, string_of, throttle_of};
 use super::{suggest, Action, Loader, Task, TaskOpts};
 use crate::error::LoadResult;
 use crate::words::to_bool;
@@ -184,6 +184,7 @@ impl<'n> TaskParts<'n> {
             "become" => opts.become_ = Some(bool_of(v, "become")?),
             "become_user" => opts.become_user = Some(string_of(v, "become_user")?),
             "run_once" => opts.run_once = flag(v),
+            "throttle" => opts.throttle = throttle_of(v)?,
             "delegate_to" => opts.delegate_to = Some(string_of(v, "delegate_to")?),
             "delegate_facts" => opts.delegate_facts = flag(v),
             "check_mode" => opts.check_mode = Some(bool_of(v, "check_mode")?),

@@ -85,13 +85,23 @@ impl Runner {
         } else {
             hosts.to_vec()
         };
+        // throttle: a limit of this task's own, on top of the forks every task shares.
+        let throttle = task
+            .opts
+            .throttle
+            .map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
         let futures = run_hosts.iter().map(|h| {
+            let throttle = throttle.clone();
             let this = self.clone();
             let ctx = ctx.clone();
             let inc = inc.clone();
             let h = h.clone();
             let title = title.clone();
             async move {
+                let _own = match &throttle {
+                    Some(t) => Some(t.acquire().await),
+                    None => None,
+                };
                 let _permit = this.sem.acquire().await;
                 this.reporter.host_busy(&h, &title);
                 let r = this.run_on_host(&ctx, task, &h, &inc).await;

@@ -14,6 +14,8 @@ mod includes;
 #[cfg(test)]
 mod register_tests;
 mod results;
+#[cfg(test)]
+mod throttle_tests;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;

@@ -37,7 +37,7 @@ const PLAYBOOK: &str = r#"
       register: fl
 "#;
 
-async fn run(playbook: &str) -> (Arc<Runner>, RunOutcome) {
+pub(super) async fn run(playbook: &str) -> (Arc<Runner>, RunOutcome) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (inv_path, pb_path) = (dir.path().join("inv.ini"), dir.path().join("pb.yml"));
     std::fs::write(
