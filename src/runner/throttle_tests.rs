@@ -44,8 +44,7 @@ fn a_throttle_that_is_not_a_whole_number_fails_at_load() {
     };
     let err = loader
         .load_playbook(&pb)
-        .err()
-        .expect("a load error")
+        .expect_err("a load error")
         .to_string();
     assert!(err.contains("pb.yml:4"), "{err}");
     assert!(err.contains("'throttle' must be a whole number"), "{err}");
