@@ -196,8 +196,12 @@ impl Reporter {
             Status::Failed => format!("fatal: {who}{item}: FAILED! => {}", detail()),
         };
         let mut out = line;
-        if matches!(res.status, Status::Ok | Status::Changed) && !r.no_log && self.verbosity > 0 {
-            out.push_str(&format!(" => {}", detail()));
+        if matches!(res.status, Status::Ok | Status::Changed) && !r.no_log {
+            if self.verbosity > 0 {
+                out.push_str(&format!(" => {}", detail()));
+            } else if res.shown {
+                out.push_str(&format!(" => {}", shown_detail(&res.value)));
+            }
         }
         if self.diff && !r.no_log {
             for d in &res.diffs {
@@ -318,9 +322,37 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A `debug` result as Ansible's default output shows it without `-v`: the dictionary without
+/// `changed`, indented by four.
+fn shown_detail(value: &serde_json::Map<String, Value>) -> String {
+    // Filtered rather than removed: removing from the ordered map would move the last key.
+    let shown: serde_json::Map<String, Value> = value
+        .iter()
+        .filter(|(k, _)| k.as_str() != "changed")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut out = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+    match serde::Serialize::serialize(&Value::Object(shown), &mut ser) {
+        Ok(()) => String::from_utf8(out).unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_debug_result_shows_as_ansible_shows_it() {
+        let v = json!({"changed": false, "msg": "hi", "nested": [1]});
+        let Value::Object(m) = v else { unreachable!() };
+        assert_eq!(
+            shown_detail(&m),
+            "{\n    \"msg\": \"hi\",\n    \"nested\": [\n        1\n    ]\n}"
+        );
+    }
 
     #[test]
     fn diff_shows_changed_lines() {

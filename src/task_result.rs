@@ -35,6 +35,8 @@ pub struct TaskResult {
     pub ignore_errors: bool,
     /// File diffs, shown with `--diff`.
     pub diffs: Vec<FileDiff>,
+    /// Shown without `-v`, as Ansible shows `debug`'s message.
+    pub shown: bool,
 }
 
 impl TaskResult {
@@ -52,6 +54,7 @@ impl TaskResult {
             delegated_to: None,
             ignore_errors: false,
             diffs: vec![],
+            shown: false,
         }
     }
 

@@ -86,16 +86,17 @@ impl Runner {
                 Ok(v) => v,
                 Err(_) => json!("VARIABLE IS NOT DEFINED!"),
             };
-            return Ok(TaskResult::new(
-                Status::Ok,
-                json!({"changed": false, "msg": {var: v}}),
-            ));
+            return Ok(TaskResult {
+                shown: true,
+                // Ansible's shape: the variable's name as the key, beside `changed`.
+                ..TaskResult::new(Status::Ok, json!({var: v, "changed": false}))
+            });
         }
         let msg = a.get("msg").cloned().unwrap_or(json!("Hello world!"));
-        Ok(TaskResult::new(
-            Status::Ok,
-            json!({"changed": false, "msg": msg}),
-        ))
+        Ok(TaskResult {
+            shown: true,
+            ..TaskResult::new(Status::Ok, json!({"changed": false, "msg": msg}))
+        })
     }
 
     fn set_fact(&self, args: &Map<String, Value>, scope: &Arc<Scope>) -> ActionResult {
