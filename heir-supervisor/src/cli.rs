@@ -130,6 +130,9 @@ pub struct StatusArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+    /// Give up (exit 1) when the database has not answered within this, per round trip.
+    #[arg(long, default_value = "5", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -66,7 +66,7 @@ pub async fn run(args: InterfaceArgs) -> Result<i32> {
     if let Some(dsn) = dsn {
         let s = screen.clone();
         let group = args.group.clone();
-        let mut reg = Registry::new(&dsn, None)?;
+        let mut reg = Registry::reader(&dsn)?;
         let refresh = args.refresh.max(Duration::from_millis(200));
         tokio::spawn(async move {
             loop {
@@ -77,9 +77,14 @@ pub async fn run(args: InterfaceArgs) -> Result<i32> {
                         .and_then(|r| r);
                 if let Ok(mut sc) = s.lock() {
                     match res {
-                        Ok(v) => {
+                        Ok(Some(v)) => {
                             sc.views = v;
                             sc.db = "ok".into();
+                        }
+                        Ok(None) => {
+                            sc.views = Vec::new();
+                            sc.db =
+                                "ok, but no succession table yet (no supervisor has run)".into();
                         }
                         Err(e) => sc.db = format!("unreachable: {e:#}"),
                     }

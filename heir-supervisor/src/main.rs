@@ -56,7 +56,9 @@ async fn dispatch(cmd: Command) -> anyhow::Result<i32> {
             cfg.validate().map_err(anyhow::Error::msg)?;
             succession::run(cfg).await
         }
-        Command::Status(a) => status::run(&a.dsn.require()?, a.group.as_deref(), a.json).await,
+        Command::Status(a) => {
+            status::run(&a.dsn.require()?, a.group.as_deref(), a.json, a.timeout).await
+        }
         Command::Interface(a) => interface::run(a).await,
         Command::Db(a) => db::run(a).await,
         Command::Guard(_) => Ok(0),

@@ -1,7 +1,8 @@
 //! The succession registry in the metadata database.
 //!
-//! Two tables, created idempotently (under an advisory lock, so concurrent first starts do not
-//! race on `CREATE TABLE IF NOT EXISTS`):
+//! Two tables, created idempotently by `run` (under an advisory lock, so concurrent first starts
+//! do not race on `CREATE TABLE IF NOT EXISTS`); `status` and `interface` open a reader, which
+//! never issues DDL (they may run with a read-only role):
 //!
 //! * `heirflow_members` — one row per registrant of a group. `seq` comes from a sequence and
 //!   orders the line of succession (lower = registered earlier = older). A member is *live*
@@ -130,6 +131,8 @@ pub struct Registry {
     config: tokio_postgres::Config,
     client: Option<Client>,
     notify_tx: Option<mpsc::UnboundedSender<String>>,
+    /// `false` for a reader: the schema is never created (nor written) through it.
+    ddl: bool,
     schema_ready: bool,
 }
 
@@ -152,8 +155,39 @@ impl Registry {
             config,
             client: None,
             notify_tx,
+            ddl: true,
             schema_ready: false,
         })
+    }
+
+    /// A connection that only reads (`status`, `interface`): no DDL, no LISTEN.
+    pub fn reader(dsn: &str) -> Result<Self> {
+        let mut r = Registry::new(dsn, None)?;
+        r.ddl = false;
+        Ok(r)
+    }
+
+    /// Where the DSN points (`host:port`, comma-separated), for errors: never the password.
+    pub fn target(&self) -> String {
+        let ports = self.config.get_ports();
+        let hosts: Vec<String> = self
+            .config
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+                match h {
+                    tokio_postgres::config::Host::Tcp(h) => format!("{h}:{port}"),
+                    tokio_postgres::config::Host::Unix(p) => format!("{}:{port}", p.display()),
+                }
+            })
+            .collect();
+        if hosts.is_empty() {
+            format!("localhost:{}", ports.first().copied().unwrap_or(5432))
+        } else {
+            hosts.join(",")
+        }
     }
 
     /// Drop the connection (after a timeout or error); the next call reconnects.
@@ -165,11 +199,9 @@ impl Registry {
         let broken = self.client.as_ref().is_none_or(|c| c.is_closed());
         if broken {
             self.client = None;
-            let (client, mut connection) = self
-                .config
-                .connect(NoTls)
-                .await
-                .context("connecting to the metadata database")?;
+            let (client, mut connection) = self.config.connect(NoTls).await.with_context(|| {
+                format!("connecting to the metadata database at {}", self.target())
+            })?;
             let tx = self.notify_tx.clone();
             tokio::spawn(async move {
                 let mut messages =
@@ -186,7 +218,7 @@ impl Registry {
                     }
                 }
             });
-            if !self.schema_ready {
+            if self.ddl && !self.schema_ready {
                 ensure_schema(&client).await?;
                 self.schema_ready = true;
             }
@@ -256,9 +288,22 @@ impl Registry {
     }
 
     /// All groups that have members, live or dead (for `status` and `interface`); `only`
-    /// shows that group even when it has none.
-    pub async fn all_views(&mut self, only: Option<&str>) -> Result<Vec<View>> {
+    /// shows that group even when it has none. `None`: the tables do not exist (yet), which a
+    /// reader reports rather than creates.
+    pub async fn all_views(&mut self, only: Option<&str>) -> Result<Option<Vec<View>>> {
         let c = self.client().await?;
+        let exists: bool = c
+            .query_one(
+                "SELECT to_regclass('heirflow_members') IS NOT NULL
+                    AND to_regclass('heirflow_leases') IS NOT NULL",
+                &[],
+            )
+            .await
+            .context("looking for the succession tables")?
+            .get(0);
+        if !exists {
+            return Ok(None);
+        }
         let rows = c
             .query("SELECT DISTINCT grp FROM heirflow_members ORDER BY 1", &[])
             .await
@@ -277,7 +322,7 @@ impl Registry {
                 ..View::default()
             });
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// Take the lease if it is free or lapsed (or a stale one of mine) **and** I am the heir.

@@ -1,8 +1,14 @@
 //! `heir-supervisor status`: members, heir, epoch and check-in ages per group, on the DB clock.
+//!
+//! Read-only by construction: a `Registry::reader` never issues DDL, so status works with a
+//! read-only role and leaves a database no supervisor has used untouched. Every round trip has a
+//! deadline, so a database that accepts TCP but never answers cannot hang it.
 
 use std::fmt::Write as _;
+use std::future::Future;
+use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 use serde::Serialize;
 
 use crate::registry::{Registry, View};
@@ -23,15 +29,41 @@ struct GroupReport<'a> {
     view: &'a View,
 }
 
-pub async fn run(dsn: &str, group: Option<&str>, json: bool) -> Result<i32> {
-    let mut reg = Registry::new(dsn, None)?;
-    let views = reg.all_views(group).await?;
+/// Exit code when the succession tables do not exist (distinct from 1, an error).
+pub const NO_TABLE: i32 = 3;
+
+pub async fn run(dsn: &str, group: Option<&str>, json: bool, timeout: Duration) -> Result<i32> {
+    let mut reg = Registry::reader(dsn)?;
+    let target = reg.target();
+    bounded(timeout, &target, "connecting", async {
+        reg.client().await.map(|_| ())
+    })
+    .await?;
+    let Some(views) = bounded(timeout, &target, "reading", reg.all_views(group)).await? else {
+        crate::log::error(
+            "no succession table yet: no supervisor has run against this database \
+             (heirflow_members does not exist; status creates nothing)",
+        );
+        return Ok(NO_TABLE);
+    };
     if json {
         println!("{}", render_json(&views)?);
     } else {
         print!("{}", render_text(&views));
     }
     Ok(0)
+}
+
+/// `fut`, or an error naming the database (never the DSN: it may hold a password) after `limit`.
+async fn bounded<T>(
+    limit: Duration,
+    target: &str,
+    what: &str,
+    fut: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(limit, fut).await.map_err(|_| {
+        anyhow!("database at {target} did not answer within {limit:?} ({what}; see --timeout)")
+    })?
 }
 
 fn leader(v: &View) -> Option<&str> {
