@@ -25,6 +25,8 @@
 //! guard → supervisor:  started <pid> <mono_ns>
 //!                      fenced <pid> <mono_ns>     deadline passed: the group is being killed
 //!                      exited <pid> <how> <mono_ns>   how = code=N | signal=N
+//!                      failed 0 <mono_ns> <error>  the command could not be started (the OS
+//!                                                 error, e.g. not found / permission denied)
 //! ```
 //! The child's stdout is redirected to the guard's stderr (the guard's stdout is the protocol
 //! pipe); both end in the supervisor's stderr (the journal under systemd).
@@ -58,6 +60,11 @@ pub enum GuardEvent {
         how: String,
         at_ns: u64,
     },
+    /// The command could not be started (exec failed): the OS error, for the one log line.
+    StartFailed {
+        error: String,
+        at_ns: u64,
+    },
     /// The guard itself is gone (it only exits on EOF or when killed).
     GuardLost(String),
 }
@@ -84,6 +91,10 @@ impl GuardEvent {
                     at_ns: it.next()?.parse().ok()?,
                 })
             }
+            "failed" => Some(GuardEvent::StartFailed {
+                at_ns: it.next()?.parse().ok()?,
+                error: it.collect::<Vec<_>>().join(" "),
+            }),
             _ => None,
         }
     }
@@ -470,11 +481,13 @@ fn spawn_child(command: &[OsString], warm: bool, epoch: Option<u64>, me: i32) ->
             })
         }
         Err(e) => {
-            crate::log::error(&format!(
-                "cannot start {:?}: {e}",
-                command[0].to_string_lossy()
+            // Reported, not logged: the supervisor logs it once, with what it decided.
+            let error = format!("cannot start {:?}: {e}", command[0].to_string_lossy());
+            report(&format!(
+                "failed 0 {} {}",
+                mono_ns(),
+                error.replace('\n', " ")
             ));
-            report(&format!("exited 0 spawn-failed {}", mono_ns()));
             None
         }
     }
@@ -521,6 +534,13 @@ mod tests {
                 pid: 42,
                 how: "signal=9".into(),
                 at_ns: 7
+            })
+        );
+        assert_eq!(
+            GuardEvent::parse("failed 0 9 cannot start \"x\": No such file (os error 2)"),
+            Some(GuardEvent::StartFailed {
+                error: "cannot start \"x\": No such file (os error 2)".into(),
+                at_ns: 9
             })
         );
         assert_eq!(GuardEvent::parse("bogus 1 2"), None);

@@ -45,7 +45,7 @@ const BUFFER_CAP: usize = 10_000;
 /// One succession event.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Event {
-    /// `joined`, `rejoined`, `left`, `heir`, `leader`, `released`, `fenced`,
+    /// `joined`, `rejoined`, `left`, `heir`, `leader`, `released`, `fenced`, `child_failed`,
     /// `child_started`, `child_stopped`, `db_unreachable`, `db_reachable`, ...
     #[serde(rename = "type")]
     pub kind: String,

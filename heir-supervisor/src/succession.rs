@@ -4,10 +4,15 @@
 //! 1. **clock** — `rules::decide_on_clock`: if I lead and my local deadline passed, the child is
 //!    stopped (the guard does it on its own too, even when this process is frozen); a dead warm
 //!    standby child is started again;
-//! 2. **observe** — check in (register again if my row lapsed), read members and lease;
+//! 2. **observe** — check in (register again if my row lapsed; not while holding off after a
+//!    failed child), read members and lease;
 //! 3. **decide** — `rules::decide`, a pure function, with its reason logged when it changes;
 //! 4. **act** — renew / acquire / fence / stop the child / leave, each a conditional statement
 //!    that the database can refuse; then the decided wake-up and purge.
+//!
+//! When the child ends or cannot start, `rules::decide_on_exit` decides the step-down and the
+//! back-off (1 s doubling to 60 s while it keeps failing). Every database call goes through
+//! `db()`, bounded by ttl - margin (connect included), so a silent database cannot stall the loop.
 //!
 //! The deadline: a renewal (or acquisition) *sent* at local monotonic time `t` makes the lease
 //! valid in the database until at least `t + ttl` on its clock, since the statement executes
@@ -26,7 +31,9 @@ use crate::child::{Guard, GuardEvent, GuardSpec};
 use crate::clock::{dur_ns, mono_ns, until};
 use crate::news::{Event, News};
 use crate::registry::{CheckIn, Identity, Registry, View};
-use crate::rules::{decide, decide_on_clock, Action, Clock, Local, Me, PURGE_EVERY};
+use crate::rules::{
+    decide, decide_on_clock, decide_on_exit, Action, Clock, Local, Me, PURGE_EVERY,
+};
 
 /// Everything `run` needs, validated by the CLI.
 #[derive(Debug, Clone)]
@@ -83,6 +90,8 @@ struct Supervisor {
     /// The deadline and the timers the rules read (`now_ns` is set at each decision).
     clock: Clock,
     child_pid: Option<i32>,
+    /// When the current child started (guard's CLOCK_MONOTONIC), to tell a crash loop.
+    child_started_ns: Option<u64>,
     stop_sent: bool,
     was_heir: bool,
     db_down_since: Option<Instant>,
@@ -141,6 +150,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
             ..Clock::default()
         },
         child_pid: None,
+        child_started_ns: None,
         stop_sent: false,
         was_heir: false,
         db_down_since: None,
@@ -249,8 +259,9 @@ impl Supervisor {
 
     async fn on_guard(&mut self, ev: GuardEvent) -> Result<()> {
         match ev {
-            GuardEvent::Started { pid, .. } => {
+            GuardEvent::Started { pid, at_ns } => {
                 self.child_pid = Some(pid);
+                self.child_started_ns = Some(at_ns);
                 self.guard.child_pgid = Some(pid);
                 self.local.child_alive = true;
                 let what = match self.local.leading {
@@ -269,32 +280,54 @@ impl Supervisor {
                     self.lose_lease();
                 }
             }
-            GuardEvent::Exited { pid, how, .. } => {
-                self.local.child_alive = false;
-                self.child_pid = None;
-                self.guard.child_pgid = None;
-                self.stop_sent = false;
-                self.local.child_stopping = false;
-                self.say("child_stopped", format!("pid {pid} exited ({how})"));
-                if self.local.leading.is_some() && !self.local.shutting_down {
-                    // The singleton failed while I led: give the next heir its chance and go to
-                    // the back of the line (a lone member takes over again after the hold-off).
-                    self.say("released", "child exited while leading: stepping down");
-                    if let Err(e) = self.db(|r, me| Box::pin(r.release(me, true))).await {
-                        crate::log::warn(&format!("releasing after child exit: {e:#}"));
-                    }
-                    self.lose_lease();
-                    self.clock.hold_off_until_ns = Some(mono_ns() + dur_ns(self.cfg.hold_off));
-                }
-                if self.cfg.warm && !self.local.shutting_down {
-                    self.clock.respawn_at_ns = Some(mono_ns() + dur_ns(Duration::from_secs(1)));
-                }
+            GuardEvent::Exited { pid, how, at_ns } => {
+                let ran = self.child_started_ns.take().map_or(Duration::ZERO, |t| {
+                    Duration::from_nanos(at_ns.saturating_sub(t))
+                });
+                self.child_ended(Some(ran), format!("pid {pid} exited ({how})"))
+                    .await;
             }
+            GuardEvent::StartFailed { error, .. } => self.child_ended(None, error).await,
             GuardEvent::GuardLost(why) => {
                 return Err(anyhow::anyhow!("the guard process is gone: {why}"));
             }
         }
         Ok(())
+    }
+
+    /// The child is gone (or never started): one event with the OS error or exit status and
+    /// what `decide_on_exit` made of it, then its effects.
+    async fn child_ended(&mut self, ran: Option<Duration>, what: String) {
+        let d = decide_on_exit(&self.local, ran, self.cfg.hold_off, self.cfg.warm);
+        self.local.child_alive = false;
+        self.child_pid = None;
+        self.guard.child_pgid = None;
+        self.stop_sent = false;
+        self.local.child_stopping = false;
+        self.local.failed_starts = d.failed_starts;
+        let kind = if ran.is_none() {
+            "child_failed"
+        } else {
+            "child_stopped"
+        };
+        self.say(kind, format!("{what}: {}", d.reason));
+        if d.step_down {
+            // Give the next heir its chance at once and leave the line (rejoining at the back
+            // after the hold-off; a lone member thus restarts its child).
+            if let Err(e) = self.db(|r, me| Box::pin(r.release(me, true))).await {
+                crate::log::warn(&format!("releasing after the child ended: {e:#}"));
+            }
+            if self.local.leading.is_some() {
+                self.say("released", "child ended while leading: stepped down");
+            }
+            self.lose_lease();
+        }
+        if let Some(h) = d.hold_off {
+            self.clock.hold_off_until_ns = Some(mono_ns() + dur_ns(h));
+        }
+        if let Some(r) = d.respawn_in {
+            self.clock.respawn_at_ns = Some(mono_ns() + dur_ns(r));
+        }
     }
 
     fn lose_lease(&mut self) {
@@ -339,11 +372,16 @@ impl Supervisor {
             self.guard.spawn_standby().await?;
         }
 
-        // 2. observe
+        // 2. observe (holding off: out of line, so only look)
+        let check_in = on_clock.check_in;
         let observed = self
             .db(|r, me| {
                 Box::pin(async move {
-                    let c = r.check_in(me).await?;
+                    let c = if check_in {
+                        Some(r.check_in(me).await?)
+                    } else {
+                        None
+                    };
                     let v = r.view(&me.group).await?;
                     Ok((c, v))
                 })
@@ -378,16 +416,16 @@ impl Supervisor {
             }
         };
         match checkin {
-            CheckIn::Registered(seq) => {
+            Some(CheckIn::Registered(seq)) => {
                 self.say("joined", format!("registered in line with seq {seq}"));
             }
-            CheckIn::NameTaken => {
+            Some(CheckIn::NameTaken) => {
                 self.note(format!(
                     "member name {} is held by another live instance; waiting for it to lapse",
                     self.me.member
                 ));
             }
-            CheckIn::Alive(_) => {}
+            Some(CheckIn::Alive(_)) | None => {}
         }
         self.track_heir(&view);
 

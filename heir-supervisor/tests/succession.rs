@@ -245,7 +245,55 @@ fn child_failing_as_leader_hands_over() {
     eprintln!("child failure handover: {:.0} ms", ms(took));
     assert!(took < 2_000_000_000);
     assert_never_two(&recs);
+    // m1 stands aside (out of line) for the hold-off, then rejoins at the back.
+    c.wait_registered(2, 10 * S);
     assert_eq!(c.line(), ["m2", "m1"], "m1 went to the back of the line");
+}
+
+#[test]
+fn a_command_that_cannot_start_backs_off_and_leaves_the_lease_to_one_that_can() {
+    let Some(mut c) = Cluster::new("nostart") else {
+        return;
+    };
+    // Short hold-off: without the back-off m1 would retry ~every 0.6 s.
+    let fast = ["--hold-off", "0.1"];
+    let dsn = c.dsn.clone();
+    c.spawn_cmd(
+        "m1",
+        &fast,
+        &dsn,
+        &["/nonexistent/heir-test-cmd".to_string()],
+    );
+    let failures = |c: &Cluster| c.log("m1").matches("event child_failed").count();
+    sleep(6 * S);
+    let n = failures(&c);
+    // Attempts at ≈ 0, 1, 3 s (back-off 1, 2, 4 s): 3, or 4 on a slow start.
+    assert!(
+        (2..=4).contains(&n),
+        "{n} failed starts in 6 s:\n{}",
+        c.log("m1")
+    );
+    let log = c.log("m1");
+    assert!(
+        log.contains("No such file or directory"),
+        "the OS error is reported: {log}"
+    );
+    assert_eq!(
+        log.matches("No such file or directory").count(),
+        n,
+        "one line per attempt: {log}"
+    );
+    // A member whose command works takes the lease, though m1 registered first.
+    c.spawn("m2", &fast);
+    let recs = c.wait_for("m2 leads", 15 * S, started_by("m2"));
+    assert_eq!(start_of(&recs, "m2").member, "m2");
+    // m1 rejoins behind m2 and stops failing: it is a standby now.
+    c.wait_registered(2, 20 * S);
+    assert_eq!(c.line(), ["m2", "m1"]);
+    let settled = failures(&c);
+    sleep(3 * S);
+    assert_eq!(failures(&c), settled, "m1 kept trying while m2 leads");
+    assert_eq!(c.starts().len(), 1);
 }
 
 #[test]

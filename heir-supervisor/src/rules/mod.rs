@@ -1,10 +1,13 @@
 //! The succession rules, as pure functions of what one cycle observed.
 //!
-//! Two decisions per cycle, both here so that every effect of the loop is a unit-tested rule:
-//! * `decide_on_clock(local, clock)`, before the database is asked: the local-deadline fence
-//!   and the warm standby's respawn, which must not wait for (or on) a database round trip;
+//! Two decisions per cycle, and one per child exit, all here so that every effect of the loop is
+//! a unit-tested rule:
+//! * `decide_on_clock(local, clock)`, before the database is asked: the local-deadline fence,
+//!   the warm standby's respawn, and whether to check in at all (not while holding off);
 //! * `decide(view, me, local, clock)`, after it answered: renew / acquire / fence / stop /
-//!   leave, the heir's wake-up at the lease's lapse, the leader's purge.
+//!   leave, the heir's wake-up at the lease's lapse, the leader's purge;
+//! * `decide_on_exit(local, ran, hold_off, warm)`, when the child ended or could not start:
+//!   step down, and the exponential back-off of a command that keeps failing.
 //!
 //! The loop in `succession` observes, calls them, logs the reason and executes. The database
 //! enforces the succession rules again in its conditional `UPDATE`s (see `registry`), so a
@@ -18,6 +21,12 @@ use crate::registry::View;
 pub const PURGE_EVERY: Duration = Duration::from_secs(60);
 /// The heir looks again this long after the lapse it waits for (the DB clock decides).
 const WAKE_SLACK: Duration = Duration::from_millis(5);
+/// A child that ends sooner than this (unasked) failed to start; one that ran this long resets
+/// the count of failed starts.
+pub const STABLE_RUN: Duration = Duration::from_secs(60);
+/// The back-off after the first failed start; it doubles with each further one, up to the cap.
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+pub const BACKOFF_CAP: Duration = Duration::from_secs(60);
 
 /// What this supervisor believes about itself, independent of the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -30,6 +39,8 @@ pub struct Local {
     pub child_alive: bool,
     /// A fenced or stopped child has not exited yet: do not lead again until it has.
     pub child_stopping: bool,
+    /// Consecutive failed starts (could not exec, or ended before `STABLE_RUN`).
+    pub failed_starts: u32,
 }
 
 /// The local monotonic clock and the timers earlier cycles set, as `CLOCK_MONOTONIC` ns.
@@ -52,6 +63,10 @@ impl Clock {
     fn reached(&self, t: Option<u64>) -> bool {
         t.is_some_and(|t| self.now_ns >= t)
     }
+
+    fn holding_off(&self) -> bool {
+        self.hold_off_until_ns.is_some_and(|t| self.now_ns < t)
+    }
 }
 
 /// What the local clock alone decides, before the database is asked.
@@ -61,6 +76,9 @@ pub struct ClockDecision {
     pub fence: Option<String>,
     /// Start the warm standby child again.
     pub respawn_standby: bool,
+    /// Check in this cycle. Not while holding off after a failed child: a member that is in
+    /// line but not eligible would, as the heir, keep every younger member waiting.
+    pub check_in: bool,
 }
 
 /// The deadline first: a fence ends leadership, which may make the standby's respawn due.
@@ -73,7 +91,90 @@ pub fn decide_on_clock(local: &Local, clock: &Clock) -> ClockDecision {
             && !leading
             && !local.shutting_down
             && clock.reached(clock.respawn_at_ns),
+        check_in: local.leading.is_some() || !clock.holding_off(),
         fence,
+    }
+}
+
+/// `n` ≥ 1 failed starts in a row: 1 s, 2 s, 4 s … up to `BACKOFF_CAP`.
+pub fn backoff(n: u32) -> Duration {
+    BACKOFF_FIRST
+        .saturating_mul(1u32 << n.saturating_sub(1).min(16))
+        .min(BACKOFF_CAP)
+}
+
+/// What to do when the child ended (`ran`: how long it ran) or could not start (`None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitDecision {
+    /// Release the lease (if held) and leave the line, so the next heir (whose command may
+    /// work) takes over at once instead of waiting for a lapse.
+    pub step_down: bool,
+    /// `Local::failed_starts` from now on.
+    pub failed_starts: u32,
+    /// Stand aside (not in line, not eligible) this long.
+    pub hold_off: Option<Duration>,
+    /// Start the warm standby child again after this.
+    pub respawn_in: Option<Duration>,
+    pub reason: String,
+}
+
+/// A leader never keeps the lease across a failed start: it steps down at once, every time, and
+/// stands aside for the back-off, so a member whose command works leads meanwhile, and a lone
+/// member retries at 1 s, 2 s, 4 s … 60 s rather than every hold-off.
+pub fn decide_on_exit(
+    local: &Local,
+    ran: Option<Duration>,
+    hold_off: Duration,
+    warm: bool,
+) -> ExitDecision {
+    if local.shutting_down {
+        return ExitDecision {
+            step_down: false,
+            failed_starts: local.failed_starts,
+            hold_off: None,
+            respawn_in: None,
+            reason: "stopped for the shutdown".into(),
+        };
+    }
+    let leading = local.leading.is_some();
+    // A child we stopped (fence) did not fail; one that could not start always did.
+    let failed = ran.is_none_or(|r| !local.child_stopping && r < STABLE_RUN);
+    let base = if ran.is_some_and(|r| r >= STABLE_RUN) {
+        0
+    } else {
+        local.failed_starts
+    };
+    let failed_starts = if failed { base + 1 } else { base };
+    let wait = failed.then(|| backoff(failed_starts));
+    let hold = match (wait, leading) {
+        (Some(w), true) => Some(w.max(hold_off)),
+        (Some(w), false) => Some(w),
+        (None, true) => Some(hold_off),
+        (None, false) => None,
+    };
+    let mut reason = match ran {
+        None => format!("could not start (failure {failed_starts} in a row)"),
+        Some(r) if failed => format!(
+            "ended after {:.1}s (failure {failed_starts} in a row)",
+            r.as_secs_f64()
+        ),
+        Some(r) => format!("ended after {:.1}s", r.as_secs_f64()),
+    };
+    // Holding off means out of line (see `ClockDecision::check_in`): leave it now rather than
+    // block the line until my row lapses.
+    let step_down = leading || hold.is_some();
+    if leading {
+        reason.push_str("; stepping down");
+    }
+    if let Some(h) = hold {
+        reason.push_str(&format!("; standing aside for {:.0}s", h.as_secs_f64()));
+    }
+    ExitDecision {
+        step_down,
+        failed_starts,
+        hold_off: hold,
+        respawn_in: warm.then(|| wait.unwrap_or(Duration::from_secs(1))),
+        reason,
     }
 }
 
@@ -180,6 +281,15 @@ fn decide_action(view: &View, me: &Me, local: &Local, clock: &Clock) -> Decision
     if local.shutting_down {
         return d(Action::Leave, "shutting down");
     }
+    if let Some(t) = clock.hold_off_until_ns.filter(|_| clock.holding_off()) {
+        return d(
+            Action::Wait,
+            format!(
+                "holding off after a failed child: {:.1}s more, out of line",
+                (t - clock.now_ns) as f64 / 1e9
+            ),
+        );
+    }
     let position = view
         .members
         .iter()
@@ -192,9 +302,7 @@ fn decide_action(view: &View, me: &Me, local: &Local, clock: &Clock) -> Decision
             Action::Wait,
             format!("standby: {p} ahead of me, heir is {}", h.member),
         ),
-        _ if local.child_stopping || clock.hold_off_until_ns.is_some_and(|t| clock.now_ns < t) => {
-            d(Action::Wait, "heir, holding off after a failed child")
-        }
+        _ if local.child_stopping => d(Action::Wait, "heir, waiting for my old child to exit"),
         _ => match lease {
             None => d(Action::Acquire, "heir and no lease exists yet"),
             Some(l) if l.epoch == 0 => d(Action::Acquire, "heir and nobody ever led"),

@@ -187,7 +187,13 @@ fn deadline_passed_fences_the_leader() {
         deadline_ns: Some(10 * S),
         ..at(9)
     };
-    assert_eq!(decide_on_clock(&leader, &clock), ClockDecision::default());
+    assert_eq!(
+        decide_on_clock(&leader, &clock),
+        ClockDecision {
+            check_in: true,
+            ..ClockDecision::default()
+        }
+    );
     let late = Clock {
         now_ns: 10 * S,
         ..clock
@@ -242,6 +248,7 @@ fn warm_respawn_only_when_not_leading_and_the_child_is_dead() {
         ClockDecision {
             fence: Some("could not renew the lease before the local deadline".into()),
             respawn_standby: true,
+            check_in: true,
         }
     );
 }
@@ -304,4 +311,122 @@ fn a_leader_purges_at_most_once_a_minute() {
 fn a_stale_lease_of_mine_is_retaken_with_a_new_epoch() {
     let v = view(vec![m("a", 1, true)], lease(Some("a"), 3, true));
     assert_eq!(act(&v, "a", Local::default()), Action::Acquire);
+}
+
+#[test]
+fn backoff_doubles_from_one_second_to_the_cap() {
+    let secs: Vec<u64> = (1..=8).map(|n| backoff(n).as_secs()).collect();
+    assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60]);
+    assert_eq!(backoff(u32::MAX), BACKOFF_CAP);
+}
+
+#[test]
+fn a_leader_whose_child_cannot_start_steps_down_and_backs_off() {
+    let hold = Duration::from_secs(2);
+    let mut l = Local {
+        leading: Some(3),
+        ..Local::default()
+    };
+    let mut waits = Vec::new();
+    for n in 1..=8 {
+        let e = decide_on_exit(&l, None, hold, false);
+        assert!(e.step_down, "attempt {n}: the lease is released every time");
+        assert_eq!(e.failed_starts, n);
+        assert!(e.reason.contains("could not start"), "{}", e.reason);
+        assert_eq!(e.respawn_in, None, "not warm");
+        waits.push(e.hold_off.map(|d| d.as_secs()));
+        l.failed_starts = e.failed_starts;
+    }
+    // Never below --hold-off, then doubling to the cap.
+    let expect = [2, 2, 4, 8, 16, 32, 60, 60].map(Some);
+    assert_eq!(waits, expect);
+}
+
+#[test]
+fn a_child_that_ran_long_enough_resets_the_back_off() {
+    let hold = Duration::from_secs(2);
+    let l = Local {
+        leading: Some(3),
+        failed_starts: 6,
+        ..Local::default()
+    };
+    let quick = decide_on_exit(&l, Some(Duration::from_secs(5)), hold, false);
+    assert_eq!(
+        (quick.failed_starts, quick.hold_off),
+        (7, Some(BACKOFF_CAP))
+    );
+    let long = decide_on_exit(&l, Some(STABLE_RUN), hold, false);
+    assert_eq!((long.failed_starts, long.hold_off), (0, Some(hold)));
+    assert!(long.step_down);
+}
+
+#[test]
+fn a_stopped_child_is_no_failure() {
+    // Fenced (not leading any more, its exit awaited): no step-down, no count, no hold-off.
+    let fenced = Local {
+        child_stopping: true,
+        failed_starts: 2,
+        ..Local::default()
+    };
+    let e = decide_on_exit(&fenced, Some(Duration::from_millis(300)), S2, false);
+    assert_eq!((e.step_down, e.failed_starts, e.hold_off), (false, 2, None));
+    // Shutting down: nothing but the exit.
+    let leaving = Local {
+        leading: Some(1),
+        shutting_down: true,
+        ..Local::default()
+    };
+    let e = decide_on_exit(&leaving, None, S2, true);
+    assert_eq!((e.step_down, e.hold_off, e.respawn_in), (false, None, None));
+}
+
+const S2: Duration = Duration::from_secs(2);
+
+#[test]
+fn a_warm_standby_that_cannot_start_backs_off_and_stands_aside() {
+    let l = Local {
+        failed_starts: 2,
+        ..Local::default()
+    };
+    let e = decide_on_exit(&l, None, S2, true);
+    assert!(e.step_down, "out of line while it cannot start");
+    assert_eq!(e.respawn_in, Some(Duration::from_secs(4)));
+    assert_eq!(e.hold_off, Some(Duration::from_secs(4)));
+    // A warm child that ran long and ended: respawn after a second, as before.
+    let e = decide_on_exit(&l, Some(STABLE_RUN), S2, true);
+    assert_eq!(
+        (e.respawn_in, e.hold_off),
+        (Some(Duration::from_secs(1)), None)
+    );
+    assert!(!e.step_down, "stays in line");
+}
+
+#[test]
+fn holding_off_means_out_of_line() {
+    let held = Clock {
+        hold_off_until_ns: Some(10 * S),
+        ..at(9)
+    };
+    assert!(!decide_on_clock(&Local::default(), &held).check_in);
+    assert!(decide_on_clock(&Local::default(), &at(9)).check_in);
+    let over = Clock {
+        now_ns: 10 * S,
+        ..held
+    };
+    assert!(decide_on_clock(&Local::default(), &over).check_in);
+    let leaving = Local {
+        shutting_down: true,
+        ..Local::default()
+    };
+    assert!(
+        !decide_on_clock(&leaving, &held).check_in,
+        "out of line already: no need to rejoin to leave"
+    );
+    let v = view(vec![], None);
+    assert_eq!(decision(&v, "a", leaving, held).action, Action::Leave);
+    // Even with a stale row of mine still first in line, no acquisition while held off.
+    let v = view(vec![m("a", 1, true)], None);
+    let d = decision(&v, "a", Local::default(), held);
+    assert_eq!(d.action, Action::Wait);
+    assert!(d.reason.contains("1.0s more"), "{}", d.reason);
 }

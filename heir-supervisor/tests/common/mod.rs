@@ -168,6 +168,18 @@ impl Cluster {
     }
 
     pub fn spawn_with_dsn(&mut self, name: &str, extra: &[&str], dsn: &str) {
+        let child: Vec<String> = vec![
+            python(),
+            self.dir.join("child.py").display().to_string(),
+            self.records_path().display().to_string(),
+            name.to_string(),
+            self.dir.join("lock").display().to_string(),
+        ];
+        self.spawn_cmd(name, extra, dsn, &child);
+    }
+
+    /// Start `heir-supervisor run` supervising `command` instead of the recording child.
+    pub fn spawn_cmd(&mut self, name: &str, extra: &[&str], dsn: &str, command: &[String]) {
         let log = self.dir.join(format!("{name}.log"));
         let logf = fs::File::create(&log).expect("creating member log");
         let proc = Command::new(BIN)
@@ -182,11 +194,7 @@ impl Cluster {
             ])
             .args(extra)
             .arg("--")
-            .arg(python())
-            .arg(self.dir.join("child.py"))
-            .arg(self.records_path())
-            .arg(name)
-            .arg(self.dir.join("lock"))
+            .args(command)
             .stdin(Stdio::null())
             .stdout(logf.try_clone().expect("dup log"))
             .stderr(logf)
@@ -197,6 +205,11 @@ impl Cluster {
             proc,
             log,
         });
+    }
+
+    /// A member's log so far.
+    pub fn log(&self, name: &str) -> String {
+        fs::read_to_string(&self.member(name).log).unwrap_or_default()
     }
 
     pub fn pid(&self, name: &str) -> i32 {
