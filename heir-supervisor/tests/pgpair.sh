@@ -116,6 +116,10 @@ down() {
   done
   ip netns del "$NSA" 2>/dev/null || true
   ip netns del "$NSB" 2>/dev/null || true
+  # A namespace that a process still holds outlives `netns del`, and with it the root side of
+  # its veth pair; the next `up` of this pair would then fail on "File exists".
+  ip link del "${NSA}0" 2>/dev/null || true
+  ip link del "${NSB}0" 2>/dev/null || true
   ip link del "$BR" 2>/dev/null || true
   while iptables -D FORWARD -i "$BR" -o "$BR" -j ACCEPT 2>/dev/null; do :; done
   rm -rf "$DIR"
