@@ -126,10 +126,9 @@ impl TaskResult {
         };
         let mut agg = TaskResult::new(
             status,
-            json!({"changed": any_changed, "failed": any_failed, "skipped": all_skipped && !empty, "results": results, "msg": msg}),
+            json!({"changed": any_changed, "failed": any_failed, "skipped": all_skipped, "results": results, "msg": msg}),
         );
         if empty {
-            agg.value.insert("skipped".into(), json!(true));
             agg.value
                 .insert("skipped_reason".into(), json!("No items in the list"));
         }

@@ -476,15 +476,28 @@ fn plan(o: &Observed, m: &Memory, p: &Params, now: Instant) -> Plan {
                 ),
             }
         }
+        Local::Down { .. } => {
+            // A node that is down never holds the address, whatever it does next.
+            if o.vip_held {
+                actions.push(Action::ReleaseVip);
+            }
+            let rest = decide_down(o, p, since(m.down_since));
+            actions.extend(rest.actions);
+            Plan { actions, ..rest }
+        }
+    }
+}
+
+/// A node whose PostgreSQL has been down for `down` (the address already let go).
+fn decide_down(o: &Observed, p: &Params, down: Duration) -> Plan {
+    let mut actions = Vec::new();
+    match o.local {
         // A data directory whose rejoin did not finish is never started as a primary: it is
         // a standby to be copied afresh.
         Local::Down {
             rejoin_unfinished: true,
             ..
         } => {
-            if o.vip_held {
-                actions.push(Action::ReleaseVip);
-            }
             actions.push(Action::Reinit);
             Plan {
                 state: NodeState::Down,
@@ -496,9 +509,6 @@ fn plan(o: &Observed, m: &Memory, p: &Params, now: Instant) -> Plan {
         Local::Down {
             was_primary: false, ..
         } => {
-            if o.vip_held {
-                actions.push(Action::ReleaseVip);
-            }
             actions.push(Action::StartStandby);
             Plan {
                 state: NodeState::Down,
@@ -506,12 +516,8 @@ fn plan(o: &Observed, m: &Memory, p: &Params, now: Instant) -> Plan {
                 reason: "standby not running: starting it".into(),
             }
         }
-        Local::Down {
-            was_primary: true, ..
-        } => {
-            if o.vip_held {
-                actions.push(Action::ReleaseVip);
-            }
+        // It was the primary (the only case left: `plan` calls this for a node that is down).
+        _ => {
             if let Peer::Primary { timeline, .. } = &o.peer {
                 actions.push(Action::Rejoin);
                 return Plan {
@@ -529,7 +535,6 @@ fn plan(o: &Observed, m: &Memory, p: &Params, now: Instant) -> Plan {
                     reason: "voters see the peer as primary but I cannot reach it: waiting".into(),
                 };
             }
-            let down = since(m.down_since);
             let peer_may_promote = o.peer_report.as_ref().is_none_or(|r| r.eligible);
             if peer_may_promote && down < p.restart_hold {
                 return Plan {
