@@ -75,6 +75,7 @@ pub fn apply(cluster: &Cluster, f: &Fault) -> Result<Option<String>, String> {
             docker(&["exec", h, "systemctl", "kill", "-s", "KILL", unit])?;
             Ok(None)
         }
+        FaultKind::Step => Err("an operator step is run by the runner, not applied".into()),
         FaultKind::Crash => docker(&["kill", h]).map(|_| None),
         FaultKind::Freeze => docker(&["pause", h]).map(|_| None),
         FaultKind::Partition => {
@@ -110,6 +111,7 @@ pub fn heal(cluster: &Cluster, f: &Fault, ip: Option<&str>) -> Result<(), String
     let now = state(cluster, h)?;
     match f.kind {
         FaultKind::Kill9 => Ok(()), // systemd restarts the unit
+        FaultKind::Step => Ok(()),
         FaultKind::Crash => {
             if !now.running {
                 docker(&["start", h])?;

@@ -9,11 +9,13 @@ mod cluster;
 mod db;
 mod faults;
 mod figures;
+mod health;
 mod invariants;
 mod ledger;
 mod ledger_server;
 mod run;
 mod schedule;
+mod steps;
 mod timeline;
 
 use std::path::PathBuf;
@@ -117,6 +119,14 @@ enum Cmd {
         /// A schedule file (JSON, as `plan --json` prints it) instead of drawing one.
         #[arg(long, conflicts_with_all = ["seed", "bounded"])]
         schedule_file: Option<PathBuf>,
+        /// Operator steps instead of faults, `NAME=COMMAND` (repeatable): each command runs
+        /// (`sh -c`, output in OUT/step-N-NAME.log) after --step-gap seconds of workload, the
+        /// next when it ended; its extra DAG time is reported as a fault's.
+        #[arg(long = "step", conflicts_with_all = ["schedule_file", "bounded"])]
+        steps: Vec<String>,
+        /// Seconds of undisturbed workload before each step.
+        #[arg(long, default_value_t = 30.0)]
+        step_gap: f64,
         /// Trigger a DAG run this often (seconds).
         #[arg(long, default_value_t = 30.0)]
         every: f64,
@@ -234,6 +244,8 @@ fn run(cli: Cli) -> Result<()> {
             inventory,
             schedule,
             schedule_file,
+            steps,
+            step_gap,
             every,
             tail,
             settle,
@@ -246,7 +258,12 @@ fn run(cli: Cli) -> Result<()> {
             let mut cluster = Cluster::load(&inventory)?;
             let leaders = run::leaders_first(&mut cluster);
             eprintln!("leaders (faulted first): {}", leaders.join(", "));
+            let steps: Vec<steps::Step> = steps
+                .iter()
+                .map(|s| steps::Step::parse(s).map_err(anyhow::Error::msg))
+                .collect::<Result<_>>()?;
             let faults = match schedule_file {
+                _ if !steps.is_empty() => Vec::new(),
                 Some(p) => {
                     let text = std::fs::read_to_string(&p)
                         .with_context(|| format!("reading {}", p.display()))?;
@@ -261,6 +278,8 @@ fn run(cli: Cli) -> Result<()> {
             let pass = run::run(run::RunSpec {
                 cluster,
                 faults,
+                steps,
+                step_gap_s: step_gap,
                 out,
                 network,
                 dag_volume,

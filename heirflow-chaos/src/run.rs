@@ -20,10 +20,13 @@ use crate::cluster::Cluster;
 use crate::faults;
 use crate::figures::{
     baseline_of, class_figures, figures, render_classes, render_faults, Applied, ClassFigure,
+    RECOVERY_S,
 };
+use crate::health::{health, Health};
 use crate::invariants::{self, Observed};
 use crate::ledger::{self, Execution};
 use crate::schedule::{self, Fault};
+use crate::steps::{self, Step};
 use crate::timeline::{self, RunSpan};
 use crate::{db, ledger_server};
 
@@ -33,6 +36,9 @@ const DAG_FILE: &str = include_str!("../dags/heirflow_ledger.py");
 pub struct RunSpec {
     pub cluster: Cluster,
     pub faults: Vec<Fault>,
+    /// Operator steps instead of faults (`steps.rs`): run in order, `step_gap_s` apart.
+    pub steps: Vec<Step>,
+    pub step_gap_s: f64,
     pub out: PathBuf,
     /// The hosts' Docker network and DAG volume.
     pub network: String,
@@ -123,55 +129,6 @@ pub fn leaders_first(c: &mut Cluster) -> Vec<String> {
     // A stable sort: everyone else keeps the file order (schedules pick per class).
     c.hosts.sort_by_key(|h| !leaders.contains(&h.name));
     leaders
-}
-
-/// Redundancy after the run, as the runner finds it (reported, not an invariant yet): does the
-/// Postgres primary have a synchronous standby streaming, how many RabbitMQ nodes run.
-#[derive(Debug, Clone, Serialize)]
-pub struct Health {
-    pub sync_standby: bool,
-    pub rabbitmq_running: usize,
-    pub rabbitmq_nodes: usize,
-}
-
-fn health(c: &Cluster) -> Health {
-    let sync_standby = c.group("db").any(|h| {
-        faults::docker(&[
-            "exec",
-            &h.name,
-            "runuser",
-            "-u",
-            "postgres",
-            "--",
-            "psql",
-            "-Atc",
-            "SELECT count(*) FROM pg_stat_replication \
-             WHERE state = 'streaming' AND sync_state = 'sync'",
-        ])
-        .is_ok_and(|n| n.trim().parse::<u32>().unwrap_or(0) > 0)
-    });
-    let rabbitmq_running = c
-        .group("queue")
-        .find_map(|h| {
-            let out = faults::docker(&[
-                "exec",
-                &h.name,
-                "rabbitmqctl",
-                "-q",
-                "cluster_status",
-                "--formatter",
-                "json",
-            ])
-            .ok()?;
-            let v: serde_json::Value = serde_json::from_str(&out).ok()?;
-            Some(v["running_nodes"].as_array()?.len())
-        })
-        .unwrap_or(0);
-    Health {
-        sync_standby,
-        rabbitmq_running,
-        rabbitmq_nodes: c.group("queue").count(),
-    }
 }
 
 /// A fault aimed at `leader:CLASS` hits whoever leads that class when it starts.
@@ -405,7 +362,13 @@ pub fn run(spec: RunSpec) -> Result<bool> {
 
     let t0 = now();
     let last_heal = spec.faults.iter().map(Fault::end_s).fold(0.0, f64::max);
-    let until = t0 + last_heal + spec.tail_s;
+    // Steps take as long as they take: the workload then stops `tail` after the last one.
+    let stepping = !spec.steps.is_empty();
+    let until = if stepping {
+        f64::INFINITY
+    } else {
+        t0 + last_heal + spec.tail_s
+    };
     let wl_stop = Arc::new(AtomicBool::new(false));
     let wl = {
         let (api, conf, stop, prefix, every) = (
@@ -417,14 +380,26 @@ pub fn run(spec: RunSpec) -> Result<bool> {
         );
         std::thread::spawn(move || workload(&api, &prefix, &conf, every, until, t0, &stop))
     };
-    say(
-        t0,
-        &format!(
-            "{} faults over {last_heal:.0} s; a DAG run every {:.0} s",
-            spec.faults.len(),
-            spec.every_s
-        ),
-    );
+    if stepping {
+        say(
+            t0,
+            &format!(
+                "{} operator steps, {:.0} s apart; a DAG run every {:.0} s",
+                spec.steps.len(),
+                spec.step_gap_s,
+                spec.every_s
+            ),
+        );
+    } else {
+        say(
+            t0,
+            &format!(
+                "{} faults over {last_heal:.0} s; a DAG run every {:.0} s",
+                spec.faults.len(),
+                spec.every_s
+            ),
+        );
+    }
 
     let mut applied = Vec::new();
     // Joined after the schedule: a probe may outlast its fault, and waiting for it here would
@@ -508,6 +483,17 @@ pub fn run(spec: RunSpec) -> Result<bool> {
         stop.store(true, Ordering::Relaxed);
         bail!("a fault could not be healed, the run stops here: {e}");
     }
+    if stepping {
+        applied = steps::run(&spec.steps, spec.step_gap_s, &spec.out, t0, &|m| say(t0, m));
+        let tail_end = now() + spec.tail_s;
+        while now() < tail_end {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        wl_stop.store(true, Ordering::Relaxed);
+    }
+    let step_failed = applied
+        .iter()
+        .any(|a| a.fault.kind == schedule::FaultKind::Step && a.error.is_some());
 
     let ids = wl.join().unwrap_or_default();
     say(
@@ -581,7 +567,8 @@ pub fn run(spec: RunSpec) -> Result<bool> {
     let classes = class_figures(&applied);
 
     if !spec.json {
-        println!("\nfaults (extra s: the longest DAG run overlapping the fault, minus the {baseline:.1} s baseline)");
+        let what = if stepping { "operator steps" } else { "faults" };
+        println!("\n{what} (extra s: the longest DAG run overlapping it or its {RECOVERY_S:.0} s recovery, minus the {baseline:.1} s baseline)");
         print!("{}", render_faults(&applied, t0));
         println!("\nper component class");
         print!("{}", render_classes(&classes));
@@ -611,7 +598,19 @@ pub fn run(spec: RunSpec) -> Result<bool> {
         spec.out.join("schedule.json"),
         serde_json::to_string_pretty(&as_applied)?,
     )?;
-    let hosts: Vec<String> = c.hosts.iter().map(|h| h.name.clone()).collect();
+    // Rows: the inventory's hosts as the run began, hosts that joined during it (their task
+    // executions), and one row per operator step.
+    let mut hosts: Vec<String> = c.hosts.iter().map(|h| h.name.clone()).collect();
+    for name in observed
+        .executions
+        .iter()
+        .map(|x| &x.host)
+        .chain(spec.steps.iter().map(|s| &s.name))
+    {
+        if !hosts.contains(name) {
+            hosts.push(name.clone());
+        }
+    }
     let runs: Vec<RunSpan> = ids
         .iter()
         .zip(&states)
@@ -634,8 +633,9 @@ pub fn run(spec: RunSpec) -> Result<bool> {
             runs: &runs,
             t0,
             title: format!(
-                "heirflow-chaos {stamp}: {} faults, {} DAG runs, {} task executions",
+                "heirflow-chaos {stamp}: {} {}, {} DAG runs, {} task executions",
                 applied.len(),
+                if stepping { "operator steps" } else { "faults" },
                 ids.len(),
                 observed.executions.len()
             ),
@@ -643,7 +643,13 @@ pub fn run(spec: RunSpec) -> Result<bool> {
         &png,
     )
     .map_err(anyhow::Error::msg)?;
-    let pass = checks.iter().all(|c| c.pass);
+    let pass = checks.iter().all(|c| c.pass) && !step_failed;
+    if step_failed && !spec.json {
+        println!(
+            "\nan operator step failed (its log is in {})",
+            spec.out.display()
+        );
+    }
     let report = Report {
         baseline_s: baseline,
         dag_runs: ids.len(),

@@ -22,6 +22,10 @@ pub enum FaultKind {
     Partition,
     /// The host's traffic is delayed and partly dropped (`tc netem`) for the duration.
     Netem,
+    /// Not a fault: an operator's step (a command: add, remove or roll hosts) run during the
+    /// workload, recorded like a fault so that its cost is measured the same way (`steps.rs`).
+    /// Never drawn by a schedule; `host` holds the step's name.
+    Step,
 }
 
 impl FaultKind {
@@ -41,6 +45,7 @@ impl FaultKind {
             FaultKind::Freeze => (31.0, 45.0),
             FaultKind::Partition => (30.0, 60.0),
             FaultKind::Netem => (20.0, 40.0),
+            FaultKind::Step => (0.0, 0.0),
         }
     }
 
@@ -55,6 +60,7 @@ impl FaultKind {
             FaultKind::Freeze => "freeze",
             FaultKind::Partition => "partition",
             FaultKind::Netem => "netem",
+            FaultKind::Step => "step",
         }
     }
 }

@@ -57,6 +57,7 @@ fn fault_color(k: FaultKind) -> RGBColor {
         FaultKind::Freeze => RGBColor(90, 120, 220),
         FaultKind::Partition => RGBColor(170, 80, 200),
         FaultKind::Netem => RGBColor(230, 160, 40),
+        FaultKind::Step => RGBColor(40, 150, 90),
     }
 }
 
