@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use serde_json::Map;
+use serde_json::{Map, Value};
 
 use crate::config::Config;
 use crate::inventory::Inventory;
@@ -124,6 +124,11 @@ pub fn main_exit() -> i32 {
                 return EXIT_USAGE;
             }
         }
+    }
+    // Ansible's magic variable: the --limit pattern as given (plays that must never run on
+    // every host, such as playbooks/drain.yml, assert it is defined).
+    if let Some(l) = &cli.limit {
+        extra.insert("ansible_limit".into(), Value::String(l.clone()));
     }
     let inv_path = cli
         .inventory
