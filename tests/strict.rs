@@ -379,3 +379,24 @@ fn host_keys_are_checked_a_changed_key_is_refused_and_nothing_sent() {
     );
     run.expect_code(0);
 }
+
+#[test]
+fn ansible_limit_is_the_limit_pattern_and_undefined_without_one() {
+    let base = [
+        "tests/fixtures/strict/limit.yml",
+        "-i",
+        "tests/fixtures/strict/local.ini",
+    ];
+    let run = hfplay(&base);
+    run.expect_code(FAILED);
+    assert!(
+        run.stdout.contains("name the hosts with --limit"),
+        "{}",
+        run.describe()
+    );
+    let mut limited = base.to_vec();
+    limited.extend(["--limit", "localhost"]);
+    let run = hfplay(&limited);
+    run.expect_code(0);
+    assert!(run.stdout.contains("limit=localhost"), "{}", run.describe());
+}
