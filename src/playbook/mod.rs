@@ -38,6 +38,8 @@ pub struct TaskOpts {
     pub loop_var: Option<String>,
     pub index_var: Option<String>,
     pub loop_label: Option<String>,
+    /// `loop_control.pause`: seconds between two items (templated per run).
+    pub loop_pause: Option<Value>,
     pub register: Option<String>,
     pub notify: Vec<String>,
     pub listen: Vec<String>,

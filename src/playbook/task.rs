@@ -268,7 +268,8 @@ fn loop_control(opts: &mut TaskOpts, v: &Node) -> LoadResult<()> {
             "loop_var" => opts.loop_var = lv.as_str().map(str::to_string),
             "index_var" => opts.index_var = lv.as_str().map(str::to_string),
             "label" => opts.loop_label = lv.as_str().map(str::to_string),
-            "pause" | "extended" => {}
+            "pause" => opts.loop_pause = Some(lv.clone()),
+            "extended" => {}
             other => return fail(v, format!("unknown loop_control option '{other}'")),
         }
     }

@@ -209,7 +209,15 @@ impl Runner {
         };
         let mut results = Vec::new();
         let total = items.len();
+        let pause = match self.loop_pause(task, &scope) {
+            Ok(p) => p,
+            Err(e) => return fail_now(self, e),
+        };
         for (i, item) in items.into_iter().enumerate() {
+            // As Ansible: before every item but the first.
+            if i > 0 && !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
             let mut extra = Map::new();
             extra.insert(loop_var.clone(), item.clone());
             extra.insert("ansible_loop_var".into(), json!(loop_var));
@@ -248,6 +256,19 @@ impl Runner {
         let agg = TaskResult::of_loop(results);
         let failed = self.account(host, task, &agg, true, no_log, ctx);
         (Some(agg), failed)
+    }
+
+    /// `loop_control.pause`, templated: a number of seconds (fractions allowed), else an error.
+    fn loop_pause(&self, task: &Task, scope: &Arc<Scope>) -> Result<Duration, String> {
+        let Some(p) = &task.opts.loop_pause else {
+            return Ok(Duration::ZERO);
+        };
+        let v = self.templar.template_value(p, scope)?;
+        v.as_f64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| format!("loop_control.pause: expected a number of seconds, got {v}"))
     }
 
     /// The task's `async` / `poll`, templated.
