@@ -1,11 +1,17 @@
 # Heirflow top-level targets.
-.PHONY: image local-up local-down local-clean
+.PHONY: image local-up local-down local-clean local-add local-remove
 
 image:        ## build (or reuse) the local-cluster base image
 	cluster/image.sh
 
 local-up:     ## start the local cluster (containers with systemd + sshd) and write inventory/local
 	cluster/up.sh
+
+local-add:    ## add a host to the running cluster: make local-add GROUP=worker (then make deploy)
+	cluster/add.sh $(GROUP)
+
+local-remove: ## drain a host and remove it: make local-remove HOST=hf-worker5 (then make deploy)
+	cluster/remove.sh $(HOST)
 
 local-down:   ## remove the cluster's containers, network and volumes (keeps images, SSH key, caches)
 	cluster/down.sh

@@ -19,7 +19,7 @@ mapfile -t nets < <(docker network ls -q --filter "label=$HF_LABEL")
 if [ ${#nets[@]} -gt 0 ]; then log "removing network(s)"; docker network rm "${nets[@]}" >/dev/null; fi
 mapfile -t vols < <(docker volume ls -q --filter "label=$HF_LABEL")
 if [ ${#vols[@]} -gt 0 ]; then log "removing volume(s): ${vols[*]}"; docker volume rm "${vols[@]}" >/dev/null; fi
-rm -f "$INVENTORY_DIR/hosts.ini" "$INVENTORY_DIR/group_vars/all.yml" "$SSH_KNOWN_HOSTS"
+rm -f "$INVENTORY_DIR/hosts.ini" "$HOSTS_FILE" "$INVENTORY_DIR/group_vars/all.yml" "$SSH_KNOWN_HOSTS"
 rmdir "$INVENTORY_DIR/group_vars" "$INVENTORY_DIR" 2>/dev/null || true
 
 case "${1:-}" in ""|--clean|--caches) ;; *) die "usage: cluster/down.sh [--clean|--caches]" ;; esac

@@ -99,7 +99,18 @@ cpu_shares() {
   esac
 }
 
-cluster_hosts() {
+# The cluster's hosts as they are now ("name ip group" lines): written by up.sh, edited by
+# add.sh and remove.sh (make local-add / local-remove), removed by down.sh. Not in
+# inventory/local: every file there is read as inventory.
+HOSTS_FILE="$CACHE_DIR/cluster-hosts"
+
+# Name prefix and address block (HF_PREFIX.<base+n>, n = 1..9; workers 1..39) of each group.
+group_prefix() { case $1 in db) echo hf-db ;; queue) echo hf-queue ;; scheduler) echo hf-sched ;; worker) echo hf-worker ;; web) echo hf-web ;; *) return 1 ;; esac; }
+group_base() { case $1 in db) echo 10 ;; queue) echo 20 ;; scheduler) echo 30 ;; worker) echo 60 ;; web) echo 50 ;; *) return 1 ;; esac; }
+group_max() { [ "$1" = worker ] && echo 39 || echo 9; }
+
+# The first shape of the cluster: 2 db, 3 queue, 2 scheduler, WORKERS workers, 1 web.
+default_hosts() {
   local n=${WORKERS:-$(default_workers)} i
   [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le 39 ] || die "WORKERS must be 1..39 (got '$n')"
   echo "hf-db1 $HF_PREFIX.11 db"
@@ -111,4 +122,14 @@ cluster_hosts() {
   echo "hf-sched2 $HF_PREFIX.32 scheduler"
   for ((i = 1; i <= n; i++)); do echo "hf-worker$i $HF_PREFIX.$((60 + i)) worker"; done
   echo "hf-web1 $HF_PREFIX.51 web"
+}
+
+# The hosts: as the hosts file has them (hosts added or removed since up), else the first
+# shape. WORKERS=n given explicitly starts again from the first shape with n workers.
+cluster_hosts() {
+  if [ -s "$HOSTS_FILE" ] && [ -z "${WORKERS:-}" ]; then
+    grep -v '^#' "$HOSTS_FILE"
+  else
+    default_hosts
+  fi
 }
