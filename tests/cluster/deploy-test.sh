@@ -5,7 +5,9 @@
 # single-process result and survives a worker host kill (tests/cluster/model-select-test.sh) -> heir-supervisor under real faults (issue 4,
 # tests/cluster/heir-test.sh) -> automatic DB failover under real faults (tests/cluster/db-test.sh)
 # -> one fault of each kind on each component class while DAGs run, with the invariants
-# (tests/cluster/chaos-test.sh) -> make local-down leaves nothing behind.
+# (tests/cluster/chaos-test.sh) -> a worker, a scheduler host and a queue node added and removed,
+# then airflow.cfg rolled, while DAGs run (tests/cluster/scale-test.sh) -> make local-down leaves
+# nothing behind.
 # usage: tests/cluster/deploy-test.sh [--keep]   (--keep: leave the cluster up at the end)
 # Prints the timings it measured; exits non-zero at the first failed check.
 set -euo pipefail
@@ -160,6 +162,9 @@ step "DB failover with real faults (tests/cluster/db-test.sh)"
 
 step "bounded chaos run under running DAGs (tests/cluster/chaos-test.sh)"
 "$TESTS_DIR/chaos-test.sh" || fail "chaos cluster test"
+
+step "grow, shrink and roll the cluster under running DAGs (tests/cluster/scale-test.sh)"
+"$TESTS_DIR/scale-test.sh" || fail "grow/shrink/roll cluster test"
 
 if [ "$KEEP" = 1 ]; then
   echo "cluster kept (--keep)"
