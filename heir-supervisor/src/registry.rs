@@ -9,7 +9,9 @@
 //!   while `last_seen + ttl_ms > now()`. A member that let its row lapse is no longer a
 //!   registrant: it registers again and goes to the back of the line.
 //! * `heirflow_leases` — one row per group: `holder`/`instance`, `epoch` (incremented by every
-//!   acquisition, never reused) and `expires_at`.
+//!   acquisition, never reused) and `expires_at`; `prev_expires_at` keeps, from the acquiring
+//!   `UPDATE` itself, when the previous epoch ended (its expiry, or its release): the evidence
+//!   an observer needs to tell a handover from two leaders at once.
 //!
 //! Every time comparison happens in SQL against the database's `now()`; the supervisors' own
 //! clocks never meet. The safety of the lease rests on the conditional `UPDATE`s below, which
@@ -52,6 +54,7 @@ CREATE TABLE IF NOT EXISTS heirflow_leases (
     acquired_at timestamptz,
     renewed_at  timestamptz
 );
+ALTER TABLE heirflow_leases ADD COLUMN IF NOT EXISTS prev_expires_at timestamptz;
 "#;
 
 /// Who I am in the registry.
@@ -340,6 +343,7 @@ impl Registry {
             .query_opt(
                 "UPDATE heirflow_leases l
                     SET holder = $2, instance = $3, epoch = l.epoch + 1,
+                        prev_expires_at = l.expires_at,
                         expires_at = now() + $4::int * interval '1 millisecond',
                         acquired_at = now(), renewed_at = now()
                   WHERE l.grp = $1

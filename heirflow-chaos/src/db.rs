@@ -117,19 +117,38 @@ pub fn stored(cfg: &postgres::Config, run: &str) -> Result<Vec<u64>> {
         .context("reading the writer's rows back")
 }
 
-/// One sample of a lease row: (group, epoch) -> (holder, acquired_at, expires_at), DB clock.
+/// Lease rows are sampled per (group, epoch).
 type LeaseKey = (String, i64);
 
-/// Leadership intervals from samples: each epoch from its acquisition to the latest expiry
-/// seen for it (a renewal moves the expiry; a release brings it back to the release time).
-pub fn intervals(samples: &BTreeMap<LeaseKey, (String, f64, f64)>) -> Vec<Lease> {
+/// The last sample of one epoch's lease row (DB clock, unix seconds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseSample {
+    pub holder: String,
+    pub acquired: f64,
+    /// The latest expiry seen (each renewal moves it).
+    pub expires: f64,
+    /// When the epoch before this one ended, as the acquiring UPDATE found it (its expiry,
+    /// or its release time after a graceful handover); `None` from an older supervisor.
+    pub prev_ended: Option<f64>,
+}
+
+/// Leadership intervals from samples: each epoch from its acquisition to the latest expiry seen
+/// for it, or to the end the next epoch's acquisition recorded when that is earlier: a release
+/// (graceful handover) ends an epoch before its expiry, and the next member acquires within
+/// milliseconds, between two samples.
+pub fn intervals(samples: &BTreeMap<LeaseKey, LeaseSample>) -> Vec<Lease> {
     samples
         .iter()
-        .map(|((group, _), (member, from, to))| Lease {
-            group: group.clone(),
-            member: member.clone(),
-            from: *from,
-            to: *to,
+        .map(|((group, epoch), s)| {
+            let next_says = samples
+                .get(&(group.clone(), epoch + 1))
+                .and_then(|n| n.prev_ended);
+            Lease {
+                group: group.clone(),
+                member: s.holder.clone(),
+                from: s.acquired,
+                to: next_says.map_or(s.expires, |e| e.min(s.expires)),
+            }
         })
         .collect()
 }
@@ -139,8 +158,8 @@ pub fn watch_leases(
     cfg: postgres::Config,
     every: Duration,
     stop: Arc<AtomicBool>,
-) -> BTreeMap<LeaseKey, (String, f64, f64)> {
-    let mut seen: BTreeMap<LeaseKey, (String, f64, f64)> = BTreeMap::new();
+) -> BTreeMap<LeaseKey, LeaseSample> {
+    let mut seen: BTreeMap<LeaseKey, LeaseSample> = BTreeMap::new();
     let mut client: Option<postgres::Client> = None;
     while !stop.load(Ordering::Relaxed) {
         if client.is_none() {
@@ -148,15 +167,22 @@ pub fn watch_leases(
         }
         if let Some(c) = client.as_mut() {
             let q = "SELECT grp, holder, epoch, extract(epoch FROM acquired_at)::float8, \
-                     extract(epoch FROM expires_at)::float8 FROM heirflow_leases \
+                     extract(epoch FROM expires_at)::float8, \
+                     extract(epoch FROM prev_expires_at)::float8 FROM heirflow_leases \
                      WHERE holder IS NOT NULL AND acquired_at IS NOT NULL";
             match c.query(q, &[]) {
                 Ok(rows) => {
                     for r in rows {
                         let key = (r.get::<_, String>(0), r.get::<_, i64>(2));
-                        let holder: String = r.get(1);
-                        let (from, to): (f64, f64) = (r.get(3), r.get(4));
-                        seen.insert(key, (holder, from, to));
+                        seen.insert(
+                            key,
+                            LeaseSample {
+                                holder: r.get(1),
+                                acquired: r.get(3),
+                                expires: r.get(4),
+                                prev_ended: r.get(5),
+                            },
+                        );
                     }
                 }
                 Err(_) => client = None,
@@ -171,11 +197,23 @@ pub fn watch_leases(
 mod tests {
     use super::*;
 
+    fn sample(holder: &str, acquired: f64, expires: f64, prev: Option<f64>) -> LeaseSample {
+        LeaseSample {
+            holder: holder.to_string(),
+            acquired,
+            expires,
+            prev_ended: prev,
+        }
+    }
+
     #[test]
     fn one_interval_per_epoch_with_its_last_expiry() {
         let mut s = BTreeMap::new();
-        s.insert(("scheduler".to_string(), 1), ("a".to_string(), 10.0, 25.0));
-        s.insert(("scheduler".to_string(), 2), ("b".to_string(), 26.0, 40.0));
+        s.insert(("scheduler".to_string(), 1), sample("a", 10.0, 25.0, None));
+        s.insert(
+            ("scheduler".to_string(), 2),
+            sample("b", 26.0, 40.0, Some(25.0)),
+        );
         let l = intervals(&s);
         assert_eq!(l.len(), 2);
         assert_eq!(
@@ -183,5 +221,35 @@ mod tests {
             ("b", 26.0, 40.0)
         );
         assert!(crate::invariants::overlapping_leases(&l).is_empty());
+    }
+
+    #[test]
+    fn a_release_ends_the_epoch_where_the_next_acquisition_found_it() {
+        // a last sampled with its lease valid until 25; it released at 21.5 and b took over at
+        // 21.6 (no sample in between): a handover, not two leaders.
+        let mut s = BTreeMap::new();
+        s.insert(("scheduler".to_string(), 1), sample("a", 10.0, 25.0, None));
+        s.insert(
+            ("scheduler".to_string(), 2),
+            sample("b", 21.6, 30.0, Some(21.5)),
+        );
+        let l = intervals(&s);
+        assert_eq!(l[0].to, 21.5);
+        assert!(crate::invariants::overlapping_leases(&l).is_empty());
+        // b acquired while the DB still had a valid until 25: two leaders, and seen as such.
+        s.insert(
+            ("scheduler".to_string(), 2),
+            sample("b", 21.6, 30.0, Some(25.0)),
+        );
+        assert_eq!(
+            crate::invariants::overlapping_leases(&intervals(&s)).len(),
+            1
+        );
+        // without the next epoch's record, the last expiry seen stands
+        s.insert(("scheduler".to_string(), 2), sample("b", 21.6, 30.0, None));
+        assert_eq!(
+            crate::invariants::overlapping_leases(&intervals(&s)).len(),
+            1
+        );
     }
 }
