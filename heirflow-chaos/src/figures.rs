@@ -110,13 +110,18 @@ pub fn class_figures(applied: &[Applied]) -> Vec<ClassFigure> {
 }
 
 pub fn render_faults(applied: &[Applied], t0: f64) -> String {
+    // host names, or the names of operator steps, which run longer
+    let hw = applied
+        .iter()
+        .map(|a| a.fault.host.len())
+        .fold(11, usize::max);
     let mut s = format!(
-        "{:>7}  {:>5}  {:<9}  {:<11}  {:<22}  {:>8}  {:>9}  {:>9}\n",
+        "{:>7}  {:>5}  {:<9}  {:<hw$}  {:<22}  {:>8}  {:>9}  {:>9}\n",
         "at (s)", "for", "kind", "host", "unit", "extra s", "cut short", "new DAG s"
     );
     for a in applied {
         s.push_str(&format!(
-            "{:>7.1}  {:>5.1}  {:<9}  {:<11}  {:<22}  {:>8}  {:>9}  {:>9}{}\n",
+            "{:>7.1}  {:>5.1}  {:<9}  {:<hw$}  {:<22}  {:>8}  {:>9}  {:>9}{}\n",
             a.applied - t0,
             a.healed - a.applied,
             a.fault.kind.name(),
