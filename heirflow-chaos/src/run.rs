@@ -66,7 +66,8 @@ pub struct Report {
     pub health: Health,
 }
 
-fn now() -> f64 {
+/// Unix time, seconds (the runner's and the ledger's clock).
+pub fn now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
@@ -485,10 +486,7 @@ pub fn run(spec: RunSpec) -> Result<bool> {
     }
     if stepping {
         applied = steps::run(&spec.steps, spec.step_gap_s, &spec.out, t0, &|m| say(t0, m));
-        let tail_end = now() + spec.tail_s;
-        while now() < tail_end {
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        std::thread::sleep(Duration::from_secs_f64(spec.tail_s.max(0.0)));
         wl_stop.store(true, Ordering::Relaxed);
     }
     let step_failed = applied

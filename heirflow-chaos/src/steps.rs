@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::figures::Applied;
+use crate::run::now;
 use crate::schedule::{Fault, FaultKind};
 
 /// One step: a name for the tables and the command (`sh -c`).
@@ -39,12 +40,6 @@ impl Step {
     }
 }
 
-fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
 /// Runs the steps in order, `gap` seconds of undisturbed workload before each; each command's
 /// output goes to `out/step-N-NAME.log`. Stops at the first step that fails (its error is in
 /// its `Applied`): what follows a failed step would measure a cluster in an unknown shape.
@@ -52,10 +47,7 @@ fn now() -> f64 {
 pub fn run(steps: &[Step], gap: f64, out: &Path, t0: f64, say: &dyn Fn(&str)) -> Vec<Applied> {
     let mut applied = Vec::new();
     for (i, step) in steps.iter().enumerate() {
-        let from = now();
-        while now() < from + gap {
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        std::thread::sleep(Duration::from_secs_f64(gap.max(0.0)));
         let log = out.join(format!("step-{}-{}.log", i + 1, step.name));
         say(&format!(
             "step {}: {} (log {})",
