@@ -19,18 +19,24 @@ local-down:   ## remove the cluster's containers, network and volumes (keeps ima
 local-clean:  ## local-down, plus the images and the apt/pip caches
 	cluster/down.sh --clean
 
-.PHONY: build test test-unit test-cluster demo deploy
+.PHONY: build test test-unit test-aws test-cluster demo deploy
 
 build:        ## build hfplay (release)
 	cargo build --release --workspace --bins --examples
 
-test: test-unit test-cluster  ## every test: what .ci/run runs
+test: test-unit test-aws test-cluster  ## every test: what .ci/run runs
 
 test-unit:    ## unit tests, hfplay over SSH to its own test containers, heir-supervisor against real Postgres
 	@date -u +'=== test-unit start %T'
 	scripts/test-deps.sh
 	cargo test --release --workspace
 	@date -u +'=== test-unit end %T'
+
+test-aws:     ## playbooks/aws.yml + aws-teardown.yml against an EC2-compatible API server (moto): --check, apply, re-run, teardown
+	@date -u +'=== test-aws start %T'
+	cargo build --release -p hfplay
+	tests/aws/aws-test.sh
+	@date -u +'=== test-aws end %T'
 
 test-cluster: ## the local cluster end to end: up, deploy with hfplay, DAG on >= 2 workers, re-run/--check changed=0, down
 	@date -u +'=== test-cluster start %T'

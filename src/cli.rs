@@ -136,6 +136,11 @@ pub fn main_exit() -> i32 {
         .unwrap_or_else(|| PathBuf::from("/etc/ansible/hosts"));
     let inv = match Inventory::load(&inv_path) {
         Ok(i) => Arc::new(i),
+        // As Ansible: no -i and no default inventory leaves the implicit localhost.
+        Err(_) if cli.inventory.is_none() && !inv_path.exists() => {
+            eprintln!("[WARNING]: No inventory was parsed, only implicit localhost is available");
+            Arc::new(Inventory::implicit_localhost())
+        }
         Err(e) => {
             eprintln!("ERROR! {e}");
             return EXIT_LOAD;

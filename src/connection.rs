@@ -206,6 +206,11 @@ pub struct HostConn {
 }
 
 impl HostConn {
+    /// Does this connection run scripts on the controller itself (`ansible_connection=local`)?
+    pub fn is_local(&self) -> bool {
+        matches!(self.transport, Transport::Local)
+    }
+
     pub async fn open(spec: ConnSpec) -> Result<HostConn, ConnError> {
         if spec.local {
             let login_user = std::env::var("USER").unwrap_or_else(|_| "root".into());

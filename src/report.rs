@@ -237,13 +237,13 @@ impl Reporter {
     }
 
     /// A controller-side error (template, loop, include) that fails the host before any
-    /// result: shown with its message; `--json` records only the status.
+    /// result: shown with its message, and recorded with it in `--json`.
     pub fn host_error(&self, host: &str, msg: &str) {
         self.print(&format!(
             "fatal: [{host}]: FAILED! => {}",
             json!({ "msg": msg })
         ));
-        self.log_result(host, json!({"status": "failed"}));
+        self.log_result(host, json!({"status": "failed", "msg": msg}));
     }
 
     /// Adds a host's result to the current task of the `--json` document (a list when the
@@ -397,7 +397,7 @@ mod tests {
                 r#"{"h1":[{"failed":true,"msg":"m","status":"failed","ignored":true,"#,
                 r#""diff":[{"before_header":"/x","after_header":"/x","before":"a\n","after":"b\n"}]},"#,
                 r#"{"censored":"no_log","status":"failed","ignored":true}],"#,
-                r#""h2":{"status":"failed"}}"#
+                r#""h2":{"status":"failed","msg":"bad"}}"#
             )
         );
     }

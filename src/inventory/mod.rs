@@ -37,6 +37,15 @@ pub struct Inventory {
 
 impl Inventory {
     /// Loads an inventory file or directory. `localhost` is always available implicitly.
+    /// No inventory at all: only the implicit `localhost` exists (Ansible without `-i` and
+    /// without /etc/ansible/hosts), enough for controller-side playbooks such as aws.yml.
+    pub fn implicit_localhost() -> Inventory {
+        let mut inv = Inventory::default();
+        inv.groups.insert("all".into(), Group::default());
+        inv.groups.insert("ungrouped".into(), Group::default());
+        inv
+    }
+
     pub fn load(path: &Path) -> LoadResult<Inventory> {
         let mut inv = Inventory {
             source: path.to_path_buf(),

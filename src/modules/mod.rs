@@ -44,6 +44,7 @@ macro_rules! literal_params {
 
 pub mod apt;
 pub mod args;
+pub mod aws;
 pub mod blockinfile;
 pub mod command;
 pub mod contract;
@@ -231,6 +232,14 @@ pub fn check_at_load(m: &dyn Module, args: &Args) -> Result<(), String> {
 pub fn registry() -> Vec<Box<dyn Module>> {
     let v: Vec<Box<dyn Module>> = vec![
         Box::new(apt::Apt),
+        Box::new(aws::efs::Efs),
+        Box::new(aws::eni::Eni),
+        Box::new(aws::iam_policy::IamPolicy),
+        Box::new(aws::iam_role::IamRole),
+        Box::new(aws::instance::Instance),
+        Box::new(aws::security_group::SecurityGroup),
+        Box::new(aws::vpc_net::VpcNet),
+        Box::new(aws::vpc_subnet::VpcSubnet),
         Box::new(blockinfile::BlockInFile),
         Box::new(command::Command),
         Box::new(command::Shell),
@@ -270,6 +279,8 @@ pub fn short_name(name: &str) -> &str {
         "ansible.legacy.",
         "ansible.posix.",
         "community.general.",
+        "amazon.aws.",
+        "community.aws.",
     ] {
         if let Some(s) = name.strip_prefix(prefix) {
             return s;
