@@ -2,8 +2,7 @@
 //!
 //! ```yaml
 //! - amazon.aws.ec2_eni:                # the floating IP starts on db1's primary interface
-//!     instance_id: "{{ db1.instances[0].instance_id }}"
-//!     device_index: 0
+//!     eni_id: "{{ db1.instances[0].network_interfaces[0].network_interface_id }}"
 //!     secondary_private_ip_addresses: [10.0.1.100]
 //!     allow_reassignment: true
 //!   register: eni          # eni.interface.id
@@ -206,8 +205,17 @@ impl NativeModule for Eni {
                         ),
                     )
                 }
+                // The interface or its instance is itself only predicted (check mode on a
+                // fresh account): so are the addresses it would get.
+                Key::Id(id) if is_pending(id) => Planned::change(
+                    Change::Update {
+                        id: id.to_string(),
+                        assign: want.iter().cloned().collect(),
+                        unassign: vec![],
+                    },
+                    Outcome::changed(true).with("interface", json!({"id": id})),
+                ),
                 Key::Attached(i, d) if is_pending(i) => {
-                    // The instance is itself only predicted: so are its interface's addresses.
                     let id = pending("eni", i);
                     Planned::change(
                         Change::Update {
