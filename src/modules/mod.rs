@@ -187,6 +187,10 @@ impl TaskCtx<'_> {
 pub trait Module: Send + Sync {
     /// Short names; each also answers as `ansible.builtin.<name>` and `ansible.legacy.<name>`.
     fn names(&self) -> &'static [&'static str];
+    /// The collections whose fully-qualified names reach this module.
+    fn collections(&self) -> &'static [&'static str] {
+        BUILTIN_COLLECTIONS
+    }
     /// Every accepted argument name (incl. aliases): unknown ones fail before anything runs.
     fn arg_names(&self) -> &'static [&'static str];
     /// `command: echo hi` style: the string goes to `_raw_params` instead of `k=v` parsing.
@@ -264,11 +268,27 @@ pub fn registry() -> Vec<Box<dyn Module>> {
     v
 }
 
-/// Finds a module by short or fully-qualified name.
+/// The collections the built-in modules answer in (`ansible.posix.mount`,
+/// `community.general.ini_file`-style names of the same modules).
+pub const BUILTIN_COLLECTIONS: &[&str] = &[
+    "ansible.builtin",
+    "ansible.legacy",
+    "ansible.posix",
+    "community.general",
+];
+
+/// Finds a module by short or fully-qualified name; a qualified name must name the module's own
+/// collection (`amazon.aws.ec2_instance`, not `ansible.builtin.ec2_instance`).
 pub fn lookup<'a>(reg: &'a [Box<dyn Module>], name: &str) -> Option<&'a dyn Module> {
     let short = short_name(name);
+    let collection = name
+        .strip_suffix(short)
+        .and_then(|c| c.strip_suffix('.'))
+        .filter(|c| !c.is_empty());
     reg.iter()
-        .find(|m| m.names().contains(&short))
+        .find(|m| {
+            m.names().contains(&short) && collection.is_none_or(|c| m.collections().contains(&c))
+        })
         .map(|m| m.as_ref())
 }
 
@@ -330,7 +350,9 @@ mod tests {
         for m in &reg {
             for n in m.names() {
                 assert!(names.insert(*n), "module name {n} registered twice");
-                assert!(crate::modules::lookup(&reg, &format!("ansible.builtin.{n}")).is_some());
+                for c in m.collections() {
+                    assert!(crate::modules::lookup(&reg, &format!("{c}.{n}")).is_some());
+                }
             }
             let mut args = std::collections::BTreeSet::new();
             for a in m.arg_names() {
@@ -364,6 +386,18 @@ mod tests {
         ] {
             assert!(names.contains(n), "{n} is not registered");
         }
+    }
+
+    #[test]
+    fn qualified_names_must_name_the_modules_collection() {
+        use crate::modules::{lookup, registry};
+        let reg = registry();
+        assert!(lookup(&reg, "amazon.aws.ec2_instance").is_some());
+        assert!(lookup(&reg, "ec2_instance").is_some());
+        assert!(lookup(&reg, "community.aws.efs").is_some());
+        assert!(lookup(&reg, "ansible.builtin.ec2_instance").is_none());
+        assert!(lookup(&reg, "amazon.aws.copy").is_none());
+        assert!(lookup(&reg, "ansible.posix.mount").is_some());
     }
 
     /// A required field missing (or null) at run time reads as it does at load time, not as

@@ -6,9 +6,24 @@
 //! Region and ENI come from IMDSv2: the ENI is the one whose MAC is the VIP interface's.
 //! IAM: `ec2:AssignPrivateIpAddresses`, `ec2:UnassignPrivateIpAddresses`,
 //! `ec2:DescribeNetworkInterfaces` on the DB hosts' instance profile.
+//!
+//! Errors name what failed and what to check: the metadata path and the metadata endpoint when
+//! IMDS does not answer, the EC2 error code and message (not the SDK's debug dump) when EC2
+//! refuses, with a hint for a missing permission, rejected credentials or an unknown ENI.
+//!
+//! Tested against moto's EC2 API server (`tests/vip_aws.rs`: two ENIs, a small IMDSv2 responder,
+//! instance-profile credentials of an IAM role with exactly the three actions above, moto's IAM
+//! enforcement switched on), through the DB failover of a real PostgreSQL pair; not against EC2
+//! itself. moto's `AssignPrivateIpAddresses` ignores `AllowReassignment`: it adds the address to
+//! the new ENI without taking it from the old one (EC2 moves it), so there the old holder's ENI
+//! loses the address only when its supervisor releases it.
+
+use std::error::Error;
 
 use anyhow::{anyhow, Context, Result};
+use aws_config::imds::client::error::ImdsError;
 use aws_config::BehaviorVersion;
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::Client;
 
 use super::linux::Linux;
@@ -22,12 +37,77 @@ pub struct Aws {
     addr: VipAddr,
 }
 
+/// An error and its sources, `: `-separated (the SDK's `Display` says only "service error").
+fn chain(e: &dyn Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+/// Why a metadata request failed, with what to check.
+fn imds_error(e: &ImdsError) -> String {
+    match e {
+        ImdsError::ErrorResponse(r) => {
+            let status = r.response().status().as_u16();
+            let what = match status {
+                404 => " (not found: no such entry for this instance)",
+                401 | 403 => " (IMDSv2 token refused)",
+                _ => "",
+            };
+            format!("HTTP {status}{what}")
+        }
+        e => {
+            let endpoint = std::env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+                .map(|u| format!("{u} (AWS_EC2_METADATA_SERVICE_ENDPOINT)"))
+                .unwrap_or_else(|_| "http://169.254.169.254".into());
+            format!(
+                "{}; is the instance metadata service reachable at {endpoint}, with IMDSv2 \
+                 enabled (in a container the token needs a hop limit of 2)?",
+                chain(e)
+            )
+        }
+    }
+}
+
 async fn imds_get(imds: &aws_config::imds::Client, path: &str) -> Result<String> {
     let v = imds
         .get(path)
         .await
-        .map_err(|e| anyhow!("instance metadata {path}: {e}"))?;
+        .map_err(|e| anyhow!("instance metadata {path}: {}", imds_error(&e)))?;
     Ok(String::from(v).trim().to_string())
+}
+
+/// `Code: message` of an EC2 error, with a hint for the codes a person can act on; the SDK's
+/// error chain when EC2 did not answer (timeout, refused connection, no credentials).
+fn api_error<E, R>(action: &str, e: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + Error + 'static,
+    R: std::fmt::Debug,
+{
+    let Some(code) = e.code() else {
+        return chain(e);
+    };
+    let hint = match code {
+        "UnauthorizedOperation" | "AccessDenied" | "AccessDeniedException" => {
+            format!(" (this host's IAM role, its instance profile, must allow ec2:{action})")
+        }
+        "AuthFailure" | "InvalidClientTokenId" | "SignatureDoesNotMatch" => {
+            " (the AWS credentials were rejected)".into()
+        }
+        c if c.starts_with("InvalidNetworkInterfaceID") => {
+            " (the ENI id comes from the instance metadata of the interface's MAC)".into()
+        }
+        _ => String::new(),
+    };
+    format!(
+        "{code}: {}{hint}",
+        e.message().unwrap_or("(no message)").trim()
+    )
 }
 
 impl Aws {
@@ -78,9 +158,11 @@ impl Aws {
             .await
             .map_err(|e| {
                 anyhow!(
-                    "AssignPrivateIpAddresses {} to {}: {e:?}",
+                    "AssignPrivateIpAddresses {} to {} ({}): {}",
                     self.addr.ip,
-                    self.eni
+                    self.eni,
+                    self.region,
+                    api_error("AssignPrivateIpAddresses", &e)
                 )
             })?;
         self.os.acquire().await?;
@@ -99,10 +181,40 @@ impl Aws {
             .await
         {
             crate::log::warn(&format!(
-                "UnassignPrivateIpAddresses {} from {} (probably already moved): {e:?}",
-                self.addr.ip, self.eni
+                "UnassignPrivateIpAddresses {} from {} ({}; probably already moved): {}",
+                self.addr.ip,
+                self.eni,
+                self.region,
+                api_error("UnassignPrivateIpAddresses", &e)
             ));
         }
         Ok(changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct E(&'static str, Option<Box<E>>);
+    impl std::fmt::Display for E {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl Error for E {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            self.1.as_deref().map(|e| e as &dyn Error)
+        }
+    }
+
+    #[test]
+    fn chains_sources_without_debug_dumps() {
+        let e = E(
+            "dispatch failure",
+            Some(Box::new(E("connection refused", None))),
+        );
+        assert_eq!(chain(&e), "dispatch failure: connection refused");
     }
 }

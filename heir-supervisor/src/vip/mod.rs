@@ -4,8 +4,8 @@
 //!   gratuitous ARP (`arping -U -c 3 -I IF VIP`, package `iputils-arping`) so that peers' stale
 //!   ARP caches move at once (without it clients took 34 s to follow; see FIELD-NOTES).
 //! * `aws` — the same OS work plus `AssignPrivateIpAddresses` (AllowReassignment) /
-//!   `UnassignPrivateIpAddresses` on this instance's ENI, discovered from IMDSv2. Compiled only
-//!   with the cargo feature `aws` (`cargo build --release -p heir-supervisor --features aws`).
+//!   `UnassignPrivateIpAddresses` on this instance's ENI, discovered from IMDSv2. Cargo feature
+//!   `aws`, on by default (`--no-default-features` leaves it and the AWS SDK out).
 //! * `none` — no floating IP (clients use libpq multi-host `target_session_attrs=read-write`).
 //!
 //! Every driver is idempotent: [`Vip::acquire`] and [`Vip::release`] report whether they

@@ -138,7 +138,7 @@ impl Pair {
         }
     }
 
-    fn spawn(&mut self, label: &str, ns: Option<&str>, args: &[String]) {
+    fn spawn(&mut self, label: &str, ns: Option<&str>, args: &[String], env: &[(&str, &str)]) {
         let log = std::fs::File::create(self.dir.join(format!("sup-{label}.log"))).unwrap();
         let err = log.try_clone().unwrap();
         let mut c = match ns {
@@ -159,6 +159,7 @@ impl Pair {
         }
         let child = c
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
@@ -193,11 +194,16 @@ impl Pair {
                 "--monitor-user".into(),
                 "heir".into(),
             ]);
-            self.spawn(&format!("w{i}"), None, &args);
+            self.spawn(&format!("w{i}"), None, &args, &[]);
         }
     }
 
     pub fn start_node(&mut self, node: &str) {
+        self.start_node_with(node, &[], &[]);
+    }
+
+    /// [`Pair::start_node`] with more arguments (e.g. `--vip-driver aws`) and environment.
+    pub fn start_node_with(&mut self, node: &str, extra: &[String], env: &[(&str, &str)]) {
         let other = if node == "a" { "b" } else { "a" };
         let d = self.dir.display().to_string();
         let mut args: Vec<String> = vec!["db".into(), "node".into(), "--name".into(), node.into()];
@@ -240,7 +246,8 @@ impl Pair {
             args.push("--witness".into());
             args.push(self.witness_url(i));
         }
-        self.spawn(node, Some(&self.ns(node)), &args);
+        args.extend(extra.iter().cloned());
+        self.spawn(node, Some(&self.ns(node)), &args, env);
     }
 
     pub fn log(&self, label: &str) -> String {

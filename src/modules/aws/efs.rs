@@ -95,7 +95,7 @@ pub enum Change {
 }
 
 pub struct Efs;
-aws_module!(Efs, "efs");
+aws_module!(Efs, "community.aws", "efs");
 
 fn fs_json(name: &str, id: &str, region: &str, state: &str, targets: Value, tags: &Tags) -> Value {
     let dns = format!("{id}.efs.{region}.amazonaws.com");

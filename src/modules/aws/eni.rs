@@ -102,7 +102,7 @@ pub enum Change {
 }
 
 pub struct Eni;
-aws_module!(Eni, "ec2_eni");
+aws_module!(Eni, "amazon.aws", "ec2_eni");
 
 fn eni_json(n: &aws_sdk_ec2::types::NetworkInterface) -> Value {
     json!({

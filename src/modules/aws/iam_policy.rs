@@ -44,7 +44,7 @@ pub enum Change {
 }
 
 pub struct IamPolicy;
-aws_module!(IamPolicy, "iam_policy");
+aws_module!(IamPolicy, "amazon.aws", "iam_policy");
 
 #[async_trait]
 impl NativeModule for IamPolicy {

@@ -123,7 +123,7 @@ pub enum Change {
 }
 
 pub struct IamRole;
-aws_module!(IamRole, "iam_role");
+aws_module!(IamRole, "amazon.aws", "iam_role");
 
 fn iam_tags(t: &Tags) -> Result<Vec<Tag>, ModuleError> {
     t.iter()

@@ -134,7 +134,7 @@ pub enum Change {
 }
 
 pub struct Instance;
-aws_module!(Instance, "ec2_instance");
+aws_module!(Instance, "amazon.aws", "ec2_instance");
 
 impl Instance {
     /// Instances matching the task (not terminated).

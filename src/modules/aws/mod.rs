@@ -19,12 +19,15 @@
 
 /// The `Module` side of an AWS module: names, arguments from its `Params`, the contract's driver.
 macro_rules! aws_module {
-    ($ty:ty, $name:literal) => {
+    ($ty:ty, $collection:literal, $name:literal) => {
         #[async_trait::async_trait]
         impl $crate::modules::Module for $ty {
             literal_params!($name);
             fn names(&self) -> &'static [&'static str] {
                 &[$name]
+            }
+            fn collections(&self) -> &'static [&'static str] {
+                &[$collection]
             }
             fn arg_names(&self) -> &'static [&'static str] {
                 <Params as $crate::modules::ModuleArgs>::accepted()

@@ -264,7 +264,7 @@ pub enum Change {
 }
 
 pub struct SecurityGroup;
-aws_module!(SecurityGroup, "ec2_security_group");
+aws_module!(SecurityGroup, "amazon.aws", "ec2_security_group");
 
 fn group_json(p: &Params, id: &str, vpc_id: &str) -> Vec<(&'static str, Value)> {
     vec![

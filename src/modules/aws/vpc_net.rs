@@ -69,7 +69,7 @@ pub enum Change {
 }
 
 pub struct VpcNet;
-aws_module!(VpcNet, "ec2_vpc_net");
+aws_module!(VpcNet, "amazon.aws", "ec2_vpc_net");
 
 fn vpc_json(id: &str, cidr: &str, tags: &Tags) -> Value {
     json!({"id": id, "vpc_id": id, "cidr_block": cidr, "tags": tags_json(tags), "state": "available"})

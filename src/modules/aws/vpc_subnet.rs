@@ -67,7 +67,7 @@ pub enum Change {
 }
 
 pub struct VpcSubnet;
-aws_module!(VpcSubnet, "ec2_vpc_subnet");
+aws_module!(VpcSubnet, "amazon.aws", "ec2_vpc_subnet");
 
 fn subnet_json(p: &Params, id: &str, az: &str, tags: &Tags) -> Value {
     json!({"id": id, "subnet_id": id, "vpc_id": p.vpc_id, "cidr_block": p.cidr,
