@@ -152,6 +152,41 @@ impl Efs {
         Ok(out.mount_targets().to_vec())
     }
 
+    async fn delete_targets(
+        client: &aws_sdk_efs::Client,
+        targets: &[String],
+    ) -> Result<(), ModuleError> {
+        for mt in targets {
+            client
+                .delete_mount_target()
+                .mount_target_id(mt)
+                .send()
+                .await
+                .map_err(|e| api_err(&format!("DeleteMountTarget {mt}"), e))?;
+        }
+        Ok(())
+    }
+
+    /// Polls until every mount target of `id` is in `state`.
+    async fn wait_targets(
+        client: &aws_sdk_efs::Client,
+        p: &Params,
+        id: &str,
+        state: LifeCycleState,
+    ) -> Result<(), ModuleError> {
+        let what = format!("mount targets {}", state.as_str());
+        Self::wait_until(p, &what, || {
+            let (client, state) = (client.clone(), state.clone());
+            async move {
+                Ok(Self::mount_targets(&client, id)
+                    .await?
+                    .iter()
+                    .all(|t| *t.life_cycle_state() == state))
+            }
+        })
+        .await
+    }
+
     /// Polls until `done` holds, up to the task's wait_timeout.
     async fn wait_until<F, Fut>(p: &Params, what: &str, mut done: F) -> Result<(), ModuleError>
     where
@@ -379,14 +414,7 @@ impl NativeModule for Efs {
                             api_err(&format!("CreateMountTarget {id} in {}", t.subnet_id), e)
                         })?;
                 }
-                for mt in &remove {
-                    client
-                        .delete_mount_target()
-                        .mount_target_id(mt)
-                        .send()
-                        .await
-                        .map_err(|e| api_err(&format!("DeleteMountTarget {mt}"), e))?;
-                }
+                Self::delete_targets(&client, &remove).await?;
                 if !tags.set.is_empty() {
                     client
                         .tag_resource()
@@ -406,17 +434,7 @@ impl NativeModule for Efs {
                         .map_err(|e| api_err(&format!("UntagResource {id}"), e))?;
                 }
                 if p.wait.unwrap_or(false) {
-                    Self::wait_until(p, "mount targets available", || {
-                        let client = client.clone();
-                        let id = id.clone();
-                        async move {
-                            Ok(Self::mount_targets(&client, &id)
-                                .await?
-                                .iter()
-                                .all(|t| *t.life_cycle_state() == LifeCycleState::Available))
-                        }
-                    })
-                    .await?;
+                    Self::wait_targets(&client, p, &id, LifeCycleState::Available).await?;
                 }
                 let fs = Self::file_system(&client, &p.name).await?;
                 let targets: Value = Self::mount_targets(&client, &id)
@@ -442,25 +460,8 @@ impl NativeModule for Efs {
                 ))
             }
             Change::Delete { id, targets } => {
-                for mt in &targets {
-                    client
-                        .delete_mount_target()
-                        .mount_target_id(mt)
-                        .send()
-                        .await
-                        .map_err(|e| api_err(&format!("DeleteMountTarget {mt}"), e))?;
-                }
-                Self::wait_until(p, "mount targets deleted", || {
-                    let client = client.clone();
-                    let id = id.clone();
-                    async move {
-                        Ok(Self::mount_targets(&client, &id)
-                            .await?
-                            .iter()
-                            .all(|t| *t.life_cycle_state() == LifeCycleState::Deleted))
-                    }
-                })
-                .await?;
+                Self::delete_targets(&client, &targets).await?;
+                Self::wait_targets(&client, p, &id, LifeCycleState::Deleted).await?;
                 client
                     .delete_file_system()
                     .file_system_id(&id)

@@ -137,6 +137,23 @@ fn iam_tags(t: &Tags) -> Result<Vec<Tag>, ModuleError> {
         .collect()
 }
 
+async fn detach<'a>(
+    client: &aws_sdk_iam::Client,
+    name: &str,
+    arns: impl IntoIterator<Item = &'a String>,
+) -> Result<(), ModuleError> {
+    for arn in arns {
+        client
+            .detach_role_policy()
+            .role_name(name)
+            .policy_arn(arn)
+            .send()
+            .await
+            .map_err(|e| api_err(&format!("DetachRolePolicy {name} {arn}"), e))?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl NativeModule for IamRole {
     type Params = Params;
@@ -344,15 +361,7 @@ impl NativeModule for IamRole {
                         .await
                         .map_err(|e| api_err(&format!("AttachRolePolicy {name} {arn}"), e))?;
                 }
-                for arn in &u.detach {
-                    client
-                        .detach_role_policy()
-                        .role_name(name)
-                        .policy_arn(arn)
-                        .send()
-                        .await
-                        .map_err(|e| api_err(&format!("DetachRolePolicy {name} {arn}"), e))?;
-                }
+                detach(&client, name, &u.detach).await?;
                 if !u.tags.set.is_empty() {
                     client
                         .tag_role()
@@ -392,15 +401,7 @@ impl NativeModule for IamRole {
                 Ok(predicted)
             }
             Change::Delete(r) => {
-                for arn in &r.managed {
-                    client
-                        .detach_role_policy()
-                        .role_name(name)
-                        .policy_arn(arn)
-                        .send()
-                        .await
-                        .map_err(|e| api_err(&format!("DetachRolePolicy {name} {arn}"), e))?;
-                }
+                detach(&client, name, &r.managed).await?;
                 for pol in &r.inline {
                     client
                         .delete_role_policy()
