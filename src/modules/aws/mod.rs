@@ -283,6 +283,13 @@ impl TagChanges {
     pub fn is_empty(&self) -> bool {
         self.set.is_empty() && self.unset.is_empty()
     }
+    /// The tags `current` has once these changes are made (what a plan reports).
+    pub fn applied_to(&self, current: &Tags) -> Tags {
+        let mut t = current.clone();
+        t.extend(self.set.clone());
+        t.retain(|k, _| !self.unset.contains(k));
+        t
+    }
 }
 
 /// Pure: the tag changes from `current` to `want` (`None`: leave tags alone). With `purge`, tags
@@ -413,6 +420,11 @@ mod tests {
         let c = tag_changes(&cur, Some(&want), false, &["Name"]);
         assert!(c.unset.is_empty());
         assert!(tag_changes(&cur, None, true, &[]).is_empty());
+        let c = tag_changes(&cur, Some(&want), true, &["Name"]);
+        assert_eq!(
+            c.applied_to(&cur),
+            tags(&[("Name", "a"), ("x", "2"), ("new", "n"), ("aws:cf", "z")])
+        );
         let same = tag_changes(&cur, Some(&cur), true, &[]);
         assert!(same.is_empty());
     }

@@ -145,9 +145,7 @@ impl NativeModule for VpcNet {
                     p.purge_tags.unwrap_or(true),
                     &["Name"],
                 );
-                let mut after = v.tags.clone();
-                after.extend(changes.set.clone());
-                after.retain(|k, _| !changes.unset.contains(k));
+                let after = changes.applied_to(&v.tags);
                 let out = Outcome::changed(!changes.is_empty())
                     .with("vpc", vpc_json(&v.id, &v.cidr, &after));
                 Planned::when(

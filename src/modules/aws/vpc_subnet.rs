@@ -131,9 +131,7 @@ impl NativeModule for VpcSubnet {
                 );
                 let map_public = (s.map_public != want_public).then_some(want_public);
                 let changed = !tags.is_empty() || map_public.is_some();
-                let mut after = s.tags.clone();
-                after.extend(tags.set.clone());
-                after.retain(|k, _| !tags.unset.contains(k));
+                let after = tags.applied_to(&s.tags);
                 let out =
                     Outcome::changed(changed).with("subnet", subnet_json(p, &s.id, &s.az, &after));
                 Planned::when(
