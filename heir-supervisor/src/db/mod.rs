@@ -67,7 +67,7 @@ pub mod rules;
 pub mod view;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,7 +76,7 @@ use clap::{Args, Subcommand};
 use futures_util::future::join_all;
 
 use crate::clock::parse_duration;
-use crate::news::{split_urls, News, NewsArgs};
+use crate::news::{News, NewsArgs};
 use crate::vip::{DriverKind, Vip, VipAddr};
 use http::Secret;
 use probe::{Creds, NodeAddr};
@@ -140,12 +140,38 @@ impl CommonArgs {
     }
 }
 
+/// Read a file holding a secret (`what`: for the messages), refusing one that the group or
+/// others may access: any local user could read the secret (or, if writable, replace it), so
+/// the supervisor refuses to start rather than run on it. The mode is that of the opened file
+/// (after symlinks), so it cannot change between the check and the read.
+pub(crate) fn read_private_file(path: &Path, what: &str) -> Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let mut f = std::fs::File::open(path)
+        .with_context(|| format!("reading the {what} {}", path.display()))?;
+    let mode = f
+        .metadata()
+        .with_context(|| format!("reading the {what} {}", path.display()))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o077 != 0 {
+        bail!(
+            "the {what} {p} has mode {mode:04o}: other users may access it; run `chmod 600 {p}`",
+            p = path.display()
+        );
+    }
+    let mut text = String::new();
+    f.read_to_string(&mut text)
+        .with_context(|| format!("reading the {what} {}", path.display()))?;
+    Ok(text)
+}
+
 fn read_password(path: &Option<PathBuf>) -> Result<Option<String>> {
     match path {
         None => Ok(None),
         Some(p) => Ok(Some(
-            std::fs::read_to_string(p)
-                .with_context(|| format!("reading password file {}", p.display()))?
+            read_private_file(p, "password file")?
                 .trim_end_matches(['\n', '\r'])
                 .to_string(),
         )),
@@ -412,7 +438,7 @@ async fn run_node(a: NodeArgs) -> Result<i32> {
             log_file,
         },
         vip,
-        news: News::start(split_urls(&a.news.urls), a.news.exchange.clone()),
+        news: News::from_args(&a.news)?,
         observer,
         last_local_error: std::sync::Mutex::new(String::new()),
         voter_errors: crate::log::Throttle::default(),
@@ -510,6 +536,60 @@ mod tests {
         assert_eq!(n.vip.map(|v| v.prefix), Some(24));
         assert_eq!(n.failover_after, Duration::from_secs(3));
         assert_eq!(n.pg_ctl_opts.as_deref(), Some("-c cluster_name=a"));
+    }
+
+    /// A file in the temp dir with `text` and `mode`, removed on drop (no tempfile crate).
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(tag: &str, text: &str, mode: u32) -> TempFile {
+            use std::os::unix::fs::PermissionsExt;
+            let name = format!("heir-db-{tag}-{}", std::process::id());
+            let path = std::env::temp_dir().join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            TempFile(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn password_file_is_read_when_private() {
+        let f = TempFile::new("pw-private", "s3cret pass\r\n", 0o600);
+        assert_eq!(
+            read_password(&Some(f.0.clone())).unwrap().as_deref(),
+            Some("s3cret pass")
+        );
+        let f = TempFile::new("pw-owner-only", "x\n", 0o400);
+        assert_eq!(
+            read_password(&Some(f.0.clone())).unwrap().as_deref(),
+            Some("x")
+        );
+        assert_eq!(read_password(&None).unwrap(), None);
+    }
+
+    #[test]
+    fn password_file_readable_by_others_is_refused() {
+        for (tag, mode) in [("pw-group", 0o640), ("pw-world", 0o604), ("pw-gw", 0o620)] {
+            let f = TempFile::new(tag, "hunter2\n", mode);
+            let err = format!("{:#}", read_password(&Some(f.0.clone())).unwrap_err());
+            let p = f.0.display();
+            assert!(err.contains(&format!("{p} has mode {mode:04o}")), "{err}");
+            assert!(err.contains(&format!("chmod 600 {p}")), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn missing_password_file_is_named() {
+        let path = std::env::temp_dir().join(format!("heir-db-absent-{}", std::process::id()));
+        let err = format!("{:#}", read_password(&Some(path.clone())).unwrap_err());
+        assert!(err.contains(&path.display().to_string()), "{err}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! `HEIR_DB_TESTS_SKIP=1` is set (then they print why and pass).
 #![allow(dead_code)]
 
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -129,6 +130,8 @@ impl Pair {
         let dir = PathBuf::from(format!("/tmp/heir-pair-{n}"));
         let secret = dir.join("secret");
         std::fs::write(&secret, format!("test-secret-{n}-{}\n", std::process::id())).unwrap();
+        // The supervisor refuses a secret file that other users may read.
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
         Pair {
             n,
             dir,
