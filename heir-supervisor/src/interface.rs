@@ -3,6 +3,11 @@
 //! Two sources, either or both: the registry (polled every `--refresh`, the truth about members,
 //! heir, leader and epoch on the DB clock) and the news exchange (an exclusive, auto-deleted
 //! queue bound with `#`, so DB failover events show too). Keys: `q`/Esc/Ctrl-C quit.
+//!
+//! Anyone with the news vhost's credentials can publish, so with `--news-key-file` only events
+//! signed with that key (and on their own routing key) are shown; the rest are counted in the
+//! status line as rejected. Without a key every event is shown and the status line says the
+//! news are unverified.
 
 use std::collections::VecDeque;
 use std::io::IsTerminal;
@@ -24,7 +29,7 @@ use ratatui::widgets::{Block, Borders, List, ListItem, Paragraph, Row, Table};
 use ratatui::Frame;
 
 use crate::cli::InterfaceArgs;
-use crate::news::{redact, Event};
+use crate::news::{redact, Event, NewsKey};
 use crate::registry::{Registry, View};
 use crate::status::member_state;
 
@@ -37,6 +42,21 @@ pub struct Screen {
     pub db: String,
     pub news: String,
     pub events: VecDeque<String>,
+    pub trust: NewsTrust,
+    /// Messages not shown because they did not verify (with a key only).
+    pub rejected: u64,
+}
+
+/// Whether the news shown are checked.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum NewsTrust {
+    /// No `--news-url`.
+    #[default]
+    NotUsed,
+    /// No `--news-key-file`: anyone with the vhost's credentials could have written them.
+    Unverified,
+    /// Only events signed with `--news-key-file` are shown.
+    Verified,
 }
 
 pub async fn run(args: InterfaceArgs) -> Result<i32> {
@@ -45,6 +65,7 @@ pub async fn run(args: InterfaceArgs) -> Result<i32> {
     if dsn.is_none() && urls.is_empty() {
         bail!("interface needs --dsn (registry) and/or --news-url (news exchange)");
     }
+    let key = args.news.key()?;
     if !std::io::stdout().is_terminal() {
         bail!("interface needs a terminal; use `heir-supervisor status` in scripts");
     }
@@ -61,6 +82,11 @@ pub async fn run(args: InterfaceArgs) -> Result<i32> {
             "connecting"
         }
         .into(),
+        trust: match (urls.is_empty(), key.is_some()) {
+            (true, _) => NewsTrust::NotUsed,
+            (false, false) => NewsTrust::Unverified,
+            (false, true) => NewsTrust::Verified,
+        },
         ..Screen::default()
     }));
     if let Some(dsn) = dsn {
@@ -105,7 +131,7 @@ pub async fn run(args: InterfaceArgs) -> Result<i32> {
             loop {
                 let url = urls[i % urls.len()].clone();
                 i += 1;
-                if let Err(e) = consume(&url, &exchange, group.as_deref(), &s).await {
+                if let Err(e) = consume(&url, &exchange, group.as_deref(), key.as_ref(), &s).await {
                     if let Ok(mut sc) = s.lock() {
                         sc.news = format!("{}: {e:#}; retrying", redact(&url));
                     }
@@ -129,6 +155,7 @@ async fn consume(
     url: &str,
     exchange: &str,
     group: Option<&str>,
+    news_key: Option<&NewsKey>,
     screen: &Arc<Mutex<Screen>>,
 ) -> Result<()> {
     let props = ConnectionProperties::default()
@@ -192,22 +219,51 @@ async fn consume(
     }
     while let Some(delivery) = consumer.next().await {
         let delivery = delivery.context("delivery")?;
-        let line = match serde_json::from_slice::<Event>(&delivery.data) {
-            Ok(ev) => format_event(&ev),
-            Err(_) => format!(
-                "{} {}",
-                delivery.routing_key.as_str(),
-                String::from_utf8_lossy(&delivery.data)
-            ),
-        };
+        let line = news_line(&delivery.data, delivery.routing_key.as_str(), news_key);
         if let Ok(mut sc) = screen.lock() {
-            sc.events.push_back(line);
-            while sc.events.len() > MAX_EVENTS {
-                sc.events.pop_front();
+            match line {
+                Some(line) => {
+                    sc.events.push_back(line);
+                    while sc.events.len() > MAX_EVENTS {
+                        sc.events.pop_front();
+                    }
+                }
+                None => sc.rejected += 1,
             }
         }
     }
     Err(anyhow!("consumer ended"))
+}
+
+/// The line a received message shows as; `None`: rejected (`key` given, and the message is not
+/// an event signed with it, or it came on another group's routing key).
+pub fn news_line(data: &[u8], routing_key: &str, key: Option<&NewsKey>) -> Option<String> {
+    match key {
+        Some(k) => k
+            .verify(data)
+            .ok()
+            .filter(|ev| ev.routing_key() == routing_key)
+            .map(|ev| format_event(&ev)),
+        None => Some(match serde_json::from_slice::<Event>(data) {
+            Ok(ev) => format_event(&ev),
+            Err(_) => format!("{routing_key} {}", String::from_utf8_lossy(data)),
+        }),
+    }
+}
+
+/// The bottom line. Whether the news are checked comes before the (long) broker description,
+/// so a narrow terminal still shows it.
+pub fn status_line(s: &Screen) -> String {
+    let news = match s.trust {
+        NewsTrust::NotUsed => s.news.clone(),
+        NewsTrust::Unverified => format!("UNVERIFIED (no --news-key-file) · {}", s.news),
+        NewsTrust::Verified if s.rejected == 0 => format!("signed only · {}", s.news),
+        NewsTrust::Verified => format!(
+            "signed only, {} rejected (unsigned or forged) · {}",
+            s.rejected, s.news
+        ),
+    };
+    format!("db: {} · news: {news} · q quits", s.db)
 }
 
 pub fn format_event(ev: &Event) -> String {
@@ -347,9 +403,13 @@ pub fn draw(f: &mut Frame, s: &Screen) {
         List::new(items).block(Block::default().borders(Borders::ALL).title(" news ")),
         bottom,
     );
+    let warn = s.trust == NewsTrust::Unverified || s.rejected > 0;
     f.render_widget(
-        Paragraph::new(format!("db: {} · news: {} · q quits", s.db, s.news))
-            .style(Style::default().fg(Color::DarkGray)),
+        Paragraph::new(status_line(s)).style(Style::default().fg(if warn {
+            Color::Yellow
+        } else {
+            Color::DarkGray
+        })),
         foot,
     );
 }
@@ -401,16 +461,10 @@ mod tests {
             db: "ok".into(),
             news: "amqp://q1".into(),
             events: VecDeque::from([format_event(&ev)]),
+            trust: NewsTrust::Unverified,
+            rejected: 0,
         };
-        let mut t = Terminal::new(TestBackend::new(100, 20)).unwrap();
-        t.draw(|f| draw(f, &s)).unwrap();
-        let text: String = t
-            .backend()
-            .buffer()
-            .content()
-            .iter()
-            .map(|c| c.symbol())
-            .collect();
+        let text = render(&s);
         assert!(text.contains("scheduler — leader s2 · epoch 4"), "{text}");
         assert!(text.contains("dead"), "{text}");
         assert!(
@@ -418,5 +472,100 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("db: ok"), "{text}");
+        assert!(
+            text.contains("news: UNVERIFIED (no --news-key-file) · amqp://q1"),
+            "{text}"
+        );
+    }
+
+    fn render(s: &Screen) -> String {
+        let mut t = Terminal::new(TestBackend::new(100, 20)).unwrap();
+        t.draw(|f| draw(f, s)).unwrap();
+        t.backend()
+            .buffer()
+            .content()
+            .iter()
+            .map(|c| c.symbol())
+            .collect()
+    }
+
+    fn event(member: &str) -> Event {
+        Event {
+            kind: "leader".into(),
+            group: "scheduler".into(),
+            member: member.into(),
+            host: member.into(),
+            pid: 1,
+            ts: "2026-01-01T10:00:00.123Z".into(),
+            epoch: Some(4),
+            child_pid: None,
+            reason: "took the lease: epoch 4".into(),
+            dropped_before: 0,
+        }
+    }
+
+    #[test]
+    fn shows_only_signed_news_with_a_key() {
+        let key = NewsKey::new(b"0123456789abcdef-news").unwrap();
+        let rk = "succession.scheduler";
+        let signed = crate::news::encode(&event("s2"), Some(&key)).unwrap();
+        let unsigned = crate::news::encode(&event("s3"), None).unwrap();
+        let forged = String::from_utf8(signed.clone()).unwrap().replacen(
+            "\"member\":\"s2\"",
+            "\"member\":\"s9\"",
+            1,
+        );
+
+        let line = news_line(&signed, rk, Some(&key)).unwrap();
+        assert!(line.contains("scheduler      leader        s2"), "{line}");
+        assert_eq!(news_line(&unsigned, rk, Some(&key)), None);
+        assert_eq!(news_line(forged.as_bytes(), rk, Some(&key)), None);
+        assert_eq!(news_line(b"garbage", rk, Some(&key)), None);
+        // A genuine event replayed on another group's routing key.
+        assert_eq!(news_line(&signed, "succession.other", Some(&key)), None);
+
+        // Without a key everything shows, as before (the signature is just one more field).
+        assert_eq!(news_line(&signed, rk, None), Some(line.clone()));
+        assert!(news_line(&unsigned, rk, None).is_some());
+        assert_eq!(
+            news_line(b"garbage", rk, None).as_deref(),
+            Some("succession.scheduler garbage")
+        );
+    }
+
+    #[test]
+    fn status_line_counts_rejected_news() {
+        let mut s = Screen {
+            db: "ok".into(),
+            news: "amqp://q1 exchange heirflow.news key #".into(),
+            events: VecDeque::from([format_event(&event("s2"))]),
+            trust: NewsTrust::Verified,
+            ..Screen::default()
+        };
+        let text = render(&s);
+        assert!(
+            text.contains("news: signed only · amqp://q1 exchange"),
+            "{text}"
+        );
+        assert!(!text.contains("rejected"), "{text}");
+
+        s.rejected = 3;
+        let text = render(&s);
+        assert!(
+            text.contains("news: signed only, 3 rejected (unsigned or forged) · amqp://q1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("10:00:00.123 scheduler      leader"),
+            "{text}"
+        );
+
+        s.trust = NewsTrust::NotUsed;
+        s.news = "not used (no --news-url)".into();
+        s.rejected = 0;
+        assert_eq!(
+            status_line(&s),
+            "db: ok · news: not used (no --news-url) · q quits"
+        );
     }
 }

@@ -9,18 +9,34 @@
 //!
 //! Routing key: `succession.<group>`; the vhost is part of the URL
 //! (`amqp://heirnews:PASSWORD@host:5672/heirflow-news`).
+//!
+//! Signatures: anyone holding the news vhost's credentials can publish on the exchange, so an
+//! unsigned event proves nothing (a forged `leader` or `fenced` would mislead whoever watches).
+//! With `--news-key-file` (a shared key, the same on every publisher and viewer, mode 0600) each
+//! message carries an HMAC-SHA256 over its exact bytes, and `interface` with the key shows only
+//! events that verify. The message is the event's JSON `J` (as serde_json writes [`Event`]) with
+//! a last member added: `J` minus its closing `}`, then `,"sig":"<hex>"}` where
+//! `hex = HMAC-SHA256(key, "news|" J)`. Consumers that do not check just see one more field.
+//! The verifier MACs the received bytes in front of that suffix (plus `}`), so nothing is
+//! re-serialized and fields unknown to an older viewer are covered too. A signature proves who
+//! wrote an event, not when: a captured event can be replayed (its signed `ts` shows its age).
 
 use std::collections::VecDeque;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
+
+use crate::db::http::Secret;
 
 pub const DEFAULT_EXCHANGE: &str = "heirflow.news";
 
@@ -39,6 +55,114 @@ pub struct NewsArgs {
     /// Topic exchange of the news.
     #[arg(long = "news-exchange", env = "HEIR_NEWS_EXCHANGE", default_value = DEFAULT_EXCHANGE)]
     pub exchange: String,
+    /// File holding the shared news key (at least 16 bytes, mode 0600): events published are
+    /// signed with it, and `interface` shows only events that verify.
+    #[arg(
+        long = "news-key-file",
+        env = "HEIR_NEWS_KEY_FILE",
+        value_name = "PATH"
+    )]
+    pub key_file: Option<PathBuf>,
+}
+
+impl NewsArgs {
+    /// The key of `--news-key-file`, read and checked now; `None` without the option.
+    pub fn key(&self) -> Result<Option<NewsKey>> {
+        self.key_file.as_deref().map(NewsKey::from_file).transpose()
+    }
+}
+
+/// The shared key that signs and verifies events (see the module doc).
+#[derive(Clone)]
+pub struct NewsKey(Secret);
+
+impl std::fmt::Debug for NewsKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NewsKey(***)")
+    }
+}
+
+/// Domain separation: this key might be reused elsewhere, a news MAC must not pass for another.
+const MAC_PREFIX: &[u8] = b"news|";
+/// The signature ends every signed message: `,"sig":"` 64 hex digits `"}`.
+const SIG_OPEN: &[u8] = b",\"sig\":\"";
+const SIG_HEX_LEN: usize = 64;
+const SIG_SUFFIX_LEN: usize = SIG_OPEN.len() + SIG_HEX_LEN + 2;
+
+/// Why a received message is not accepted as a verified event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    /// No signature where a signed message has it.
+    Unsigned,
+    /// A signature, but not by this key over these bytes.
+    BadSignature,
+    /// Correctly signed, but not an event this version understands.
+    NotAnEvent,
+}
+
+impl NewsKey {
+    /// The trimmed content of `path`; refused when group or others may access the file.
+    pub fn from_file(path: &Path) -> Result<NewsKey> {
+        let mut file = std::fs::File::open(path)
+            .with_context(|| format!("opening the news key file {}", path.display()))?;
+        let mode = file
+            .metadata()
+            .with_context(|| format!("reading the mode of the news key file {}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            bail!(
+                "the news key file {} has mode {:04o}: group and others must have no access \
+                 (chmod 600 {})",
+                path.display(),
+                mode & 0o7777,
+                path.display()
+            );
+        }
+        let mut raw = Vec::new();
+        file.read_to_end(&mut raw)
+            .with_context(|| format!("reading the news key file {}", path.display()))?;
+        NewsKey::new(raw.trim_ascii())
+            .with_context(|| format!("the news key file {}", path.display()))
+    }
+
+    /// At least 16 bytes.
+    pub fn new(bytes: &[u8]) -> Result<NewsKey> {
+        Ok(NewsKey(Secret::new(bytes)?))
+    }
+
+    /// The message for `ev`: its JSON with `"sig"` as the last member.
+    pub fn sign(&self, ev: &Event) -> Result<Vec<u8>> {
+        let mut json = serde_json::to_vec(ev).context("encoding event")?;
+        let sig = self.0.sign(&[MAC_PREFIX, &json]);
+        // serde_json writes a struct as `{...}` without whitespace; `type` is always there.
+        if json.pop() != Some(b'}') {
+            bail!("an event did not encode as a JSON object");
+        }
+        json.extend_from_slice(SIG_OPEN);
+        json.extend_from_slice(sig.as_bytes());
+        json.extend_from_slice(b"\"}");
+        Ok(json)
+    }
+
+    /// The event in `msg` if this key signed exactly these bytes.
+    pub fn verify(&self, msg: &[u8]) -> Result<Event, Rejected> {
+        let Some(body_len) = msg.len().checked_sub(SIG_SUFFIX_LEN) else {
+            return Err(Rejected::Unsigned);
+        };
+        let (body, suffix) = msg.split_at(body_len);
+        let (open, rest) = suffix.split_at(SIG_OPEN.len());
+        let (hex, close) = rest.split_at(SIG_HEX_LEN);
+        if open != SIG_OPEN || close != b"\"}" || !hex.iter().all(u8::is_ascii_hexdigit) {
+            return Err(Rejected::Unsigned);
+        }
+        let signed = [body, b"}"].concat();
+        let hex = std::str::from_utf8(hex).map_err(|_| Rejected::Unsigned)?;
+        if !self.0.verify(&[MAC_PREFIX, &signed], hex) {
+            return Err(Rejected::BadSignature);
+        }
+        serde_json::from_slice(&signed).map_err(|_| Rejected::NotAnEvent)
+    }
 }
 const BUFFER_CAP: usize = 10_000;
 
@@ -86,11 +210,26 @@ pub struct News {
     buf: Arc<Mutex<Buffer>>,
     wake: Arc<Notify>,
     enabled: bool,
+    key: Option<NewsKey>,
 }
 
 impl News {
-    /// `urls` empty: events are only logged.
+    /// `urls` empty: events are only logged. Events go unsigned: see [`News::start_signed`].
     pub fn start(urls: Vec<String>, exchange: String) -> News {
+        News::start_signed(urls, exchange, None)
+    }
+
+    /// The publisher `args` describe (URLs split, key read and checked).
+    pub fn from_args(args: &NewsArgs) -> Result<News> {
+        Ok(News::start_signed(
+            split_urls(&args.urls),
+            args.exchange.clone(),
+            args.key()?,
+        ))
+    }
+
+    /// Like [`News::start`], every event signed with `key` when there is one.
+    pub fn start_signed(urls: Vec<String>, exchange: String, key: Option<NewsKey>) -> News {
         let news = News {
             buf: Arc::new(Mutex::new(Buffer {
                 queue: VecDeque::new(),
@@ -98,8 +237,12 @@ impl News {
             })),
             wake: Arc::new(Notify::new()),
             enabled: !urls.is_empty(),
+            key,
         };
         if news.enabled {
+            if news.key.is_none() {
+                crate::log::info("news: events are unsigned (no --news-key-file)");
+            }
             let worker = news.clone();
             tokio::spawn(async move { worker.run(urls, exchange).await });
         }
@@ -230,7 +373,7 @@ impl News {
                 }
                 continue;
             };
-            let payload = serde_json::to_vec(&ev).context("encoding event")?;
+            let payload = encode(&ev, self.key.as_ref())?;
             let confirm = tokio::time::timeout(Duration::from_secs(5), async {
                 ch.basic_publish(
                     exchange,
@@ -258,6 +401,14 @@ impl News {
                 }
             }
         }
+    }
+}
+
+/// The message for `ev`: signed with `key`, plain JSON without one.
+pub fn encode(ev: &Event, key: Option<&NewsKey>) -> Result<Vec<u8>> {
+    match key {
+        Some(k) => k.sign(ev),
+        None => serde_json::to_vec(ev).context("encoding event"),
     }
 }
 
@@ -304,6 +455,130 @@ mod tests {
             split_urls(&["amqp://a/v, amqp://b/v".into(), "amqp://c/v".into()]),
             vec!["amqp://a/v", "amqp://b/v", "amqp://c/v"]
         );
+    }
+
+    fn leader_event() -> Event {
+        Event {
+            kind: "leader".into(),
+            group: "scheduler".into(),
+            member: "s1".into(),
+            host: "s1".into(),
+            pid: 7,
+            ts: "2026-01-01T00:00:00.000Z".into(),
+            epoch: Some(3),
+            child_pid: None,
+            reason: "heir and the lease lapsed".into(),
+            dropped_before: 0,
+        }
+    }
+
+    fn key(k: &str) -> NewsKey {
+        NewsKey::new(k.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn signed_event_verifies() {
+        let k = key("0123456789abcdef-news");
+        let ev = leader_event();
+        let msg = encode(&ev, Some(&k)).unwrap();
+        assert_eq!(k.verify(&msg), Ok(ev.clone()));
+        // The signed bytes: `"news|"` and the plain JSON, `"sig"` appended as the last member.
+        let plain = serde_json::to_vec(&ev).unwrap();
+        let hex = k.0.sign(&[b"news|", &plain]);
+        let mut expected = plain[..plain.len() - 1].to_vec();
+        expected.extend_from_slice(format!(",\"sig\":\"{hex}\"}}").as_bytes());
+        assert_eq!(msg, expected);
+        // Consumers without the key read it as before.
+        assert_eq!(serde_json::from_slice::<Event>(&msg).unwrap(), ev);
+    }
+
+    #[test]
+    fn modified_event_fails_verification() {
+        let k = key("0123456789abcdef-news");
+        let msg = String::from_utf8(encode(&leader_event(), Some(&k)).unwrap()).unwrap();
+        for (from, to) in [
+            ("\"member\":\"s1\"", "\"member\":\"s2\""),
+            ("\"epoch\":3", "\"epoch\":4"),
+            ("\"type\":\"leader\"", "\"type\":\"fenced\""),
+        ] {
+            assert!(msg.contains(from), "{msg}");
+            let forged = msg.replacen(from, to, 1);
+            assert_eq!(
+                k.verify(forged.as_bytes()),
+                Err(Rejected::BadSignature),
+                "{forged}"
+            );
+        }
+        // An added member before the signature is covered as well.
+        let forged = msg.replacen("{", "{\"x\":1,", 1);
+        assert_eq!(k.verify(forged.as_bytes()), Err(Rejected::BadSignature));
+        // Another key's signature.
+        let other = key("fedcba9876543210-news");
+        assert_eq!(other.verify(msg.as_bytes()), Err(Rejected::BadSignature));
+    }
+
+    #[test]
+    fn unsigned_event_fails_verification() {
+        let k = key("0123456789abcdef-news");
+        let plain = encode(&leader_event(), None).unwrap();
+        assert_eq!(k.verify(&plain), Err(Rejected::Unsigned));
+        assert_eq!(k.verify(b""), Err(Rejected::Unsigned));
+        assert_eq!(k.verify(b"not json at all"), Err(Rejected::Unsigned));
+        // A signature field that is not the signed form's suffix.
+        let signed = String::from_utf8(encode(&leader_event(), Some(&k)).unwrap()).unwrap();
+        let moved = signed.replacen("\"}", "\" }", 1);
+        assert_ne!(moved, signed);
+        assert!(k.verify(moved.as_bytes()).is_err());
+        // Correctly signed bytes that are no event.
+        let junk = br#"{"type":1}"#;
+        let hex = k.0.sign(&[b"news|", junk]);
+        let msg = format!("{{\"type\":1,\"sig\":\"{hex}\"}}");
+        assert_eq!(k.verify(msg.as_bytes()), Err(Rejected::NotAnEvent));
+    }
+
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, content: &str, mode: u32) -> TempFile {
+            let path =
+                std::env::temp_dir().join(format!("heir-news-{}-{name}", std::process::id()));
+            std::fs::write(&path, content).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            TempFile(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn key_file_must_be_private() {
+        let f = TempFile::new("key-0644", "0123456789abcdef-news\n", 0o644);
+        let e = format!("{:#}", NewsKey::from_file(&f.0).unwrap_err());
+        assert!(e.contains(&f.0.display().to_string()), "{e}");
+        assert!(e.contains("mode 0644"), "{e}");
+        assert!(e.contains("chmod 600"), "{e}");
+        let f = TempFile::new("key-0640", "0123456789abcdef-news\n", 0o640);
+        assert!(NewsKey::from_file(&f.0).is_err());
+
+        let f = TempFile::new("key-0600", "  0123456789abcdef-news\n", 0o600);
+        let args = NewsArgs {
+            urls: Vec::new(),
+            exchange: DEFAULT_EXCHANGE.into(),
+            key_file: Some(f.0.clone()),
+        };
+        let k = args.key().unwrap().unwrap();
+        // Trimmed: the same key as without the whitespace.
+        let msg = encode(&leader_event(), Some(&key("0123456789abcdef-news"))).unwrap();
+        assert_eq!(k.verify(&msg), Ok(leader_event()));
+
+        let f = TempFile::new("key-short", "short\n", 0o600);
+        let e = format!("{:#}", NewsKey::from_file(&f.0).unwrap_err());
+        assert!(e.contains("16"), "{e}");
+        assert!(NewsKey::from_file(Path::new("/nonexistent/heir-news-key")).is_err());
     }
 
     #[test]
