@@ -42,6 +42,7 @@ use anyhow::{anyhow, Context, Result};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
+use crate::account::Account;
 use crate::clock::{dur_ns, mono_ns};
 
 /// What the guard reports to the supervisor.
@@ -117,6 +118,8 @@ pub struct GuardSpec {
     pub fence_grace: Duration,
     /// Extra environment for the child (HEIR_GROUP, HEIR_MEMBER, ...).
     pub env: Vec<(String, String)>,
+    /// Start the command as this account (the supervisor runs as root).
+    pub run_as: Option<String>,
 }
 
 impl Guard {
@@ -130,7 +133,14 @@ impl Guard {
         if spec.warm {
             cmd.arg("--warm");
         }
+        if let Some(user) = &spec.run_as {
+            cmd.arg("--run-as").arg(user);
+        }
         cmd.arg("--").args(&spec.command);
+        // The command gets none of the supervisor's credentials (the guard needs none either).
+        for k in crate::account::SUPERVISOR_SECRET_ENV {
+            cmd.env_remove(k);
+        }
         for (k, v) in &spec.env {
             cmd.env(k, v);
         }
@@ -266,10 +276,21 @@ struct Running {
 }
 
 /// Entry point of `heir-supervisor guard`.
-pub fn guard_main(command: Vec<OsString>, warm: bool, fence_grace: Duration) -> Result<()> {
+pub fn guard_main(
+    command: Vec<OsString>,
+    warm: bool,
+    fence_grace: Duration,
+    run_as: Option<&str>,
+) -> Result<()> {
     if command.is_empty() {
         return Err(anyhow!("guard: no command given"));
     }
+    let account = run_as.map(Account::lookup).transpose()?;
+    let spawn = ChildSpec {
+        command: &command,
+        warm,
+        account: account.as_ref(),
+    };
     // SAFETY: prctl with integer arguments only.
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
@@ -312,7 +333,7 @@ pub fn guard_main(command: Vec<OsString>, warm: bool, fence_grace: Duration) -> 
             while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=pos).collect();
                 let line = String::from_utf8_lossy(&line).trim().to_string();
-                guard_command(&line, &mut child, &command, warm, me)?;
+                guard_command(&line, &mut child, &spawn, me)?;
             }
         }
 
@@ -360,13 +381,20 @@ pub fn guard_main(command: Vec<OsString>, warm: bool, fence_grace: Duration) -> 
     }
 }
 
+/// What the guard starts: the command, warm or not, as which account.
+struct ChildSpec<'a> {
+    command: &'a [OsString],
+    warm: bool,
+    account: Option<&'a Account>,
+}
+
 fn guard_command(
     line: &str,
     child: &mut Option<Running>,
-    command: &[OsString],
-    warm: bool,
+    spawn: &ChildSpec,
     me: i32,
 ) -> Result<()> {
+    let warm = spawn.warm;
     let mut it = line.split_whitespace();
     let verb = it.next().unwrap_or("");
     let num = |s: Option<&str>| -> Result<u64> {
@@ -377,14 +405,14 @@ fn guard_command(
     match verb {
         "spawn" => {
             if child.is_none() {
-                *child = spawn_child(command, warm, None, me);
+                *child = spawn_child(spawn, None, me);
             }
         }
         "lead" => {
             let epoch = num(it.next())?;
             let deadline = num(it.next())?;
             if child.is_none() {
-                *child = spawn_child(command, warm, Some(epoch), me);
+                *child = spawn_child(spawn, Some(epoch), me);
             }
             if let Some(c) = child.as_mut() {
                 if warm {
@@ -432,9 +460,18 @@ fn guard_command(
     Ok(())
 }
 
-fn spawn_child(command: &[OsString], warm: bool, epoch: Option<u64>, me: i32) -> Option<Running> {
+fn spawn_child(spec: &ChildSpec, epoch: Option<u64>, me: i32) -> Option<Running> {
+    let (command, warm) = (spec.command, spec.warm);
     let mut cmd = Command::new(&command[0]);
     cmd.args(&command[1..]);
+    if let Some(acct) = spec.account {
+        // std sets groups, gid, then uid before our pre_exec runs: PR_SET_PDEATHSIG below is
+        // set after the credential change, which would otherwise clear it.
+        cmd.uid(acct.uid).gid(acct.gid);
+        for (k, v) in acct.login_env() {
+            cmd.env(k, v);
+        }
+    }
     if let Some(e) = epoch {
         cmd.env("HEIR_EPOCH", e.to_string());
     }

@@ -101,6 +101,10 @@ pub struct RunArgs {
     pub warm: bool,
     #[command(flatten)]
     pub news: NewsArgs,
+    /// Start the command as this user (the supervisor must be root): the command then cannot
+    /// read the supervisor's credentials, and gets none of them in its environment.
+    #[arg(long = "run-as", env = "HEIR_RUN_AS")]
+    pub run_as: Option<String>,
     /// The command to supervise.
     #[arg(last = true, required = true, num_args = 1..)]
     pub command: Vec<OsString>,
@@ -155,6 +159,8 @@ pub struct GuardArgs {
     pub fence_grace_ms: u64,
     #[arg(long)]
     pub warm: bool,
+    #[arg(long = "run-as")]
+    pub run_as: Option<String>,
     #[arg(last = true, required = true, num_args = 1..)]
     pub command: Vec<OsString>,
 }

@@ -2,9 +2,10 @@
 //!
 //! Rooms by concern: [`cli`] (arguments), [`registry`] (the SQL of members and leases),
 //! [`rules`] (the pure succession decision), [`succession`] (the supervisor loop),
-//! [`child`] (the guard process: process group, fencing), [`news`] (AMQP publisher),
+//! [`child`] (the guard process: process group, fencing), [`account`] (who the command runs as), [`news`] (AMQP publisher),
 //! [`status`] and [`interface`] (read-only views), [`db`] (PostgreSQL failover).
 
+pub mod account;
 pub mod child;
 pub mod cli;
 pub mod clock;

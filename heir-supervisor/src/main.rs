@@ -16,6 +16,7 @@ fn main() -> ExitCode {
                 g.command,
                 g.warm,
                 std::time::Duration::from_millis(g.fence_grace_ms),
+                g.run_as.as_deref(),
             )
             .map(|()| 0),
         );
@@ -49,8 +50,14 @@ async fn dispatch(cmd: Command) -> anyhow::Result<i32> {
                 stop_timeout: a.stop_timeout,
                 hold_off: a.hold_off,
                 warm: a.warm,
+                run_as: a
+                    .run_as
+                    .as_deref()
+                    .map(heir_supervisor::account::Account::for_run_as)
+                    .transpose()?,
                 command: a.command,
                 news_urls: news::split_urls(&a.news.urls),
+                news_key: a.news.key()?,
                 news_exchange: a.news.exchange,
             };
             cfg.validate().map_err(anyhow::Error::msg)?;

@@ -17,6 +17,11 @@
 //! clocks never meet. The safety of the lease rests on the conditional `UPDATE`s below, which
 //! Postgres serialises on the lease row: only one acquisition can succeed per lapse.
 //!
+//! The names are unqualified: they resolve through the login's `search_path`. Deployed, the
+//! login is `heir_registry`, whose default `search_path` (`"$user", public`) finds its own
+//! schema `heir_registry` first, which only it may use (roles/postgres): the Airflow login, held
+//! by every worker and so by DAG code, can neither read nor rewrite succession.
+//!
 //! Changes that should wake the others (a member leaving, a lease released or taken) are
 //! announced with `NOTIFY heirflow, '<group>'`.
 

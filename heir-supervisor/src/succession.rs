@@ -48,9 +48,13 @@ pub struct RunConfig {
     pub stop_timeout: Duration,
     pub hold_off: Duration,
     pub warm: bool,
+    /// Start the command as this account (checked: the supervisor is root, the account is not).
+    pub run_as: Option<crate::account::Account>,
     pub command: Vec<OsString>,
     pub news_urls: Vec<String>,
     pub news_exchange: String,
+    /// Signs every event (HMAC) when set.
+    pub news_key: Option<crate::news::NewsKey>,
 }
 
 impl RunConfig {
@@ -114,7 +118,11 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     };
     let (notify_tx, mut notify_rx) = mpsc::unbounded_channel();
     let reg = Registry::new(&cfg.dsn, Some(notify_tx))?;
-    let news = News::start(cfg.news_urls.clone(), cfg.news_exchange.clone());
+    let news = News::start_signed(
+        cfg.news_urls.clone(),
+        cfg.news_exchange.clone(),
+        cfg.news_key.clone(),
+    );
     let spec = GuardSpec {
         command: cfg.command.clone(),
         warm: cfg.warm,
@@ -123,6 +131,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
             ("HEIR_GROUP".into(), cfg.group.clone()),
             ("HEIR_MEMBER".into(), cfg.member.clone()),
         ],
+        run_as: cfg.run_as.as_ref().map(|a| a.name.clone()),
     };
     let (guard, mut guard_rx) = Guard::start(&spec)?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
