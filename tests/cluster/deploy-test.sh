@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Cluster integration test (issue 3): local cluster up -> hfplay deploys playbooks/site.yml ->
 # every component is redundant -> a 16-task DAG succeeds on >= 2 workers -> a second run and a
-# --check run report changed=0 on every host -> the demo DAG model_select equals its
+# --check run report changed=0 on every host -> least privilege (tests/cluster/least-privilege-test.sh)
+# -> the demo DAG model_select equals its
 # single-process result and survives a worker host kill (tests/cluster/model-select-test.sh) -> heir-supervisor under real faults (issue 4,
 # tests/cluster/heir-test.sh) -> automatic DB failover under real faults (tests/cluster/db-test.sh)
 # -> one fault of each kind on each component class while DAGs run, with the invariants
@@ -150,6 +151,9 @@ T_RERUN=$(secs "$t"); check_zero "$OUT/rerun.json" "re-run"; pass "re-run: chang
 step "--check: changed=0 on every host"
 t=$(now); "$HFPLAY" playbooks/site.yml -i inventory/local --check --json > "$OUT/check.json" 2> "$OUT/check.err" || true
 T_CHECK=$(secs "$t"); check_zero "$OUT/check.json" "--check"; pass "--check: changed=0 in $T_CHECK s"
+
+step "least privilege: registry login and schema, superuser from db hosts, supervised commands, witnesses (tests/cluster/least-privilege-test.sh)"
+"$TESTS_DIR/least-privilege-test.sh" || fail "least-privilege cluster test"
 
 step "demo DAG model_select over the KV ring, a worker host killed (tests/cluster/model-select-test.sh)"
 "$TESTS_DIR/model-select-test.sh" || fail "model_select cluster test"

@@ -79,7 +79,7 @@ for l in sys.argv[2].split():
 
 # lease_acquired GROUP: "<epoch> <acquired_at epoch seconds> <holder>"
 lease_acquired() {
-  hpsql "select epoch, extract(epoch from acquired_at), holder from heirflow_leases where grp = '$1'" | tr '|' ' '
+  hpsql "select epoch, extract(epoch from acquired_at), holder from heir_registry.heirflow_leases where grp = '$1'" | tr '|' ' '
 }
 
 fsub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a - b }'; }
@@ -94,13 +94,14 @@ ui_start() {
   local dir=$1 q
   ensure_host_pkgs tmux:tmux
   q=$(group_hosts queue | head -1)
-  printf 'host=%s port=5432 dbname=airflow user=airflow password=%s connect_timeout=2\n' \
-    "$HF_FLOATING_IP" "$(cat "$INVENTORY_DIR/.secrets/postgres_airflow_password")" > "$dir/ui.dsn"
+  printf 'host=%s port=5432 dbname=airflow user=heir_registry password=%s connect_timeout=2\n' \
+    "$HF_FLOATING_IP" "$(cat "$INVENTORY_DIR/.secrets/postgres_heir_registry_password")" > "$dir/ui.dsn"
   chmod 600 "$dir/ui.dsn"
+  (umask 077 && cat "$INVENTORY_DIR/.secrets/news_hmac_key" > "$dir/ui.newskey")
   printf 'amqp://heirnews:%s@%s:5672/heirflow-news' \
     "$(cat "$INVENTORY_DIR/.secrets/rabbitmq_news_password")" "$(host_ip "$q")" > "$dir/ui.news"
   tmux new-session -d -s "$UI_SESSION" -x 160 -y 45 \
-    "HEIR_NEWS_URL=\$(cat '$dir/ui.news') '$REPO_ROOT/target/release/heir-supervisor' interface --dsn-file '$dir/ui.dsn' --group scheduler --refresh 0.5; echo \"interface exited: \$?\"; sleep 60"
+    "HEIR_NEWS_URL=\$(cat '$dir/ui.news') '$REPO_ROOT/target/release/heir-supervisor' interface --dsn-file '$dir/ui.dsn' --news-key-file '$dir/ui.newskey' --group scheduler --refresh 0.5; echo \"interface exited: \$?\"; sleep 60"
 }
 ui_screen() { tmux capture-pane -p -t "$UI_SESSION" 2>/dev/null; }
 ui_wait() {

@@ -198,9 +198,9 @@ L=$(group_summary "$(heir_status "${SCHED[@]}")" scheduler | awk '{print $2}'); 
 for ((i = 0; i < 60; i++)); do heir_procs "$O" scheduler | grep -q standby && break; sleep 0.5; done
 read -r ep0 _ <<< "$(lease_acquired scheduler)"
 ui_start "$OUT"
-ui_wait 20 "scheduler — leader $L · epoch $ep0" "db: ok · news: amqp://heirnews:\\*\\*\\*@.* key succession\\.scheduler" \
+ui_wait 20 "scheduler — leader $L · epoch $ep0" "db: ok · news: signed only · amqp://heirnews:\\*\\*\\*@.* key succession\\.scheduler" \
   || { ui_screen >&2; fail "the interface does not show $L leading epoch $ep0 with db and news connected"; }
-pass "interface (operator's terminal): scheduler led by $L, epoch $ep0; db ok, news subscribed"
+pass "interface (operator's terminal): scheduler led by $L, epoch $ep0; db ok, signed news subscribed"
 t_term=$(hssh "$L" "date +%s.%N; systemctl restart airflow-scheduler" | head -1)
 leader_is scheduler "$O" 30 || fail "$O did not take over after SIGTERM of $L"
 read -r ep1 t_lease _ <<< "$(lease_acquired scheduler)"
@@ -210,8 +210,19 @@ flt "${R[term_lease]}" 2 || fail "SIGTERM handover took ${R[term_lease]} s (want
 pass "SIGTERM on $L: $O took the lease ${R[term_lease]} s later"
 ui_wait 10 "scheduler — leader $O · epoch $ep1" "scheduler +leader +$O +e$ep1 took the lease" \
   || { ui_screen >&2; fail "the interface does not show the takeover by $O (epoch $ep1)"; }
+# Someone with only the news vhost's password publishes a takeover: unsigned, then with a
+# made-up signature. The interface counts both and shows neither.
+q1=$(group_hosts queue | head -1)
+for sig in "" "$(printf '%064d' 0)"; do
+  "$REPO_ROOT/target/release/examples/news_forge" "$(cat "$OUT/ui.news")" heirflow.news scheduler mallory $sig > /dev/null \
+    || fail "news_forge could not publish to $q1"
+done
+ui_wait 10 "news: signed only, 2 rejected \\(unsigned or forged\\)" \
+  || { ui_screen >&2; fail "the interface did not count the 2 forged events as rejected"; }
+! ui_screen | grep -q mallory || { ui_screen >&2; fail "the interface shows a forged event"; }
+pass "interface: 2 forged takeover events (unsigned, bad signature) rejected and counted, not shown"
 ! ui_screen | grep -qF -- "$(cat "$INVENTORY_DIR/.secrets/rabbitmq_news_password")" || fail "the interface shows the news password"
-! ui_screen | grep -qF -- "$(cat "$INVENTORY_DIR/.secrets/postgres_airflow_password")" || fail "the interface shows the DB password"
+! ui_screen | grep -qF -- "$(cat "$INVENTORY_DIR/.secrets/postgres_heir_registry_password")" || fail "the interface shows the DB password"
 tmux send-keys -t "$UI_SESSION" q
 ui_wait 5 "interface exited: 0" || { ui_screen >&2; fail "q did not quit the interface"; }
 pass "interface: $O leads, epoch $ep1, news event of the takeover shown; q quits"
