@@ -13,6 +13,7 @@ pub mod db;
 pub mod interface;
 pub mod log;
 pub mod news;
+pub mod private_file;
 pub mod registry;
 pub mod rules;
 pub mod status;

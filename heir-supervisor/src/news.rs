@@ -22,8 +22,6 @@
 //! wrote an event, not when: a captured event can be replayed (its signed `ts` shows its age).
 
 use std::collections::VecDeque;
-use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -103,26 +101,8 @@ pub enum Rejected {
 impl NewsKey {
     /// The trimmed content of `path`; refused when group or others may access the file.
     pub fn from_file(path: &Path) -> Result<NewsKey> {
-        let mut file = std::fs::File::open(path)
-            .with_context(|| format!("opening the news key file {}", path.display()))?;
-        let mode = file
-            .metadata()
-            .with_context(|| format!("reading the mode of the news key file {}", path.display()))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            bail!(
-                "the news key file {} has mode {:04o}: group and others must have no access \
-                 (chmod 600 {})",
-                path.display(),
-                mode & 0o7777,
-                path.display()
-            );
-        }
-        let mut raw = Vec::new();
-        file.read_to_end(&mut raw)
-            .with_context(|| format!("reading the news key file {}", path.display()))?;
-        NewsKey::new(raw.trim_ascii())
+        let raw = crate::private_file::read(path, "news key file")?;
+        NewsKey::new(raw.trim().as_bytes())
             .with_context(|| format!("the news key file {}", path.display()))
     }
 
@@ -536,23 +516,7 @@ mod tests {
         assert_eq!(k.verify(msg.as_bytes()), Err(Rejected::NotAnEvent));
     }
 
-    struct TempFile(PathBuf);
-
-    impl TempFile {
-        fn new(name: &str, content: &str, mode: u32) -> TempFile {
-            let path =
-                std::env::temp_dir().join(format!("heir-news-{}-{name}", std::process::id()));
-            std::fs::write(&path, content).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-            TempFile(path)
-        }
-    }
-
-    impl Drop for TempFile {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
+    use crate::private_file::TempFile;
 
     #[test]
     fn key_file_must_be_private() {

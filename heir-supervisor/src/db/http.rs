@@ -47,9 +47,9 @@ pub struct Secret(Arc<Vec<u8>>);
 
 impl Secret {
     /// Read the secret from a file that only its owner may access (see
-    /// [`super::read_private_file`]).
+    /// [`crate::private_file::read`]).
     pub fn from_file(path: &std::path::Path) -> Result<Secret> {
-        let raw = super::read_private_file(path, "shared secret")?;
+        let raw = crate::private_file::read(path, "shared secret")?;
         Secret::new(raw.trim().as_bytes())
             .with_context(|| format!("shared secret {}", path.display()))
     }

@@ -67,7 +67,7 @@ pub mod rules;
 pub mod view;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -140,38 +140,11 @@ impl CommonArgs {
     }
 }
 
-/// Read a file holding a secret (`what`: for the messages), refusing one that the group or
-/// others may access: any local user could read the secret (or, if writable, replace it), so
-/// the supervisor refuses to start rather than run on it. The mode is that of the opened file
-/// (after symlinks), so it cannot change between the check and the read.
-pub(crate) fn read_private_file(path: &Path, what: &str) -> Result<String> {
-    use std::io::Read;
-    use std::os::unix::fs::PermissionsExt;
-    let mut f = std::fs::File::open(path)
-        .with_context(|| format!("reading the {what} {}", path.display()))?;
-    let mode = f
-        .metadata()
-        .with_context(|| format!("reading the {what} {}", path.display()))?
-        .permissions()
-        .mode()
-        & 0o7777;
-    if mode & 0o077 != 0 {
-        bail!(
-            "the {what} {p} has mode {mode:04o}: other users may access it; run `chmod 600 {p}`",
-            p = path.display()
-        );
-    }
-    let mut text = String::new();
-    f.read_to_string(&mut text)
-        .with_context(|| format!("reading the {what} {}", path.display()))?;
-    Ok(text)
-}
-
 fn read_password(path: &Option<PathBuf>) -> Result<Option<String>> {
     match path {
         None => Ok(None),
         Some(p) => Ok(Some(
-            read_private_file(p, "password file")?
+            crate::private_file::read(p, "password file")?
                 .trim_end_matches(['\n', '\r'])
                 .to_string(),
         )),
@@ -538,25 +511,7 @@ mod tests {
         assert_eq!(n.pg_ctl_opts.as_deref(), Some("-c cluster_name=a"));
     }
 
-    /// A file in the temp dir with `text` and `mode`, removed on drop (no tempfile crate).
-    struct TempFile(PathBuf);
-
-    impl TempFile {
-        fn new(tag: &str, text: &str, mode: u32) -> TempFile {
-            use std::os::unix::fs::PermissionsExt;
-            let name = format!("heir-db-{tag}-{}", std::process::id());
-            let path = std::env::temp_dir().join(name);
-            std::fs::write(&path, text).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-            TempFile(path)
-        }
-    }
-
-    impl Drop for TempFile {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
+    use crate::private_file::TempFile;
 
     #[test]
     fn password_file_is_read_when_private() {
