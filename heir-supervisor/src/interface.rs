@@ -434,18 +434,7 @@ mod tests {
             age_s: 0.2,
             registered_s: 60.0,
         };
-        let ev = Event {
-            kind: "leader".into(),
-            group: "scheduler".into(),
-            member: "s2".into(),
-            host: "s2".into(),
-            pid: 1,
-            ts: "2026-01-01T10:00:00.123Z".into(),
-            epoch: Some(4),
-            child_pid: None,
-            reason: "took the lease: epoch 4".into(),
-            dropped_before: 0,
-        };
+        let ev = event("s2");
         let s = Screen {
             views: vec![View {
                 group: "scheduler".into(),
