@@ -118,8 +118,12 @@ pub fn check(o: &Observed) -> Vec<Check> {
     let overlaps = overlapping_leases(&o.leases);
     out.push(Check {
         name: "never two leaders in a heir group",
-        pass: overlaps.is_empty(),
-        detail: if overlaps.is_empty() {
+        // No interval at all means the watcher saw nothing (e.g. could not read the registry):
+        // then the check proves nothing, so it fails.
+        pass: overlaps.is_empty() && !o.leases.is_empty(),
+        detail: if o.leases.is_empty() {
+            "no leadership interval seen: the lease watcher read nothing".to_string()
+        } else if overlaps.is_empty() {
             format!("{} leadership intervals", o.leases.len())
         } else {
             format!("{} overlaps: {}", overlaps.len(), some(&overlaps))

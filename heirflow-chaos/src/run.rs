@@ -108,10 +108,11 @@ pub fn leaders(c: &Cluster) -> Vec<(String, String)> {
     }) {
         out.push(("db".to_string(), h.name.clone()));
     }
-    let Ok(password) = c.secret("postgres_airflow_password") else {
+    // The registry is readable only by its own login (the airflow login is refused).
+    let Ok(password) = c.secret("postgres_heir_registry_password") else {
         return out;
     };
-    let cfg = db::config(&vip, "airflow", &password, "airflow");
+    let cfg = db::config(&vip, "heir_registry", &password, "airflow");
     if let Ok(mut client) = cfg.connect(postgres::NoTls) {
         let q = "SELECT m.host FROM heirflow_leases l JOIN heirflow_members m \
                  ON m.grp = l.grp AND m.member = l.holder \
@@ -277,6 +278,13 @@ pub fn run(spec: RunSpec) -> Result<bool> {
         &c.secret("postgres_airflow_password")?,
         "airflow",
     );
+    // heir-supervisor's registry: its own login (the airflow login may not read it).
+    let regcfg = db::config(
+        &vip,
+        "heir_registry",
+        &c.secret("postgres_heir_registry_password")?,
+        "airflow",
+    );
     let bases: Vec<String> = c
         .group("scheduler")
         .chain(c.group("web"))
@@ -357,7 +365,7 @@ pub fn run(spec: RunSpec) -> Result<bool> {
         std::thread::spawn(move || db::writer(cfg, run, Duration::from_millis(50), stop, stats))
     };
     let watcher = {
-        let (cfg, stop) = (dbcfg.clone(), stop.clone());
+        let (cfg, stop) = (regcfg.clone(), stop.clone());
         std::thread::spawn(move || db::watch_leases(cfg, Duration::from_millis(500), stop))
     };
 
