@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use heir_supervisor::cli::{Cli, Command};
 use heir_supervisor::succession::RunConfig;
-use heir_supervisor::{child, db, interface, log, news, status, succession};
+use heir_supervisor::{child, db, interface, log, status, succession};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -56,9 +56,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<i32> {
                     .map(heir_supervisor::account::Account::for_run_as)
                     .transpose()?,
                 command: a.command,
-                news_urls: news::split_urls(&a.news.urls),
-                news_key: a.news.key()?,
-                news_exchange: a.news.exchange,
+                news: a.news,
             };
             cfg.validate().map_err(anyhow::Error::msg)?;
             succession::run(cfg).await

@@ -194,22 +194,17 @@ pub struct News {
 }
 
 impl News {
-    /// `urls` empty: events are only logged. Events go unsigned: see [`News::start_signed`].
-    pub fn start(urls: Vec<String>, exchange: String) -> News {
-        News::start_signed(urls, exchange, None)
-    }
-
     /// The publisher `args` describe (URLs split, key read and checked).
     pub fn from_args(args: &NewsArgs) -> Result<News> {
-        Ok(News::start_signed(
+        Ok(News::start(
             split_urls(&args.urls),
             args.exchange.clone(),
             args.key()?,
         ))
     }
 
-    /// Like [`News::start`], every event signed with `key` when there is one.
-    pub fn start_signed(urls: Vec<String>, exchange: String, key: Option<NewsKey>) -> News {
+    /// `urls` empty: events are only logged. Every event is signed with `key` when there is one.
+    pub fn start(urls: Vec<String>, exchange: String, key: Option<NewsKey>) -> News {
         let news = News {
             buf: Arc::new(Mutex::new(Buffer {
                 queue: VecDeque::new(),

@@ -51,10 +51,8 @@ pub struct RunConfig {
     /// Start the command as this account (checked: the supervisor is root, the account is not).
     pub run_as: Option<crate::account::Account>,
     pub command: Vec<OsString>,
-    pub news_urls: Vec<String>,
-    pub news_exchange: String,
-    /// Signs every event (HMAC) when set.
-    pub news_key: Option<crate::news::NewsKey>,
+    /// Where the news go and the key that signs them.
+    pub news: crate::news::NewsArgs,
 }
 
 impl RunConfig {
@@ -118,11 +116,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     };
     let (notify_tx, mut notify_rx) = mpsc::unbounded_channel();
     let reg = Registry::new(&cfg.dsn, Some(notify_tx))?;
-    let news = News::start_signed(
-        cfg.news_urls.clone(),
-        cfg.news_exchange.clone(),
-        cfg.news_key.clone(),
-    );
+    let news = News::from_args(&cfg.news)?;
     let spec = GuardSpec {
         command: cfg.command.clone(),
         warm: cfg.warm,
