@@ -4,6 +4,8 @@
 //!
 //!   commit_writer DSN OUT_FILE
 //!
+//! DSN as heir-supervisor's `--dsn` (`sslmode=verify-full sslrootcert=CA` for TLS).
+//!
 //! Creates `heirflow_acked (id bigint primary key)` if needed, then inserts ids after the
 //! largest one present, one transaction each. Each acknowledged id is appended to OUT_FILE as
 //! `id issued_unix acked_unix` (seconds, CLOCK_REALTIME) and flushed at once. A commit that
@@ -14,7 +16,7 @@ use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use tokio_postgres::NoTls;
+use heir_supervisor::pg_tls::{parse_dsn, PgTarget};
 
 fn unix_now() -> f64 {
     SystemTime::now()
@@ -23,14 +25,11 @@ fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn connect(dsn: &str) -> Result<tokio_postgres::Client> {
+async fn connect(target: &PgTarget) -> Result<tokio_postgres::Client> {
     // Our own bound: libpq-style connect_timeout is too coarse to see resumption to 0.5 s.
-    let (client, conn) = tokio::time::timeout(
-        Duration::from_millis(500),
-        tokio_postgres::connect(dsn, NoTls),
-    )
-    .await
-    .context("connect timed out")??;
+    let (client, conn) = tokio::time::timeout(Duration::from_millis(500), target.connect())
+        .await
+        .context("connect timed out")??;
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -43,13 +42,14 @@ async fn main() -> Result<()> {
     let [_, dsn, out] = args.as_slice() else {
         anyhow::bail!("usage: commit_writer DSN OUT_FILE");
     };
+    let target = parse_dsn(dsn).context("the DSN")?;
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(out)
         .with_context(|| format!("opening {out}"))?;
     let mut next: i64 = loop {
-        match connect(dsn).await {
+        match connect(&target).await {
             Ok(c) => {
                 c.batch_execute(
                     "CREATE TABLE IF NOT EXISTS heirflow_acked (id bigint PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())",
@@ -75,7 +75,7 @@ async fn main() -> Result<()> {
         let step = async {
             let c = match client.take() {
                 Some(c) => c,
-                None => connect(dsn).await?,
+                None => connect(&target).await?,
             };
             let id = next;
             let issued = unix_now();

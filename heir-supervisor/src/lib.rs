@@ -3,7 +3,8 @@
 //! Rooms by concern: [`cli`] (arguments), [`registry`] (the SQL of members and leases),
 //! [`rules`] (the pure succession decision), [`succession`] (the supervisor loop),
 //! [`child`] (the guard process: process group, fencing), [`account`] (who the command runs as), [`news`] (AMQP publisher),
-//! [`status`] and [`interface`] (read-only views), [`db`] (PostgreSQL failover).
+//! [`status`] and [`interface`] (read-only views), [`db`] (PostgreSQL failover),
+//! [`pg_tls`] (PostgreSQL over TLS, DSN parsing).
 
 pub mod account;
 pub mod child;
@@ -13,6 +14,7 @@ pub mod db;
 pub mod interface;
 pub mod log;
 pub mod news;
+pub mod pg_tls;
 pub mod private_file;
 pub mod registry;
 pub mod rules;

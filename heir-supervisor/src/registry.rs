@@ -31,7 +31,9 @@ use anyhow::{anyhow, Context, Result};
 use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, Client, NoTls, Row};
+use tokio_postgres::{AsyncMessage, Client, Row};
+
+use crate::pg_tls::{parse_dsn, PgTls};
 
 pub const CHANNEL: &str = "heirflow";
 
@@ -137,6 +139,8 @@ pub enum CheckIn {
 /// A database connection that reconnects on demand and forwards notifications.
 pub struct Registry {
     config: tokio_postgres::Config,
+    /// Plain, or TLS verified as libpq's verify-full (the DSN's sslmode/sslrootcert).
+    tls: PgTls,
     client: Option<Client>,
     notify_tx: Option<mpsc::UnboundedSender<String>>,
     /// `false` for a reader: the schema is never created (nor written) through it.
@@ -145,11 +149,12 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Parse a libpq-style DSN (`host=... user=...` or `postgresql://...`).
+    /// Parse a libpq-style DSN (`host=... user=...` or `postgresql://...`, with
+    /// `sslmode=verify-full sslrootcert=FILE` for TLS: [`crate::pg_tls`]).
     pub fn new(dsn: &str, notify_tx: Option<mpsc::UnboundedSender<String>>) -> Result<Self> {
-        let mut config: tokio_postgres::Config = dsn
-            .parse()
-            .map_err(|e| anyhow!("invalid --dsn (libpq key=value or postgresql:// URL): {e}"))?;
+        let target =
+            parse_dsn(dsn).context("invalid --dsn (libpq key=value or postgresql:// URL)")?;
+        let (mut config, tls) = (target.config, target.tls);
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(2));
         }
@@ -161,6 +166,7 @@ impl Registry {
         }
         Ok(Registry {
             config,
+            tls,
             client: None,
             notify_tx,
             ddl: true,
@@ -207,9 +213,13 @@ impl Registry {
         let broken = self.client.as_ref().is_none_or(|c| c.is_closed());
         if broken {
             self.client = None;
-            let (client, mut connection) = self.config.connect(NoTls).await.with_context(|| {
-                format!("connecting to the metadata database at {}", self.target())
-            })?;
+            let (client, mut connection) = self
+                .config
+                .connect(self.tls.connector())
+                .await
+                .with_context(|| {
+                    format!("connecting to the metadata database at {}", self.target())
+                })?;
             let tx = self.notify_tx.clone();
             tokio::spawn(async move {
                 let mut messages =

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use heir_supervisor::pg_tls::PgTls;
 
 use crate::schedule::Target;
 
@@ -136,6 +137,18 @@ impl Cluster {
             .map(|h| h.class.as_str())
     }
 
+    /// The cluster CA the deploy generated, when it did: `.secrets/tls/ca.crt`.
+    pub fn pg_ca_file(&self) -> Option<PathBuf> {
+        Some(self.dir.join(".secrets/tls/ca.crt")).filter(|p| p.exists())
+    }
+
+    /// How the runner connects to PostgreSQL: TLS verify-full against the cluster CA when the
+    /// deploy made one (the server then refuses plain connections), plain otherwise.
+    pub fn pg_tls(&self) -> Result<PgTls> {
+        let ca = self.pg_ca_file();
+        PgTls::from_ca_file(ca.as_deref()).context("PostgreSQL TLS from the inventory's CA")
+    }
+
     /// A secret the deploy generated (`.secrets/NAME`), without its trailing newline.
     pub fn secret(&self, name: &str) -> Result<String> {
         let p = self.dir.join(".secrets").join(name);
@@ -160,6 +173,27 @@ mod tests {
         assert_eq!(hosts[1].address, "hf-worker1");
         let err = parse_hosts("[other]\nx\n", Path::new("h.ini")).unwrap_err();
         assert!(err.to_string().starts_with("h.ini: no host"), "{err}");
+    }
+
+    #[test]
+    fn postgres_tls_follows_the_deployed_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cluster {
+            dir: dir.path().to_path_buf(),
+            hosts: Vec::new(),
+            floating_ip: None,
+        };
+        // no CA deployed: plain, as before
+        assert!(!c.pg_tls().unwrap().is_tls());
+        // a CA file is used (here one that holds no certificate: refused, and named)
+        let tls = dir.path().join(".secrets/tls");
+        std::fs::create_dir_all(&tls).unwrap();
+        std::fs::write(tls.join("ca.crt"), "not a certificate\n").unwrap();
+        let err = format!("{:#}", c.pg_tls().unwrap_err());
+        assert!(
+            err.contains(".secrets/tls/ca.crt holds no PEM certificate"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -15,10 +15,25 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use heir_supervisor::pg_tls::PgTls;
 
 use crate::invariants::Lease;
 
-pub fn config(host: &str, user: &str, password: &str, db: &str) -> postgres::Config {
+/// A login to the metadata database and how to reach it (plain, or TLS verify-full).
+#[derive(Clone, Debug)]
+pub struct Db {
+    cfg: postgres::Config,
+    tls: PgTls,
+}
+
+impl Db {
+    pub fn connect(&self) -> Result<postgres::Client, postgres::Error> {
+        self.cfg.connect(self.tls.connector())
+    }
+}
+
+/// `host` must be a name the server's certificate holds when `tls` is on (the floating IP).
+pub fn config(host: &str, user: &str, password: &str, db: &str, tls: &PgTls) -> Db {
     let mut c = postgres::Config::new();
     c.host(host)
         .user(user)
@@ -30,8 +45,12 @@ pub fn config(host: &str, user: &str, password: &str, db: &str) -> postgres::Con
         .keepalives_idle(Duration::from_secs(2))
         .keepalives_interval(Duration::from_secs(1))
         .keepalives_retries(3)
-        .tcp_user_timeout(Duration::from_secs(6));
-    c
+        .tcp_user_timeout(Duration::from_secs(6))
+        .ssl_mode(tls.ssl_mode());
+    Db {
+        cfg: c,
+        tls: tls.clone(),
+    }
 }
 
 /// What the writer has done so far (shared with the progress line).
@@ -46,7 +65,7 @@ pub struct WriterStats {
 /// tagged with `run`, until `stop`. A commit whose answer was lost is neither counted nor
 /// expected; its number is not reused.
 pub fn writer(
-    cfg: postgres::Config,
+    cfg: Db,
     run: String,
     every: Duration,
     stop: Arc<AtomicBool>,
@@ -56,7 +75,7 @@ pub fn writer(
     let mut client: Option<postgres::Client> = None;
     while !stop.load(Ordering::Relaxed) {
         if client.is_none() {
-            match cfg.connect(postgres::NoTls) {
+            match cfg.connect() {
                 Ok(mut c) => {
                     if c.batch_execute(
                         "CREATE TABLE IF NOT EXISTS heirflow_chaos_writes \
@@ -99,10 +118,10 @@ pub fn writer(
 
 /// The ids of `run` the database holds now (retried for a while: the run may end right after a
 /// failover).
-pub fn stored(cfg: &postgres::Config, run: &str) -> Result<Vec<u64>> {
+pub fn stored(cfg: &Db, run: &str) -> Result<Vec<u64>> {
     let mut last = None;
     for _ in 0..30 {
-        match cfg.connect(postgres::NoTls).and_then(|mut c| {
+        match cfg.connect().and_then(|mut c| {
             c.query(
                 "SELECT id FROM heirflow_chaos_writes WHERE run = $1 ORDER BY id",
                 &[&run],
@@ -155,7 +174,7 @@ pub fn intervals(samples: &BTreeMap<LeaseKey, LeaseSample>) -> Vec<Lease> {
 
 /// Samples `heirflow_leases` every `every` until `stop`; returns every epoch it saw.
 pub fn watch_leases(
-    cfg: postgres::Config,
+    cfg: Db,
     every: Duration,
     stop: Arc<AtomicBool>,
 ) -> BTreeMap<LeaseKey, LeaseSample> {
@@ -163,7 +182,7 @@ pub fn watch_leases(
     let mut client: Option<postgres::Client> = None;
     while !stop.load(Ordering::Relaxed) {
         if client.is_none() {
-            client = cfg.connect(postgres::NoTls).ok();
+            client = cfg.connect().ok();
         }
         if let Some(c) = client.as_mut() {
             let q = "SELECT grp, holder, epoch, extract(epoch FROM acquired_at)::float8, \

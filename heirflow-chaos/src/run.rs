@@ -112,8 +112,11 @@ pub fn leaders(c: &Cluster) -> Vec<(String, String)> {
     let Ok(password) = c.secret("postgres_heir_registry_password") else {
         return out;
     };
-    let cfg = db::config(&vip, "heir_registry", &password, "airflow");
-    if let Ok(mut client) = cfg.connect(postgres::NoTls) {
+    let Ok(tls) = c.pg_tls() else {
+        return out;
+    };
+    let cfg = db::config(&vip, "heir_registry", &password, "airflow", &tls);
+    if let Ok(mut client) = cfg.connect() {
         let q = "SELECT m.host FROM heirflow_leases l JOIN heirflow_members m \
                  ON m.grp = l.grp AND m.member = l.holder \
                  WHERE l.grp = 'scheduler' AND l.expires_at > now()";
@@ -272,11 +275,13 @@ pub fn run(spec: RunSpec) -> Result<bool> {
         .clone()
         .context("the inventory sets no heirflow_floating_ip")?;
     let admin = c.secret("airflow_admin_password")?;
+    let tls = c.pg_tls()?;
     let dbcfg = db::config(
         &vip,
         "airflow",
         &c.secret("postgres_airflow_password")?,
         "airflow",
+        &tls,
     );
     // heir-supervisor's registry: its own login (the airflow login may not read it).
     let regcfg = db::config(
@@ -284,6 +289,7 @@ pub fn run(spec: RunSpec) -> Result<bool> {
         "heir_registry",
         &c.secret("postgres_heir_registry_password")?,
         "airflow",
+        &tls,
     );
     let bases: Vec<String> = c
         .group("scheduler")

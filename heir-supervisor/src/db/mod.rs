@@ -77,6 +77,7 @@ use futures_util::future::join_all;
 
 use crate::clock::parse_duration;
 use crate::news::{News, NewsArgs};
+use crate::pg_tls::PgTls;
 use crate::vip::{DriverKind, Vip, VipAddr};
 use http::Secret;
 use probe::{Creds, NodeAddr};
@@ -123,6 +124,11 @@ pub struct CommonArgs {
     /// Database the probes connect to.
     #[arg(long, default_value = "postgres")]
     pub dbname: String,
+    /// CA certificate(s) (PEM) of the PostgreSQL servers: every probe and admin connection
+    /// then uses TLS and verifies the server's certificate and address (libpq's verify-full).
+    /// Absent: plain connections.
+    #[arg(long = "pg-ca-file", env = "HEIR_PG_CA_FILE")]
+    pub pg_ca_file: Option<PathBuf>,
 }
 
 impl CommonArgs {
@@ -131,6 +137,11 @@ impl CommonArgs {
     }
     fn secret(&self) -> Result<Secret> {
         Secret::from_file(&self.secret_file)
+    }
+    /// How probes connect; the CA is read once, here, so a bad file fails the start. A public
+    /// certificate: no private-file mode check.
+    fn pg_tls(&self) -> Result<PgTls> {
+        PgTls::from_ca_file(self.pg_ca_file.as_deref()).context("--pg-ca-file (HEIR_PG_CA_FILE)")
     }
     fn check_nodes(&self) -> Result<()> {
         if self.nodes.len() != 2 || self.nodes[0].name == self.nodes[1].name {
@@ -213,7 +224,9 @@ pub struct NodeArgs {
     /// Replication login written into primary_conninfo on rejoin (password: ~/.pgpass).
     #[arg(long = "replication-user", default_value = "replicator")]
     pub replication_user: String,
-    /// Extra primary_conninfo options (e.g. `sslmode=prefer`).
+    /// Extra libpq options for every connection to the peer that PostgreSQL's own tools make:
+    /// primary_conninfo, pg_basebackup and pg_rewind (e.g. `sslmode=verify-full
+    /// sslrootcert=/etc/heirflow/tls/ca.crt`).
     #[arg(long = "primary-conninfo-extra")]
     pub primary_conninfo_extra: Option<String>,
     /// synchronous_standby_names while a standby streams (default: `FIRST 1 (n1, n2)`).
@@ -277,19 +290,21 @@ async fn run_witness(a: WitnessArgs) -> Result<i32> {
         user: a.monitor_user.clone(),
         password: read_password(&a.monitor_password_file)?,
         dbname: a.common.dbname.clone(),
+        tls: a.common.pg_tls()?,
     };
     let name = a.common.name();
     let obs = Arc::new(Observer::new(&name, "witness", a.common.interval));
     let served = obs.clone();
     http::serve(a.common.listen, secret, move || served.view_json()).await?;
     crate::log::info(&format!(
-        "db witness {name}: probing {}",
+        "db witness {name}: probing {} ({})",
         a.common
             .nodes
             .iter()
             .map(|n| format!("{}={}:{}", n.name, n.host, n.port))
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        creds.tls.describe()
     ));
     let mut ticker = tokio::time::interval(a.common.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -368,6 +383,7 @@ async fn run_node(a: NodeArgs) -> Result<i32> {
         }
     }
     let secret = a.common.secret()?;
+    let tls = a.common.pg_tls()?;
     let sync_names = a.sync_names.clone().unwrap_or_else(|| {
         let mut names: Vec<&str> = a.common.nodes.iter().map(|n| n.name.as_str()).collect();
         names.sort_unstable();
@@ -390,6 +406,7 @@ async fn run_node(a: NodeArgs) -> Result<i32> {
             user: a.admin_user.clone(),
             password: read_password(&a.admin_password_file)?,
             dbname: a.common.dbname.clone(),
+            tls,
         },
         replication_user: a.replication_user.clone(),
         conninfo_extra: a.primary_conninfo_extra.clone(),

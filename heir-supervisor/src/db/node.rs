@@ -215,15 +215,12 @@ impl Node {
     }
 
     fn primary_conninfo(&self) -> String {
-        let mut s = format!(
-            "host={} port={} user={} application_name={} connect_timeout=2",
-            self.peer.host, self.peer.port, self.replication_user, self.me.name
-        );
-        if let Some(x) = &self.conninfo_extra {
-            s.push(' ');
-            s.push_str(x);
-        }
-        s
+        primary_conninfo(
+            &self.peer,
+            &self.replication_user,
+            &self.me.name,
+            self.conninfo_extra.as_deref(),
+        )
     }
 
     /// Start the rewound or copied data directory as the peer's standby; only then is the
@@ -338,9 +335,11 @@ impl Node {
             }
             Action::Rejoin => {
                 let t0 = Instant::now();
-                let source = format!(
-                    "host={} port={} user={} dbname={}",
-                    self.peer.host, self.peer.port, self.admin.user, self.admin.dbname
+                let source = rewind_source(
+                    &self.peer,
+                    &self.admin.user,
+                    &self.admin.dbname,
+                    self.conninfo_extra.as_deref(),
                 );
                 // Marked until the rejoined standby has started: a crash in between leaves a
                 // data directory no one starts as is (PgCtl::rejoin_mark).
@@ -439,11 +438,12 @@ impl Node {
         let mut last_line = String::new();
         let mut last_log = Instant::now();
         crate::log::info(&format!(
-            "db node {} (peer {}), {} witness(es), floating IP {}",
+            "db node {} (peer {}), {} witness(es), floating IP {}, PostgreSQL {}",
             self.me.name,
             self.peer.name,
             self.witnesses.len(),
-            self.vip.describe()
+            self.vip.describe(),
+            self.admin.tls.describe()
         ));
         loop {
             tokio::select! {
@@ -510,6 +510,38 @@ impl Node {
     }
 }
 
+/// `conninfo` plus `--primary-conninfo-extra`: every libpq connection to the peer carries it
+/// (with TLS, the peer refuses one that does not).
+fn with_extra(mut conninfo: String, extra: Option<&str>) -> String {
+    if let Some(x) = extra.map(str::trim).filter(|x| !x.is_empty()) {
+        conninfo.push(' ');
+        conninfo.push_str(x);
+    }
+    conninfo
+}
+
+/// The standby's `primary_conninfo`, also pg_basebackup's source (a replication login).
+pub fn primary_conninfo(peer: &NodeAddr, user: &str, me: &str, extra: Option<&str>) -> String {
+    with_extra(
+        format!(
+            "host={} port={} user={user} application_name={me} connect_timeout=2",
+            peer.host, peer.port
+        ),
+        extra,
+    )
+}
+
+/// pg_rewind's `--source-server` (the superuser login).
+pub fn rewind_source(peer: &NodeAddr, user: &str, dbname: &str, extra: Option<&str>) -> String {
+    with_extra(
+        format!(
+            "host={} port={} user={user} dbname={dbname}",
+            peer.host, peer.port
+        ),
+        extra,
+    )
+}
+
 /// Reduce a voter's view to what the decision needs; node entries older than `limit_ms` are
 /// ignored (a voter whose probes stalled does not vote).
 pub fn reduce_view(v: &View, me: &str, peer: &str, is_witness: bool, limit_ms: u64) -> VoterSeen {
@@ -549,6 +581,29 @@ mod tests {
             timeline: tl,
             error: None,
         }
+    }
+
+    #[test]
+    fn every_conninfo_to_the_peer_carries_the_extra_options() {
+        let peer = NodeAddr {
+            name: "b".into(),
+            host: "10.0.0.2".into(),
+            port: 5432,
+        };
+        let tls = "sslmode=verify-full sslrootcert=/etc/heirflow/tls/ca.crt";
+        assert_eq!(
+            primary_conninfo(&peer, "replicator", "a", Some(tls)),
+            format!("host=10.0.0.2 port=5432 user=replicator application_name=a connect_timeout=2 {tls}")
+        );
+        assert_eq!(
+            rewind_source(&peer, "postgres", "postgres", Some(tls)),
+            format!("host=10.0.0.2 port=5432 user=postgres dbname=postgres {tls}")
+        );
+        assert_eq!(
+            rewind_source(&peer, "postgres", "postgres", None),
+            "host=10.0.0.2 port=5432 user=postgres dbname=postgres"
+        );
+        assert!(primary_conninfo(&peer, "r", "a", Some("  ")).ends_with("connect_timeout=2"));
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use serde::{Deserialize, Serialize};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
+
+use crate::pg_tls::PgTls;
 
 /// Login used for probes or admin work.
 #[derive(Debug, Clone)]
@@ -15,6 +17,8 @@ pub struct Creds {
     pub user: String,
     pub password: Option<String>,
     pub dbname: String,
+    /// Plain, or TLS verify-full against `--pg-ca-file` (loaded once at start).
+    pub tls: PgTls,
 }
 
 /// A database node: `name=host:port` on the command line.
@@ -116,7 +120,8 @@ pub async fn connect(host: &str, port: u16, creds: &Creds, timeout: Duration) ->
     if let Some(pw) = &creds.password {
         cfg.password(pw);
     }
-    let (client, conn) = tokio::time::timeout(timeout, cfg.connect(NoTls))
+    creds.tls.apply(&mut cfg);
+    let (client, conn) = tokio::time::timeout(timeout, cfg.connect(creds.tls.connector()))
         .await
         .map_err(|_| anyhow!("{host}:{port}: connect timed out after {timeout:?}"))?
         .with_context(|| format!("{host}:{port}: connecting as {}", creds.user))?;
