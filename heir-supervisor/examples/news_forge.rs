@@ -4,12 +4,17 @@
 //!
 //!   news_forge AMQP_URL EXCHANGE GROUP MEMBER [SIG]
 //!
+//! An `amqps://` URL is verified against the CA file in `HEIR_NEWS_CA_FILE`.
+//!
 //! The event claims that MEMBER took GROUP's lease; SIG, when given, is put in its `sig` field
 //! (a made-up signature), else it goes unsigned.
 
 use anyhow::{Context, Result};
 use lapin::options::BasicPublishOptions;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use std::time::Duration;
+
+use heir_supervisor::news::NewsTls;
+use lapin::BasicProperties;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
@@ -30,7 +35,9 @@ async fn main() -> Result<()> {
     if let Some(sig) = rest.first() {
         event["sig"] = serde_json::Value::String(sig.clone());
     }
-    let conn = Connection::connect(url, ConnectionProperties::default())
+    let ca = std::env::var_os("HEIR_NEWS_CA_FILE").map(std::path::PathBuf::from);
+    let conn = NewsTls::from_ca_file(ca.as_deref())?
+        .connect(url, Duration::from_secs(5))
         .await
         .context("connecting to the broker")?;
     let ch = conn.create_channel().await?;

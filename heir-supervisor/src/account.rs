@@ -92,6 +92,8 @@ pub const SUPERVISOR_SECRET_ENV: &[&str] = &[
     "HEIR_NEWS_URL",
     "HEIR_NEWS_KEY_FILE",
     "HEIR_NEWS_EXCHANGE",
+    "HEIR_NEWS_CA_FILE",
+    "HEIR_PG_CA_FILE",
 ];
 
 #[cfg(test)]

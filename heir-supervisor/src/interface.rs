@@ -20,7 +20,7 @@ use lapin::options::{
     BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use lapin::ExchangeKind;
 use ratatui::crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Color, Modifier, Style};
@@ -29,7 +29,7 @@ use ratatui::widgets::{Block, Borders, List, ListItem, Paragraph, Row, Table};
 use ratatui::Frame;
 
 use crate::cli::InterfaceArgs;
-use crate::news::{redact, Event, NewsKey};
+use crate::news::{redact, Event, NewsKey, NewsTls};
 use crate::registry::{Registry, View};
 use crate::status::member_state;
 
@@ -66,6 +66,7 @@ pub async fn run(args: InterfaceArgs) -> Result<i32> {
         bail!("interface needs --dsn (registry) and/or --news-url (news exchange)");
     }
     let key = args.news.key()?;
+    let tls = args.news.tls()?;
     if !std::io::stdout().is_terminal() {
         bail!("interface needs a terminal; use `heir-supervisor status` in scripts");
     }
@@ -131,7 +132,9 @@ pub async fn run(args: InterfaceArgs) -> Result<i32> {
             loop {
                 let url = urls[i % urls.len()].clone();
                 i += 1;
-                if let Err(e) = consume(&url, &exchange, group.as_deref(), key.as_ref(), &s).await {
+                if let Err(e) =
+                    consume(&url, &exchange, group.as_deref(), key.as_ref(), &tls, &s).await
+                {
                     if let Ok(mut sc) = s.lock() {
                         sc.news = format!("{}: {e:#}; retrying", redact(&url));
                     }
@@ -156,15 +159,10 @@ async fn consume(
     exchange: &str,
     group: Option<&str>,
     news_key: Option<&NewsKey>,
+    tls: &NewsTls,
     screen: &Arc<Mutex<Screen>>,
 ) -> Result<()> {
-    let props = ConnectionProperties::default()
-        .with_executor(tokio_executor_trait::Tokio::current())
-        .with_reactor(tokio_reactor_trait::Tokio);
-    let conn = tokio::time::timeout(Duration::from_secs(5), Connection::connect(url, props))
-        .await
-        .map_err(|_| anyhow!("connect timed out"))?
-        .context("connecting")?;
+    let conn = tls.connect(url, Duration::from_secs(5)).await?;
     let ch = conn.create_channel().await.context("channel")?;
     ch.exchange_declare(
         exchange,

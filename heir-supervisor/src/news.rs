@@ -8,7 +8,11 @@
 //! long outage fills it, the oldest events are dropped (and counted in the next event).
 //!
 //! Routing key: `succession.<group>`; the vhost is part of the URL
-//! (`amqp://heirnews:PASSWORD@host:5672/heirflow-news`).
+//! (`amqps://heirnews:PASSWORD@host:5671/heirflow-news`).
+//!
+//! TLS: an `amqps://` URL needs `--news-ca-file`, and the broker's certificate must chain to
+//! that file's certificates only (no system roots) and name the URL's host or IP address; an
+//! `amqp://` URL is plain text (test brokers).
 //!
 //! Signatures: anyone holding the news vhost's credentials can publish on the exchange, so an
 //! unsigned event proves nothing (a forged `leader` or `fenced` would mislead whoever watches).
@@ -61,12 +65,76 @@ pub struct NewsArgs {
         value_name = "PATH"
     )]
     pub key_file: Option<PathBuf>,
+    /// CA certificate(s) an `amqps://` broker's certificate must chain to (PEM).
+    #[arg(long = "news-ca-file", env = "HEIR_NEWS_CA_FILE", value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl NewsArgs {
+    /// The TLS setting of `--news-ca-file`, read and checked now.
+    pub fn tls(&self) -> Result<NewsTls> {
+        NewsTls::from_ca_file(self.ca_file.as_deref())
+    }
+
     /// The key of `--news-key-file`, read and checked now; `None` without the option.
     pub fn key(&self) -> Result<Option<NewsKey>> {
         self.key_file.as_deref().map(NewsKey::from_file).transpose()
+    }
+}
+
+/// How news connections verify an `amqps://` broker: the CA of `--news-ca-file`, or none.
+#[derive(Clone, Default)]
+pub struct NewsTls(Option<Arc<rustls::ClientConfig>>);
+
+impl NewsTls {
+    pub fn from_ca_file(ca_file: Option<&Path>) -> Result<NewsTls> {
+        let Some(path) = ca_file else {
+            return Ok(NewsTls(None));
+        };
+        let config = crate::pg_tls::verifying_client_config(path).context("--news-ca-file")?;
+        Ok(NewsTls(Some(Arc::new(config))))
+    }
+
+    /// Connects to `url` within `timeout`: TLS (verified) for `amqps://`, plain for `amqp://`.
+    pub async fn connect(&self, url: &str, timeout: Duration) -> Result<Connection> {
+        let props = ConnectionProperties::default()
+            .with_executor(tokio_executor_trait::Tokio::current())
+            .with_reactor(tokio_reactor_trait::Tokio);
+        let uri: lapin::uri::AMQPUri = url
+            .parse()
+            .map_err(|e| anyhow!("{}: bad AMQP URL: {e}", redact(url)))?;
+        let (scheme, config) = (uri.scheme.clone(), self.0.clone());
+        let connecting = async move {
+            match (scheme, config) {
+                (lapin::uri::AMQPScheme::AMQP, _) => Ok(Connection::connect_uri(uri, props).await),
+                (lapin::uri::AMQPScheme::AMQPS, None) => Err(anyhow!(
+                    "{}: an amqps:// URL needs --news-ca-file (the CA its certificate must chain to)",
+                    redact(url)
+                )),
+                (lapin::uri::AMQPScheme::AMQPS, Some(config)) => {
+                    // lapin's own TLS would also trust the system's roots: verify here instead.
+                    let connector = lapin::tcp::RustlsConnector::from(config);
+                    // The error type is lapin's (HandshakeResult), not ours to shrink.
+                    #[allow(clippy::result_large_err)]
+                    let connect = move |uri: &lapin::uri::AMQPUri| {
+                        let host = uri.authority.host.clone();
+                        let stream = lapin::tcp::TcpStream::connect_timeout(
+                            (host.as_str(), uri.authority.port),
+                            timeout,
+                        )?
+                        .into_rustls(&connector, &host)?;
+                        // handshake done blocking; lapin's reactor then needs it non-blocking
+                        stream.set_nonblocking(true)?;
+                        Ok(stream)
+                    };
+                    Ok(Connection::connector(uri, Box::new(connect), props).await)
+                }
+            }
+        };
+        tokio::time::timeout(timeout, connecting)
+            .await
+            .map_err(|_| anyhow!("connecting to {} timed out", redact(url)))??
+            .with_context(|| format!("connecting to {}", redact(url)))
     }
 }
 
@@ -200,11 +268,12 @@ impl News {
             split_urls(&args.urls),
             args.exchange.clone(),
             args.key()?,
+            args.tls()?,
         ))
     }
 
     /// `urls` empty: events are only logged. Every event is signed with `key` when there is one.
-    pub fn start(urls: Vec<String>, exchange: String, key: Option<NewsKey>) -> News {
+    pub fn start(urls: Vec<String>, exchange: String, key: Option<NewsKey>, tls: NewsTls) -> News {
         let news = News {
             buf: Arc::new(Mutex::new(Buffer {
                 queue: VecDeque::new(),
@@ -219,7 +288,7 @@ impl News {
                 crate::log::info("news: events are unsigned (no --news-key-file)");
             }
             let worker = news.clone();
-            tokio::spawn(async move { worker.run(urls, exchange).await });
+            tokio::spawn(async move { worker.run(urls, exchange, tls).await });
         }
         news
     }
@@ -266,7 +335,7 @@ impl News {
         .await;
     }
 
-    async fn run(self, urls: Vec<String>, exchange: String) {
+    async fn run(self, urls: Vec<String>, exchange: String, tls: NewsTls) {
         // Every broker is tried in turn; after a full round of failures the task backs off
         // (up to 5 s). While the brokers stay unreachable (e.g. RabbitMQ not deployed yet) the
         // log gets the first error and then one reminder a minute, not a line per attempt.
@@ -278,7 +347,7 @@ impl News {
             let url = &urls[i % urls.len()];
             i += 1;
             let mut connected = false;
-            let Err(e) = self.session(url, &exchange, &mut connected).await else {
+            let Err(e) = self.session(url, &exchange, &tls, &mut connected).await else {
                 continue;
             };
             if connected {
@@ -313,14 +382,14 @@ impl News {
     }
 
     /// One connection's life: publish until an error ends it.
-    async fn session(&self, url: &str, exchange: &str, connected: &mut bool) -> Result<()> {
-        let props = ConnectionProperties::default()
-            .with_executor(tokio_executor_trait::Tokio::current())
-            .with_reactor(tokio_reactor_trait::Tokio);
-        let conn = tokio::time::timeout(Duration::from_secs(5), Connection::connect(url, props))
-            .await
-            .map_err(|_| anyhow!("connecting to {} timed out", redact(url)))?
-            .with_context(|| format!("connecting to {}", redact(url)))?;
+    async fn session(
+        &self,
+        url: &str,
+        exchange: &str,
+        tls: &NewsTls,
+        connected: &mut bool,
+    ) -> Result<()> {
+        let conn = tls.connect(url, Duration::from_secs(5)).await?;
         let ch = conn.create_channel().await.context("opening a channel")?;
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
@@ -513,6 +582,25 @@ mod tests {
 
     use crate::private_file::TempFile;
 
+    #[tokio::test]
+    async fn amqps_needs_a_ca_and_a_readable_one() {
+        let e = NewsTls::default()
+            .connect("amqps://u:secret@127.0.0.1:1/v", Duration::from_secs(1))
+            .await
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(e.contains("needs --news-ca-file"), "{e}");
+        assert!(!e.contains("secret"), "{e}");
+        let f = crate::private_file::TempFile::new("news-ca", "not a certificate\n", 0o644);
+        let e = NewsTls::from_ca_file(Some(&f.0))
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(e.contains("--news-ca-file"), "{e}");
+        assert!(e.contains("holds no PEM certificate"), "{e}");
+    }
+
     #[test]
     fn key_file_must_be_private() {
         let f = TempFile::new("key-0644", "0123456789abcdef-news\n", 0o644);
@@ -528,6 +616,7 @@ mod tests {
             urls: Vec::new(),
             exchange: DEFAULT_EXCHANGE.into(),
             key_file: Some(f.0.clone()),
+            ca_file: None,
         };
         let k = args.key().unwrap().unwrap();
         // Trimmed: the same key as without the whitespace.
