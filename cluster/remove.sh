@@ -35,5 +35,7 @@ if [ -z "${NO_DRAIN:-}" ]; then
 fi
 { grep '^#' "$HOSTS_FILE" || true; printf '%s\n' "${HOSTS[@]}" | awk -v h="$host" '$1 != h'; } > "$HOSTS_FILE.tmp"
 mv "$HOSTS_FILE.tmp" "$HOSTS_FILE"
+# Its TLS key and certificate retire with it (a host added later under this name gets new ones).
+rm -f "$INVENTORY_DIR/.secrets/tls/$host".{crt,key,san}
 WORKERS= "$CLUSTER_DIR/up.sh"
 info "next: hfplay playbooks/site.yml -i inventory/local   (the others forget $host)"

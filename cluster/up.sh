@@ -8,7 +8,7 @@ source "$(dirname "$0")/lib.sh"
 need_root
 T0=$(now)
 
-ensure_host_pkgs ssh:openssh-client ssh-keygen:openssh-client
+ensure_host_pkgs ssh:openssh-client ssh-keygen:openssh-client openssl:openssl flock:util-linux
 "$CLUSTER_DIR/image.sh"
 BASE=$(base_image)
 APTC=$(aptcache_image)

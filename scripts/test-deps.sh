@@ -14,4 +14,4 @@ pg_ok || {
   systemctl disable --now postgresql >/dev/null 2>&1 || service postgresql stop >/dev/null 2>&1 || true
 }
 ensure_host_pkgs debootstrap:debootstrap ssh:openssh-client ssh-keygen:openssh-client python3:python3 curl:curl \
-  iptables:iptables arping:iputils-arping ip:iproute2 tmux:tmux
+  iptables:iptables arping:iputils-arping ip:iproute2 tmux:tmux openssl:openssl

@@ -84,7 +84,7 @@ build_writer() {
 writer_dsn() {
   local pw
   pw=$(awk '{ print $1; exit }' "$INVENTORY_DIR/.secrets/postgres_airflow_password") || return 1
-  echo "host=$VIP port=5432 user=airflow password=$pw dbname=airflow"
+  echo "host=$VIP port=5432 user=airflow password=$pw dbname=airflow $PG_TLS_CTL"
 }
 
 # start_writer FILE: commit continuously through the VIP; acknowledged ids go to FILE

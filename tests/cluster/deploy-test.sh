@@ -2,6 +2,7 @@
 # Cluster integration test (issue 3): local cluster up -> hfplay deploys playbooks/site.yml ->
 # every component is redundant -> a 16-task DAG succeeds on >= 2 workers -> a second run and a
 # --check run report changed=0 on every host -> least privilege (tests/cluster/least-privilege-test.sh)
+# -> TLS (tests/cluster/tls-test.sh)
 # -> the demo DAG model_select equals its
 # single-process result and survives a worker host kill (tests/cluster/model-select-test.sh) -> heir-supervisor under real faults (issue 4,
 # tests/cluster/heir-test.sh) -> automatic DB failover under real faults (tests/cluster/db-test.sh)
@@ -154,6 +155,9 @@ T_CHECK=$(secs "$t"); check_zero "$OUT/check.json" "--check"; pass "--check: cha
 
 step "least privilege: registry login and schema, superuser from db hosts, supervised commands, witnesses (tests/cluster/least-privilege-test.sh)"
 "$TESTS_DIR/least-privilege-test.sh" || fail "least-privilege cluster test"
+
+step "TLS: certificates, Postgres refuses plaintext / another CA / another name, every client on TLS (tests/cluster/tls-test.sh)"
+"$TESTS_DIR/tls-test.sh" || fail "TLS cluster test"
 
 step "demo DAG model_select over the KV ring, a worker host killed (tests/cluster/model-select-test.sh)"
 "$TESTS_DIR/model-select-test.sh" || fail "model_select cluster test"

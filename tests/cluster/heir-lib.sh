@@ -94,14 +94,14 @@ ui_start() {
   local dir=$1 q
   ensure_host_pkgs tmux:tmux
   q=$(group_hosts queue | head -1)
-  printf 'host=%s port=5432 dbname=airflow user=heir_registry password=%s connect_timeout=2\n' \
-    "$HF_FLOATING_IP" "$(cat "$INVENTORY_DIR/.secrets/postgres_heir_registry_password")" > "$dir/ui.dsn"
+  printf 'host=%s port=5432 dbname=airflow user=heir_registry password=%s connect_timeout=2 %s\n' \
+    "$HF_FLOATING_IP" "$(cat "$INVENTORY_DIR/.secrets/postgres_heir_registry_password")" "$PG_TLS_CTL" > "$dir/ui.dsn"
   chmod 600 "$dir/ui.dsn"
   (umask 077 && cat "$INVENTORY_DIR/.secrets/news_hmac_key" > "$dir/ui.newskey")
-  printf 'amqp://heirnews:%s@%s:5672/heirflow-news' \
+  printf 'amqps://heirnews:%s@%s:5671/heirflow-news' \
     "$(cat "$INVENTORY_DIR/.secrets/rabbitmq_news_password")" "$(host_ip "$q")" > "$dir/ui.news"
   tmux new-session -d -s "$UI_SESSION" -x 160 -y 45 \
-    "HEIR_NEWS_URL=\$(cat '$dir/ui.news') '$REPO_ROOT/target/release/heir-supervisor' interface --dsn-file '$dir/ui.dsn' --news-key-file '$dir/ui.newskey' --group scheduler --refresh 0.5; echo \"interface exited: \$?\"; sleep 60"
+    "HEIR_NEWS_URL=\$(cat '$dir/ui.news') '$REPO_ROOT/target/release/heir-supervisor' interface --dsn-file '$dir/ui.dsn' --news-key-file '$dir/ui.newskey' --news-ca-file '$INVENTORY_DIR/.secrets/tls/ca.crt' --group scheduler --refresh 0.5; echo \"interface exited: \$?\"; sleep 60"
 }
 ui_screen() { tmux capture-pane -p -t "$UI_SESSION" 2>/dev/null; }
 ui_wait() {

@@ -198,7 +198,7 @@ L=$(group_summary "$(heir_status "${SCHED[@]}")" scheduler | awk '{print $2}'); 
 for ((i = 0; i < 60; i++)); do heir_procs "$O" scheduler | grep -q standby && break; sleep 0.5; done
 read -r ep0 _ <<< "$(lease_acquired scheduler)"
 ui_start "$OUT"
-ui_wait 20 "scheduler — leader $L · epoch $ep0" "db: ok · news: signed only · amqp://heirnews:\\*\\*\\*@.* key succession\\.scheduler" \
+ui_wait 20 "scheduler — leader $L · epoch $ep0" "db: ok · news: signed only · amqps://heirnews:\\*\\*\\*@.* key succession\\.scheduler" \
   || { ui_screen >&2; fail "the interface does not show $L leading epoch $ep0 with db and news connected"; }
 pass "interface (operator's terminal): scheduler led by $L, epoch $ep0; db ok, signed news subscribed"
 t_term=$(hssh "$L" "date +%s.%N; systemctl restart airflow-scheduler" | head -1)
@@ -214,7 +214,7 @@ ui_wait 10 "scheduler — leader $O · epoch $ep1" "scheduler +leader +$O +e$ep1
 # made-up signature. The interface counts both and shows neither.
 q1=$(group_hosts queue | head -1)
 for sig in "" "$(printf '%064d' 0)"; do
-  "$REPO_ROOT/target/release/examples/news_forge" "$(cat "$OUT/ui.news")" heirflow.news scheduler mallory $sig > /dev/null \
+  HEIR_NEWS_CA_FILE="$INVENTORY_DIR/.secrets/tls/ca.crt" "$REPO_ROOT/target/release/examples/news_forge" "$(cat "$OUT/ui.news")" heirflow.news scheduler mallory $sig > /dev/null \
     || fail "news_forge could not publish to $q1"
 done
 ui_wait 10 "news: signed only, 2 rejected \\(unsigned or forged\\)" \

@@ -19,7 +19,7 @@ secret() { awk '{ print $1; exit }' "$SECRETS/$1"; }
 
 # psql from the controller (not a db host) through the floating IP: LOGIN PASSWORD DB SQL
 ctl_psql() {
-  PGCONNECT_TIMEOUT=5 PGPASSWORD=$2 psql "host=$VIP port=5432 user=$1 dbname=$3" -XAtqc "$4" 2>&1
+  PGCONNECT_TIMEOUT=5 PGPASSWORD=$2 psql "host=$VIP port=5432 user=$1 dbname=$3 $PG_TLS_CTL" -XAtqc "$4" 2>&1
 }
 
 step "the airflow login cannot touch heir-supervisor's registry"
@@ -44,7 +44,7 @@ out=$(ctl_psql heir_supervisor "$(secret heir_db_admin_password)" postgres "sele
   && fail "heir_supervisor logged in from the controller: $out"
 grep -q "no pg_hba.conf entry" <<< "$out" || fail "heir_supervisor from the controller: unexpected error: $out"
 db1=$(group_hosts db | head -1)
-out=$(hssh "$db1" "PGCONNECT_TIMEOUT=5 PGPASSWORD='$(secret heir_db_admin_password)' psql 'host=$VIP port=5432 user=heir_supervisor dbname=postgres' -XAtqc 'select rolsuper from pg_roles where rolname = current_user'" 2>&1) \
+out=$(hssh "$db1" "PGCONNECT_TIMEOUT=5 PGPASSWORD='$(secret heir_db_admin_password)' psql 'host=$VIP port=5432 user=heir_supervisor dbname=postgres $PG_TLS_HOST' -XAtqc 'select rolsuper from pg_roles where rolname = current_user'" 2>&1) \
   || fail "heir_supervisor cannot log in from $db1: $out"
 [ "$out" = t ] || fail "heir_supervisor from $db1: $out"
 pass "heir_supervisor: refused from the controller (no pg_hba.conf entry), a superuser from $db1"

@@ -34,6 +34,11 @@ hpsql() {
   fail "no Postgres primary found"
 }
 
+# libpq options of a TCP connection to Postgres (hostssl only: TLS, certificate and name checked
+# against the cluster CA), from the controller and from a cluster host.
+PG_TLS_CTL="sslmode=verify-full sslrootcert=$INVENTORY_DIR/.secrets/tls/ca.crt"
+PG_TLS_HOST="sslmode=verify-full sslrootcert=/etc/heirflow/tls/ca.crt"
+
 AIRFLOW_CMD="sudo -u airflow env AIRFLOW_HOME=/opt/airflow /opt/airflow/venv/bin/airflow"
 
 # json_changed FILE: prints "host changed" for every host of an hfplay --json document
