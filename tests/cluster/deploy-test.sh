@@ -46,10 +46,15 @@ T_DEPLOY=$(secs "$t"); pass "deployed in $T_DEPLOY s"
 step "no secret on any command line during the deploy"
 kill "$SAMPLER" 2>/dev/null; pkill -P "$SAMPLER" 2>/dev/null || true; wait "$SAMPLER" 2>/dev/null || true
 SECRETS_LIST=$(mktemp); chmod 600 "$SECRETS_LIST"
-for f in "$INVENTORY_DIR"/.secrets/*; do
-  cat "$f"; echo
-  [[ "$f" != *fernet* ]] || { tr -d '\n' < "$f" | base64 -w0 | tr '+/' '-_'; echo; }   # the key derived from it
-done | grep -v '^$' > "$SECRETS_LIST"
+{
+  for f in "$INVENTORY_DIR"/.secrets/*; do
+    [ -f "$f" ] || continue
+    cat "$f"; echo
+    [[ "$f" != *fernet* ]] || { tr -d '\n' < "$f" | base64 -w0 | tr '+/' '-_'; echo; }   # the key derived from it
+  done
+  # the TLS private keys (CA and hosts): their PEM body lines
+  cat "$INVENTORY_DIR"/.secrets/tls/*.key 2>/dev/null | grep -v -- '-----'
+} | grep -v '^$' > "$SECRETS_LIST"
 n_secrets=$(wc -l < "$SECRETS_LIST"); n_lines=$(wc -l < "$OUT/cmdlines.txt")
 [ "$n_secrets" -ge 8 ] || fail "only $n_secrets secrets found under $INVENTORY_DIR/.secrets"
 [ "$n_lines" -ge 100 ] || fail "the sampler saw only $n_lines command lines"
