@@ -494,6 +494,7 @@ pub fn register(env: &mut Environment<'static>) {
     );
     env.add_filter("type_debug", |v: &Value| v.kind().to_string());
     env.add_filter("to_bool", bool_filter);
+    env.add_filter("comment", crate::template::comment::comment);
 
     for (name, key) in [("succeeded", "failed"), ("success", "failed")] {
         env.add_test(name, move |v: &Value| !result_flag(v, key));
@@ -520,6 +521,8 @@ pub fn register(env: &mut Environment<'static>) {
         let re = regex::Regex::new(&p).map_err(|e| err(e.to_string()))?;
         Ok(re.is_match(&s))
     });
+    env.add_test("version", crate::template::version::version_test);
+    env.add_test("version_compare", crate::template::version::version_test);
     env.add_function("lookup", lookup_fn);
     env.add_function("query", query_fn);
     env.add_function("q", query_fn);

@@ -146,6 +146,13 @@ pub enum FileKind {
 pub trait TaskEnv: Send + Sync {
     /// Renders `text` as a template with the host's variables at this task.
     fn render(&self, text: &str, origin: &str) -> Result<String, String>;
+    /// Renders `text` with `extra` variables on top of the host's (they win).
+    fn render_with(
+        &self,
+        text: &str,
+        origin: &str,
+        extra: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String, String>;
     /// Resolves a relative `src` the way Ansible does (role dirs first, then playbook dir).
     fn find_file(&self, kind: FileKind, name: &str) -> Option<PathBuf>;
 }

@@ -79,6 +79,44 @@ pub struct Params {
 
 pub struct Template;
 
+/// The variables Ansible's template module adds for the template (they win over the host's):
+/// `ansible_managed` (Ansible's default string), `template_host` (the controller), `template_path`
+/// (`src` as given), `template_fullpath`, `template_destpath`, `template_uid` (the template
+/// file's owner). `template_mtime` and `template_run_date` are left out: a date in a rendered
+/// file would change it on every run.
+fn template_vars(src: &str, path: &std::path::Path, dest: &str) -> serde_json::Map<String, Value> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata(path).map(|m| m.uid()).ok();
+    // the owner's name from /etc/passwd (no libc call for one lookup), else the number
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let owner = uid.map(|u| {
+        passwd
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2] == u.to_string()).then(|| f[0].to_string())
+            })
+            .unwrap_or_else(|| u.to_string())
+    });
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let mut m = serde_json::Map::new();
+    m.insert("ansible_managed".into(), Value::from("Ansible managed"));
+    m.insert("template_host".into(), Value::from(host));
+    m.insert("template_path".into(), Value::from(src));
+    m.insert(
+        "template_fullpath".into(),
+        Value::from(path.display().to_string()),
+    );
+    m.insert("template_destpath".into(), Value::from(dest));
+    m.insert(
+        "template_uid".into(),
+        owner.map(Value::from).unwrap_or(Value::Null),
+    );
+    m
+}
+
 /// Pure: applies `newline_sequence` (`\n`, `\r\n`, `\r`) to rendered text.
 pub fn apply_newlines(text: &str, seq: Option<&str>) -> Result<String, String> {
     let seq = match seq.unwrap_or("\\n") {
@@ -135,7 +173,11 @@ impl NativeModule for Template {
         })?;
         let rendered = ctx
             .env
-            .render(&text, &path.display().to_string())
+            .render_with(
+                &text,
+                &path.display().to_string(),
+                template_vars(src, &path, dest),
+            )
             .map_err(ModuleError::Controller)?;
         let rendered =
             apply_newlines(&rendered, p.newline_sequence.as_deref()).map_err(ModuleError::Args)?;
@@ -235,6 +277,23 @@ mod tests {
         let other = Template.plan(&w, &seen("00"), true).unwrap();
         assert!(other.changes.is_some() && other.outcome.changed);
         assert_eq!(other.outcome.diffs[0].after, "port=42\n");
+    }
+
+    #[test]
+    fn ansible_template_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.j2");
+        std::fs::write(&path, "x").unwrap();
+        let v = template_vars("t.j2", &path, "/etc/t");
+        assert_eq!(v["ansible_managed"], "Ansible managed");
+        assert_eq!(v["template_path"], "t.j2");
+        assert_eq!(v["template_fullpath"], path.display().to_string());
+        assert_eq!(v["template_destpath"], "/etc/t");
+        assert!(v["template_uid"].is_string(), "{v:?}");
+        assert!(
+            v.get("template_run_date").is_none(),
+            "a date would change every run"
+        );
     }
 
     #[tokio::test]

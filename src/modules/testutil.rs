@@ -13,6 +13,20 @@ impl TaskEnv for Env {
     fn render(&self, text: &str, _origin: &str) -> Result<String, String> {
         Ok(text.replace("{{ x }}", "42"))
     }
+    fn render_with(
+        &self,
+        text: &str,
+        origin: &str,
+        extra: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String, String> {
+        let mut out = self.render(text, origin)?;
+        for (k, v) in extra {
+            if let Some(v) = v.as_str() {
+                out = out.replace(&format!("{{{{ {k} }}}}"), v);
+            }
+        }
+        Ok(out)
+    }
     fn find_file(&self, _kind: FileKind, name: &str) -> Option<PathBuf> {
         let p = self.dir.join(name);
         p.exists().then_some(p)

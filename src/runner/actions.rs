@@ -331,6 +331,16 @@ impl TaskEnv for Env {
             .render(text, &self.scope)
             .map_err(|e| format!("{origin}: {e}"))
     }
+    fn render_with(
+        &self,
+        text: &str,
+        origin: &str,
+        extra: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String, String> {
+        self.templar
+            .render(text, &self.scope.with_extra(extra))
+            .map_err(|e| format!("{origin}: {e}"))
+    }
     fn find_file(&self, kind: FileKind, name: &str) -> Option<PathBuf> {
         let p = PathBuf::from(name);
         if p.is_absolute() {

@@ -5,6 +5,8 @@
 //! ([`chains`]).
 
 mod chains;
+pub(crate) mod comment;
+pub(crate) mod version;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -67,6 +69,17 @@ impl Scope {
             busy: Mutex::default(),
             templar,
         })
+    }
+    /// This scope with `extra` on top (e.g. the `template` module's own variables, which win
+    /// over the host's as in Ansible); values are templated afresh in the new scope.
+    pub fn with_extra(&self, extra: Map<String, Value>) -> Arc<Scope> {
+        let mut raw = self.raw.clone();
+        let mut fixed = self.fixed.clone();
+        for (k, v) in extra {
+            fixed.remove(&k);
+            raw.insert(k, v);
+        }
+        Scope::with_fixed(self.templar.clone(), raw, fixed)
     }
     pub fn contains(&self, key: &str) -> bool {
         self.raw.contains_key(key) || self.fixed.contains_key(key)
@@ -480,6 +493,27 @@ mod tests {
         let t = Arc::new(Templar::new());
         let s = Scope::new(t.clone(), v.as_object().cloned().unwrap());
         (t, s)
+    }
+
+    #[test]
+    fn extra_variables_win_over_the_hosts() {
+        let t = Arc::new(Templar::new());
+        let host = Scope::new(
+            t.clone(),
+            serde_json::json!({"ansible_managed": "mine", "x": "{{ ansible_managed }}!"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        );
+        let mut extra = Map::new();
+        extra.insert("ansible_managed".into(), Value::from("Ansible managed"));
+        let s = host.with_extra(extra);
+        assert_eq!(
+            t.render("{{ ansible_managed | comment }} {{ x }}", &s)
+                .unwrap(),
+            "#\n# Ansible managed\n# Ansible managed!"
+        );
+        assert_eq!(t.render("{{ x }}", &host).unwrap(), "mine!");
     }
 
     #[test]
