@@ -61,9 +61,11 @@ pub fn version_test(
         "<=" | "le" => ord != Ordering::Greater,
         ">" | "gt" => ord == Ordering::Greater,
         ">=" | "ge" => ord != Ordering::Less,
-        _ => return Err(err(format!(
+        _ => {
+            return Err(err(format!(
             "version: invalid operator {op:?} (use ==, !=, <, <=, >, >= or eq, ne, lt, le, gt, ge)"
-        ))),
+        )))
+        }
     };
     Ok(holds)
 }
