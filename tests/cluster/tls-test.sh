@@ -11,7 +11,8 @@
 #  5. RabbitMQ: no plain AMQP from the network (5672 on the loopback only, plaintext to 5671 gets
 #     no AMQP frame), the TLS port verifies against the cluster CA and not another; Celery's own
 #     transport with airflow.cfg's broker URL connects with the cluster CA, is refused with
-#     another CA or without TLS; every client connection of the node is TLS.
+#     another CA or without TLS; every client connection of the node is TLS;
+#  6. Flower serves HTTPS only, verified against the cluster CA, behind its login.
 # usage: tests/cluster/tls-test.sh   (after a deploy, e.g. from deploy-test.sh)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -152,3 +153,19 @@ for u in airflow heirnews; do
   grep -q "\b$u\b" <<< "$users" || fail "$q1: no TLS connection of $u (Celery, news publishers) among: $users"
 done
 pass "$q1: $n client connections, all TLS (users: $users)"
+
+step "Flower: HTTPS behind its login"
+web=$(group_hosts web | head -1); web_ip=$(host_ip "$web")
+fpw=$(awk '{ print $1; exit }' "$INVENTORY_DIR/.secrets/flower_admin_password")
+flower() { curl -sS -o /dev/null -m 10 -w '%{http_code}' "$@" 2>&1 || true; }
+code=""; for _ in $(seq 30); do  # Flower may still be starting after the deploy
+  code=$(flower --cacert "$CA" "https://$web_ip:5555/"); [ "$code" = 401 ] && break; sleep 2
+done
+[ "$code" = 401 ] || fail "$web: https://$web_ip:5555/ without credentials: $code (want 401)"
+code=$(flower --cacert "$CA" -u "admin:$fpw" "https://$web_ip:5555/")
+[ "$code" = 200 ] || fail "$web: Flower over HTTPS with its credentials: $code"
+code=$(flower --cacert "$WORK/other.crt" "https://$web_ip:5555/")
+[[ "$code" != 200 && "$code" != 401 ]] || fail "$web: Flower's certificate verified against another CA ($code)"
+code=$(flower "http://$web_ip:5555/")
+[[ "$code" != 200 && "$code" != 401 ]] || fail "$web: Flower answered plain HTTP ($code)"
+pass "$web:5555: HTTPS verified against the cluster CA (401 without credentials, 200 with them); another CA and plain HTTP get no page"
