@@ -49,18 +49,26 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// `openssl req` with a new unencrypted P-256 key, then `args`.
+fn openssl_req(dir: &Path, args: &[&str]) {
+    let mut all = vec![
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    all.extend_from_slice(args);
+    openssl(dir, &all);
+}
+
 /// A self-signed CA `NAME.crt`/`NAME.key` (P-256, two days).
 fn make_ca(dir: &Path, name: &str) {
-    openssl(
+    openssl_req(
         dir,
         &[
-            "req",
             "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
             "-keyout",
             &format!("{name}.key"),
             "-out",
@@ -79,15 +87,9 @@ fn make_ca(dir: &Path, name: &str) {
 
 /// `server.crt`/`server.key` signed by `ca`, naming `san` only (CN is ignored by verifiers).
 fn make_server_cert(dir: &Path, ca: &str, san: &str) {
-    openssl(
+    openssl_req(
         dir,
         &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
             "-keyout",
             "server.key",
             "-out",
