@@ -9,6 +9,6 @@ PRINT_ID=0; [ "${1:-}" = --print-run-id ] && PRINT_ID=1
 web=$(group_hosts web | head -1)
 run_id="smoke-$(date +%Y%m%dT%H%M%S)-$$"
 run_dag heirflow_smoke "$run_id" "${SMOKE_TIMEOUT:-600}" || exit 1
-echo "UI: http://$(host_ip "$web"):8080  (user admin, password in inventory/local/.secrets/airflow_admin_password)" >&2
+echo "UI: https://$(host_ip "$web"):8080  (user admin, password in inventory/local/.secrets/airflow_admin_password; the cluster CA: inventory/local/.secrets/tls/ca.crt)" >&2
 [ "$PRINT_ID" = 1 ] && echo "$run_id"
 exit 0

@@ -3,7 +3,8 @@
 //! (its host may be the one under fault) goes to the next, and the one that answered is tried
 //! first next time — the runner must not depend on the component it is hurting.
 
-use std::sync::Mutex;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -61,19 +62,29 @@ enum Outcome {
 }
 
 impl Api {
-    /// `bases`: `http://ADDRESS:8080` of each api-server.
-    pub fn new(bases: Vec<String>, user: &str, password: &str) -> Api {
-        let agent = ureq::AgentBuilder::new()
+    /// `bases`: `https://ADDRESS:8080` of each api-server, their certificates checked against
+    /// `ca_file` only (the cluster CA; no public roots), or `http://` without one.
+    pub fn new(
+        bases: Vec<String>,
+        user: &str,
+        password: &str,
+        ca_file: Option<&Path>,
+    ) -> Result<Api> {
+        let mut agent = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(3))
-            .timeout(Duration::from_secs(15))
-            .build();
-        Api {
+            .timeout(Duration::from_secs(15));
+        if let Some(ca) = ca_file {
+            let tls = heir_supervisor::pg_tls::verifying_client_config(ca)
+                .with_context(|| format!("the api-servers' CA {}", ca.display()))?;
+            agent = agent.tls_config(Arc::new(tls));
+        }
+        Ok(Api {
             bases,
             user: user.into(),
             password: password.into(),
-            agent,
+            agent: agent.build(),
             state: Mutex::new((0, None)),
-        }
+        })
     }
 
     fn token(&self, base: &str) -> Result<String, String> {

@@ -138,14 +138,14 @@ impl Cluster {
     }
 
     /// The cluster CA the deploy generated, when it did: `.secrets/tls/ca.crt`.
-    pub fn pg_ca_file(&self) -> Option<PathBuf> {
+    pub fn ca_file(&self) -> Option<PathBuf> {
         Some(self.dir.join(".secrets/tls/ca.crt")).filter(|p| p.exists())
     }
 
     /// How the runner connects to PostgreSQL: TLS verify-full against the cluster CA when the
     /// deploy made one (the server then refuses plain connections), plain otherwise.
     pub fn pg_tls(&self) -> Result<PgTls> {
-        let ca = self.pg_ca_file();
+        let ca = self.ca_file();
         PgTls::from_ca_file(ca.as_deref()).context("PostgreSQL TLS from the inventory's CA")
     }
 

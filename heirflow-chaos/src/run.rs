@@ -291,12 +291,15 @@ pub fn run(spec: RunSpec) -> Result<bool> {
         "airflow",
         &tls,
     );
+    // HTTPS (each certificate names its host's address) once the deploy made the cluster CA.
+    let ca = c.ca_file();
+    let scheme = if ca.is_some() { "https" } else { "http" };
     let bases: Vec<String> = c
         .group("scheduler")
         .chain(c.group("web"))
-        .map(|h| format!("http://{}:8080", h.address))
+        .map(|h| format!("{scheme}://{}:8080", h.address))
         .collect();
-    let api = Arc::new(Api::new(bases, "admin", &admin));
+    let api = Arc::new(Api::new(bases, "admin", &admin, ca.as_deref())?);
     let fault_cluster = faults::Cluster {
         network: spec.network.clone(),
     };

@@ -2,7 +2,7 @@
 # Cluster integration test (issue 3): local cluster up -> hfplay deploys playbooks/site.yml ->
 # every component is redundant -> a 16-task DAG succeeds on >= 2 workers -> a second run and a
 # --check run report changed=0 on every host -> least privilege (tests/cluster/least-privilege-test.sh)
-# -> TLS (tests/cluster/tls-test.sh)
+# -> TLS (tests/cluster/tls-test.sh) -> the UI's FAB login in a headless browser (tests/cluster/ui-login-test.sh)
 # -> the demo DAG model_select equals its
 # single-process result and survives a worker host kill (tests/cluster/model-select-test.sh) -> heir-supervisor under real faults (issue 4,
 # tests/cluster/heir-test.sh) -> automatic DB failover under real faults (tests/cluster/db-test.sh)
@@ -88,7 +88,7 @@ api_hosts=($(group_hosts scheduler) $(group_hosts web))
 api_check() {
   local h; api_ok=0
   for h in "${api_hosts[@]}"; do
-    if hssh "$h" "curl -fsS -m 5 http://127.0.0.1:8080/api/v2/monitor/health" > /dev/null 2>&1; then api_ok=$((api_ok + 1)); fi
+    if hssh "$h" "curl -fsS -m 5 --cacert /etc/heirflow/tls/ca.crt https://127.0.0.1:8080/api/v2/monitor/health" > /dev/null 2>&1; then api_ok=$((api_ok + 1)); fi
   done
   [ "$api_ok" -eq "${#api_hosts[@]}" ]
 }
@@ -163,6 +163,9 @@ step "least privilege: registry login and schema, superuser from db hosts, super
 
 step "TLS: certificates, Postgres refuses plaintext / another CA / another name, every client on TLS (tests/cluster/tls-test.sh)"
 "$TESTS_DIR/tls-test.sh" || fail "TLS cluster test"
+
+step "the UI in a headless browser: HTTPS with the cluster CA, the FAB login, no development banner (tests/cluster/ui-login-test.sh)"
+UI_LOGIN_OUT=${UI_LOGIN_OUT:-$(mktemp -d /tmp/heirflow-ui-login-test.XXXXXX)} "$TESTS_DIR/ui-login-test.sh" || fail "UI login browser test"
 
 step "demo DAG model_select over the KV ring, a worker host killed (tests/cluster/model-select-test.sh)"
 "$TESTS_DIR/model-select-test.sh" || fail "model_select cluster test"

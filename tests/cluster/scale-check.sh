@@ -74,7 +74,7 @@ it_pongs() {
 }
 workers_answer() { [ "$(task_consumers)" -eq "$(group_hosts worker | grep -cvx "$host")" ] && ! it_pongs; }
 new_worker_answers() { [ "$(task_consumers)" -eq "$(group_hosts worker | wc -l)" ] && it_pongs; }
-api_healthy() { hssh "$host" "curl -fsS -m 5 -o /dev/null http://127.0.0.1:8080/api/v2/monitor/health"; }
+api_healthy() { hssh "$host" "curl -fsS -m 5 -o /dev/null --cacert /etc/heirflow/tls/ca.crt https://127.0.0.1:8080/api/v2/monitor/health"; }
 
 case $mode/$group in
   present/worker) eventually "one task-queue consumer per worker, the new one too, and it answers Celery's ping" new_worker_answers ;;
