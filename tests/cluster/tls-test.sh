@@ -12,7 +12,16 @@
 #     no AMQP frame), the TLS port verifies against the cluster CA and not another; Celery's own
 #     transport with airflow.cfg's broker URL connects with the cluster CA, is refused with
 #     another CA or without TLS; every client connection of the node is TLS;
-#  6. Flower serves HTTPS only, verified against the cluster CA, behind its login.
+#  6. RabbitMQ's Erlang distribution (node to node, and the CLI tools) is TLS: each node runs
+#     inet_tls and every link is tls; the distribution port verifies for the node's name
+#     against the cluster CA and wants a client certificate; a plain-distribution rabbitmqctl
+#     reaches nothing;
+#  7. Flower serves HTTPS only, verified against the cluster CA, behind its login;
+#  8. every api-server serves HTTPS only (its certificate verified for its address; another CA
+#     and plain HTTP get no answer), every Airflow host's balancer too (the Execution API path:
+#     airflow.cfg's execution_api_server_url is https), and the login is FAB's: the UI sends
+#     an anonymous browser to /auth/login/, a token needs the admin's password, and the
+#     admin holds the Admin role. (The browser test is ui-login-test.sh.)
 # usage: tests/cluster/tls-test.sh   (after a deploy, e.g. from deploy-test.sh)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -154,6 +163,32 @@ for u in airflow heirnews; do
 done
 pass "$q1: $n client connections, all TLS (users: $users)"
 
+step "RabbitMQ: the nodes and their CLI tools speak Erlang distribution over TLS"
+queues=($(group_hosts queue))
+for q in "${queues[@]}"; do
+  out=$(hssh "$q" "rabbitmqctl -q eval 'init:get_argument(proto_dist).'" < /dev/null 2>&1 || true)
+  grep -q inet_tls <<< "$out" || fail "$q: distribution protocol is not inet_tls: $out"
+  # each connected node and how it is reached (tls or tcp), the CLI tool's own link included
+  links=$(hssh "$q" "rabbitmqctl -q eval '[{N, element(4, proplists:get_value(address, I))} || {N, I} <- element(2, net_kernel:nodes_info())].'" < /dev/null 2>&1 || true)
+  ! grep -q "tcp" <<< "$links" || fail "$q: a distribution link without TLS: $links"
+  [ "$(grep -o "rabbit@[^']*',tls" <<< "$links" | wc -l)" -ge $((${#queues[@]} - 1)) ] \
+    || fail "$q: not every other node is linked over TLS: $links"
+done
+q2=${queues[1]:-${queues[0]}}; q2_ip=$(host_ip "$q2")
+dist() { hssh "$q1" "openssl s_client -connect $q2_ip:25672 -verify_return_error $* < /dev/null 2>&1" < /dev/null; }
+out=$(dist -CAfile /etc/heirflow/tls/ca.crt -verify_hostname "$q2" -cert /etc/heirflow/tls/host.crt -key /etc/rabbitmq/server.key) \
+  || fail "$q1 -> $q2:25672 with $q1's certificate: $(tail -3 <<< "$out")"
+grep -q "Verify return code: 0" <<< "$out" || fail "$q1 -> $q2:25672: the node's certificate did not verify for $q2"
+out=$(dist -CAfile /etc/heirflow/tls/ca.crt -verify_hostname "$q2") \
+  && fail "$q2:25672 accepted a TLS client without a certificate: $(tail -3 <<< "$out")"
+hssh "$q1" "mkdir -p /tmp/tls-test && cat > /tmp/tls-test/other.crt" < "$WORK/other.crt"
+out=$(dist -CAfile /tmp/tls-test/other.crt -cert /etc/heirflow/tls/host.crt -key /etc/rabbitmq/server.key) \
+  && fail "$q2:25672 verified against another CA"
+out=$(hssh "$q1" "env RABBITMQ_CTL_ERL_ARGS='-proto_dist inet_tcp' timeout 60 rabbitmqctl -q status" < /dev/null 2>&1) \
+  && fail "$q1: rabbitmqctl over plain distribution reached the node"
+hssh "$q1" "rm -rf /tmp/tls-test" < /dev/null
+pass "${#queues[@]} queue nodes: distribution inet_tls, every link tls; $q2:25672 verifies for its name and wants a client certificate; another CA and a plain-distribution rabbitmqctl fail"
+
 step "Flower: HTTPS behind its login"
 web=$(group_hosts web | head -1); web_ip=$(host_ip "$web")
 fpw=$(awk '{ print $1; exit }' "$INVENTORY_DIR/.secrets/flower_admin_password")
@@ -169,3 +204,51 @@ code=$(flower --cacert "$WORK/other.crt" "https://$web_ip:5555/")
 code=$(flower "http://$web_ip:5555/")
 [[ "$code" != 200 && "$code" != 401 ]] || fail "$web: Flower answered plain HTTP ($code)"
 pass "$web:5555: HTTPS verified against the cluster CA (401 without credentials, 200 with them); another CA and plain HTTP get no page"
+
+step "api-servers and balancers: HTTPS only; the FAB login"
+# the HTTP status only (000: no answer, TLS refused included)
+http_code() { curl -sS -o /dev/null -m 10 -w '%{http_code}' "$@" 2> /dev/null || true; }
+apw=$(awk '{ print $1; exit }' "$INVENTORY_DIR/.secrets/airflow_admin_password")
+api_hosts=($(group_hosts scheduler) $(group_hosts web))
+for h in "${api_hosts[@]}"; do
+  ip=$(host_ip "$h")
+  code=$(http_code --cacert "$CA" "https://$ip:8080/api/v2/monitor/health")
+  [ "$code" = 200 ] || fail "$h: https://$ip:8080/api/v2/monitor/health verified against the cluster CA: $code"
+  code=$(http_code --cacert "$WORK/other.crt" "https://$ip:8080/api/v2/monitor/health")
+  [ "$code" = 000 ] || fail "$h: the api-server's certificate verified against another CA ($code)"
+  code=$(http_code "http://$ip:8080/api/v2/monitor/health")
+  [ "$code" != 200 ] || fail "$h: the api-server answered plain HTTP"
+done
+pass "${#api_hosts[@]} api-servers: HTTPS verified for their addresses; another CA and plain HTTP get no answer"
+url=$(hssh "$(group_hosts worker | head -1)" "sed -n 's/^execution_api_server_url = //p' /opt/airflow/airflow.cfg" < /dev/null)
+[[ "$url" == https://127.0.0.1:8079/* ]] || fail "execution_api_server_url is $url (want https://127.0.0.1:8079/...)"
+n=0
+while read -r h _ _; do
+  out=$(hssh "$h" "curl -sS -o /dev/null -w '%{http_code}' -m 10 --cacert /etc/heirflow/tls/ca.crt https://127.0.0.1:8079/api/v2/monitor/health; echo; curl -sS -o /dev/null -m 5 http://127.0.0.1:8079/ 2>&1 && echo PLAIN" < /dev/null || true)
+  [ "$(head -1 <<< "$out")" = 200 ] || fail "$h: its balancer over HTTPS (verified): $out"
+  ! grep -q PLAIN <<< "$out" || fail "$h: its balancer answered plain HTTP"
+  n=$((n + 1))
+done < <(cluster_hosts | awk '$3 == "scheduler" || $3 == "web" || $3 == "worker"')
+pass "$n balancers: https://127.0.0.1:8079 verified against the cluster CA, no plain HTTP; execution_api_server_url = $url"
+ip=$(host_ip "${api_hosts[0]}")
+# the UI (a single-page app) sends a browser without a token to /api/v2/auth/login, which
+# hands it to the auth manager's login page
+loc=$(curl -sS -o /dev/null -m 10 -w '%{http_code} %{redirect_url}' --cacert "$CA" "https://$ip:8080/api/v2/auth/login" || true)
+[[ "$loc" == 30[27]\ "https://$ip:8080/auth/login/"* ]] || fail "${api_hosts[0]}: /api/v2/auth/login does not lead to the FAB login: $loc"
+code=$(http_code --cacert "$CA" "https://$ip:8080/api/v2/dags?limit=1")
+[ "$code" = 401 ] || fail "${api_hosts[0]}: the REST API without a token: $code (want 401)"
+page=$(curl -sS -m 10 --cacert "$CA" "https://$ip:8080/auth/login/" || true)
+grep -q "Sign In" <<< "$page" || fail "${api_hosts[0]}: /auth/login/ is not FAB's login page"
+! grep -qi "simple auth manager" <<< "$page" || fail "${api_hosts[0]}: the login page mentions the simple auth manager"
+token() { curl -sS -m 10 --cacert "$CA" -H 'Content-Type: application/json' -d @- -w '\n%{http_code}' "https://$ip:8080/auth/token" 2>&1 || true; }
+out=$(printf '{"username": "admin", "password": "%s-wrong"}' "$apw" | token)
+[ "$(tail -1 <<< "$out")" = 401 ] || fail "${api_hosts[0]}: a token for a wrong password: $(tail -1 <<< "$out")"
+out=$(printf '{"username": "admin", "password": "%s"}' "$apw" | token)
+tok=$(head -1 <<< "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])' 2>/dev/null) \
+  || fail "${api_hosts[0]}: no token for the admin's password: $out"
+me=$(curl -sS -m 10 --cacert "$CA" -H "Authorization: Bearer $tok" "https://$ip:8080/api/v2/dags?limit=1" -w '\n%{http_code}' || true)
+[ "$(tail -1 <<< "$me")" = 200 ] || fail "${api_hosts[0]}: the admin's token cannot list DAGs: $me"
+roles=$(hssh "$(group_hosts scheduler | head -1)" "$AIRFLOW_CMD users list -o json 2>/dev/null" < /dev/null \
+  | python3 -c 'import json,sys; print(" ".join(r for u in json.loads([l for l in sys.stdin if l.startswith("[")][-1]) if u["username"] == "admin" for r in u["roles"]))' 2>/dev/null || true)
+grep -qw Admin <<< "$roles" || fail "the FAB user admin does not hold the Admin role (roles: ${roles:-none})"
+pass "FAB login: /api/v2/auth/login leads to FAB's /auth/login/ (no simple auth manager), the API wants a token; a wrong password gets 401, the right one a token that lists DAGs; admin holds the Admin role"
