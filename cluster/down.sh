@@ -28,7 +28,8 @@ if [ "${1:-}" = "--caches" ]; then
   rm -rf "$HF_APT_CACHE_HOST" "$HF_UV_CACHE_HOST" "$CACHE_DIR/devpi"
 fi
 if [ "${1:-}" = "--clean" ]; then
-  mapfile -t imgs < <(docker images -q --filter "label=$HF_LABEL" | sort -u)
+  # the cluster's images, and the browser image of tests/cluster/ui-login-test.sh
+  mapfile -t imgs < <({ docker images -q --filter "label=$HF_LABEL"; docker images -q --filter label=heirflow=ui-test; } | sort -u)
   if [ ${#imgs[@]} -gt 0 ]; then log "removing ${#imgs[@]} images"; docker rmi -f "${imgs[@]}" >/dev/null; fi
   log "removing host caches (apt, uv, debootstrap)"
   rm -rf "$HF_APT_CACHE_HOST" "$HF_UV_CACHE_HOST" "$CACHE_DIR/devpi" "$CACHE_DIR/pip" "$CACHE_DIR/debootstrap" "$CACHE_DIR/image-build-seconds"
