@@ -43,7 +43,20 @@ pub struct Params {
     fact_path: Option<Value>,
 }
 
-const SCRIPT: &str = r#"
+/// A shell command printing the host's package manager as Ansible names it (`apt`, `dnf`,
+/// `yum`, `zypper`, `apk`, `pacman`, ...): the first of their commands found, apt first. Shared by
+/// `setup` (the `pkg_mgr` fact) and `package` (which detects it when facts were not gathered).
+macro_rules! pkg_mgr_command {
+    () => {
+        "for c in apt-get:apt dnf5:dnf5 dnf:dnf yum:yum zypper:zypper apk:apk pacman:pacman emerge:portage xbps-install:xbps urpmi:urpmi pkg_add:openbsd_pkg pkg:pkgng; do command -v \"${c%%:*}\" >/dev/null 2>&1 && { echo \"${c#*:}\"; break; }; done"
+    };
+}
+
+/// [`pkg_mgr_command!`] as a script.
+pub const PKG_MGR_SCRIPT: &str = pkg_mgr_command!();
+
+const SCRIPT: &str = concat!(
+    r#"
 k() { printf 'K|%s=%s\n' "$1" "$2"; }
 k nodename "$(uname -n)"
 k hostname "$(hostname -s 2>/dev/null || uname -n | cut -d. -f1)"
@@ -69,7 +82,11 @@ k user_gid "$(id -g)"
 k user_dir "$HOME"
 k user_shell "$(getent passwd "$(id -un)" 2>/dev/null | cut -d: -f7)"
 if [ -d /run/systemd/system ]; then k service_mgr systemd; else k service_mgr "$(cat /proc/1/comm 2>/dev/null)"; fi
-command -v apt-get >/dev/null 2>&1 && k pkg_mgr apt
+"#,
+    "k pkg_mgr \"$(",
+    pkg_mgr_command!(),
+    ")\"",
+    r#"
 k virt "$(systemd-detect-virt 2>/dev/null)"
 [ -f /.dockerenv ] && k dockerenv 1
 k machine_id "$(cat /etc/machine-id 2>/dev/null)"
@@ -90,7 +107,8 @@ ip -4 route show default 2>/dev/null | head -n 1 | { read -r _ _ gw _ dev _; pri
 env | sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*=\)/ENV|\1/p'
 while read -r dev mnt fs opts _; do printf 'MNT|%s|%s|%s|%s\n' "$dev" "$mnt" "$fs" "$opts"; done < /proc/self/mounts
 true
-"#;
+"#
+);
 
 fn prefix_to_netmask(prefix: u32) -> String {
     let m: u32 = if prefix == 0 {
@@ -278,6 +296,7 @@ pub fn facts_from(out: &str) -> Map<String, Value> {
     put(
         "pkg_mgr",
         kv.get("pkg_mgr")
+            .filter(|m| !m.is_empty())
             .cloned()
             .unwrap_or_else(|| "unknown".into())
             .into(),
