@@ -10,7 +10,8 @@
 //! `--check` reports the plan's prediction, refined where a module needs a read-only dry run by
 //! [`contract::NativeModule::simulate`] (called only in check mode). On the contract: group,
 //! sysctl, systemd/service, user, mount, apt (check mode simulates with `apt-get -s`), pip,
-//! get_url (check mode with `force` downloads to compare), unarchive, command/shell (their plan
+//! get_url (check mode with `force` downloads to compare), unarchive, package (apt's run on apt
+//! hosts, so its check mode and diff are apt's), command/shell (their plan
 //! cannot predict: check mode skips them unless `creates`/`removes` decide), stat, wait_for and
 //! setup (read-only: probe only, an empty plan), blockinfile and lineinfile (fileops'
 //! probe_text/plan_text/apply_text), copy and template (copy/put.rs' probe_put/plan_put/apply_put;
@@ -55,6 +56,7 @@ pub mod get_url;
 pub mod group;
 pub mod lineinfile;
 pub mod mount;
+pub mod package;
 pub mod pip;
 pub mod setup;
 pub mod stat;
@@ -155,6 +157,11 @@ pub trait TaskEnv: Send + Sync {
     ) -> Result<String, String>;
     /// Resolves a relative `src` the way Ansible does (role dirs first, then playbook dir).
     fn find_file(&self, kind: FileKind, name: &str) -> Option<PathBuf>;
+    /// A variable of the host at this task, templated (`None`: undefined or not templatable);
+    /// `package` reads `ansible_package_use` and the `pkg_mgr` fact through it.
+    fn var(&self, _name: &str) -> Option<Value> {
+        None
+    }
 }
 
 /// Everything a module may use while it runs on one host.
@@ -260,6 +267,7 @@ pub fn registry() -> Vec<Box<dyn Module>> {
         Box::new(group::Group),
         Box::new(lineinfile::LineInFile),
         Box::new(mount::Mount),
+        Box::new(package::Package),
         Box::new(pip::Pip),
         Box::new(setup::Setup),
         Box::new(stat::Stat),
@@ -387,6 +395,7 @@ mod tests {
             "unarchive",
             "pip",
             "mount",
+            "package",
             "sysctl",
             "wait_for",
             "setup",

@@ -506,6 +506,17 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("it accepts: argv, chdir, cmd, creates,"), "{e}");
+        // `package` takes its own names, apt's and other managers' (for their OS's branch).
+        load(
+            dir.path(),
+            "- package: name=memcached state=present\n- package:\n    name: [git]\n    state: present\n    enablerepo: epel\n- ansible.builtin.package: {update_cache: true, cache_valid_time: 600}\n",
+        )
+        .unwrap();
+        let e = load(dir.path(), "- package: {name: git, stat: present}\n").unwrap_err();
+        assert!(
+            e.contains("unsupported argument 'stat' for module 'package' (did you mean 'state'?)"),
+            "{e}"
+        );
         // Every derived name, renamed ones included, loads.
         load(
             dir.path(),

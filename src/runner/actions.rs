@@ -361,4 +361,7 @@ impl TaskEnv for Env {
         cands.push(self.pb_dir.join(&p));
         cands.into_iter().find(|c| c.exists())
     }
+    fn var(&self, name: &str) -> Option<Value> {
+        self.scope.get_json(name).ok().flatten()
+    }
 }
