@@ -77,6 +77,8 @@ pub struct HostInputs<'a> {
     pub host_facts: &'a Map<String, Value>,
     /// The role the task comes from.
     pub role: Option<&'a Role>,
+    /// The file the task is written in (`ansible_search_path`); `None` outside a task.
+    pub task_file: Option<&'a Path>,
     /// Include, task and loop vars, lowest first.
     pub task_vars: Vec<&'a Map<String, Value>>,
 }
@@ -142,6 +144,12 @@ pub fn host_scope(
     if let Some(r) = h.role {
         raw.insert("role_path".into(), json!(abs_path(&r.path)));
         raw.insert("role_name".into(), json!(r.name));
+    }
+    if let Some(f) = h.task_file {
+        let stack =
+            crate::lookups::first_found::task_search_path(h.role.map(|r| r.path.as_path()), f);
+        let stack: Vec<String> = stack.iter().map(|p| abs_path(p)).collect();
+        raw.insert("ansible_search_path".into(), json!(stack));
     }
     let mut fixed = HashMap::new();
     fixed.insert(

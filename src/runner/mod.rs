@@ -516,6 +516,7 @@ impl Runner {
             facts: &facts,
             host_facts: &host_facts,
             role: task.and_then(|t| t.role.as_deref()),
+            task_file: task.map(|t| t.loc.path()),
             task_vars,
         };
         host_scope(self.templar.clone(), &play, inputs, hostvars)

@@ -1,5 +1,7 @@
-//! The `lookup`/`query` plugins templates call (password, file, env, pipe), and the digests
-//! and base64 the filters use. Below both `template` and `filters`, which register these.
+//! The `lookup`/`query` plugins templates call (password, file, env, pipe, first_found), and the
+//! digests and base64 the filters use. Below both `template` and `filters`, which register these.
+
+pub mod first_found;
 
 use std::path::PathBuf;
 
@@ -15,6 +17,10 @@ pub fn lookup(
     terms: &[MjValue],
     kwargs: &Kwargs,
 ) -> Result<Vec<MjValue>, Error> {
+    let name = name.strip_prefix("ansible.builtin.").unwrap_or(name);
+    if name == "first_found" {
+        return first_found_lookup(state, terms, kwargs);
+    }
     let base = state
         .lookup("playbook_dir")
         .and_then(|v| v.as_str().map(PathBuf::from))
@@ -59,7 +65,7 @@ pub fn lookup(
                 return Err(Error::new(
                     ErrorKind::InvalidOperation,
                     format!(
-                        "unknown lookup plugin '{other}' (hfplay has: password, file, env, pipe)"
+                        "unknown lookup plugin '{other}' (hfplay has: password, file, env, pipe, first_found)"
                     ),
                 ))
             }
@@ -73,6 +79,55 @@ pub fn lookup(
     let _ = kwargs.get::<Option<MjValue>>("rstrip");
     kwargs.assert_all_used()?;
     Ok(out)
+}
+
+/// `lookup('first_found', ...)`: relative names are searched in `files/` along the task's
+/// search path (`ansible_search_path`), then the playbook directory.
+fn first_found_lookup(
+    state: &State,
+    terms: &[MjValue],
+    kwargs: &Kwargs,
+) -> Result<Vec<MjValue>, Error> {
+    let fail = |msg: String| Error::new(ErrorKind::InvalidOperation, msg);
+    let json =
+        |v: &MjValue| crate::template::to_json(v).map_err(|e| fail(format!("first_found: {e}")));
+    let mut kw = serde_json::Map::new();
+    for k in ["files", "paths", "skip"] {
+        if let Some(v) = kwargs.get::<Option<MjValue>>(k)? {
+            kw.insert(k.to_string(), json(&v)?);
+        }
+    }
+    let kw = first_found::Options::from_map(&kw).map_err(fail)?;
+    let terms = terms.iter().map(json).collect::<Result<Vec<_>, _>>()?;
+    let var_path = |k: &str| state.lookup(k).and_then(|v| v.as_str().map(PathBuf::from));
+    let basedir = var_path("playbook_dir").unwrap_or_else(|| PathBuf::from("."));
+    let stack: Vec<PathBuf> = match state.lookup("ansible_search_path") {
+        Some(v) if !v.is_undefined() && !v.is_none() => json(&v)?
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p.as_str().map(PathBuf::from))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => var_path("role_path").into_iter().collect(),
+    };
+    let search = first_found::SearchPath {
+        subdir: "files".into(),
+        stack,
+        basedir,
+    };
+    // The terms were templated by the expression that passed them.
+    let found =
+        first_found::first_found(&terms, &kw, &search, |s| Some(s.to_string())).map_err(fail)?;
+    for k in ["errors", "wantlist"] {
+        let _ = kwargs.get::<Option<MjValue>>(k);
+    }
+    kwargs.assert_all_used()?;
+    Ok(found
+        .into_iter()
+        .map(|p| MjValue::from(p.to_string_lossy().into_owned()))
+        .collect())
 }
 
 fn resolve_path(base: &std::path::Path, p: &str, state: &State) -> PathBuf {
@@ -224,7 +279,18 @@ pub fn lookup_fn(
     kwargs: Kwargs,
 ) -> Result<MjValue, Error> {
     let wantlist = kwargs.get::<Option<bool>>("wantlist")?.unwrap_or(false);
-    let v = lookup(state, &name, &terms, &kwargs)?;
+    let v = match lookup(state, &name, &terms, &kwargs) {
+        Ok(v) => v,
+        // `errors='ignore'`/`'warn'`: a failed lookup is none (query: an empty list).
+        Err(_) if errors_ignored(&kwargs)? => {
+            return Ok(if wantlist {
+                MjValue::from(Vec::<MjValue>::new())
+            } else {
+                MjValue::from(())
+            })
+        }
+        Err(e) => return Err(e),
+    };
     if wantlist {
         return Ok(MjValue::from(v));
     }
@@ -245,7 +311,19 @@ pub fn query_fn(
     terms: Rest<MjValue>,
     kwargs: Kwargs,
 ) -> Result<MjValue, Error> {
-    Ok(MjValue::from(lookup(state, &name, &terms, &kwargs)?))
+    match lookup(state, &name, &terms, &kwargs) {
+        Ok(v) => Ok(MjValue::from(v)),
+        Err(_) if errors_ignored(&kwargs)? => Ok(MjValue::from(Vec::<MjValue>::new())),
+        Err(e) => Err(e),
+    }
+}
+
+/// `errors='ignore'` or `errors='warn'` on a lookup (the default, `strict`, raises).
+fn errors_ignored(kwargs: &Kwargs) -> Result<bool, Error> {
+    Ok(matches!(
+        kwargs.get::<Option<String>>("errors")?.as_deref(),
+        Some("ignore" | "warn")
+    ))
 }
 
 /// Hex digest used by the `hash`/`checksum` filters.
