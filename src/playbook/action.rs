@@ -517,6 +517,12 @@ mod tests {
             e.contains("unsupported argument 'stat' for module 'package' (did you mean 'state'?)"),
             "{e}"
         );
+        // `with_first_found` is a loop keyword, not a second action.
+        load(
+            dir.path(),
+            "- include_vars: '{{ item }}'\n  with_first_found:\n    - files: [vars/a.yml]\n      skip: true\n",
+        )
+        .unwrap();
         // Every derived name, renamed ones included, loads.
         load(
             dir.path(),

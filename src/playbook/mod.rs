@@ -34,7 +34,7 @@ pub struct Role {
 #[derive(Debug, Clone, Default)]
 pub struct TaskOpts {
     pub when: Vec<Value>,
-    pub loop_items: Option<Value>,
+    pub loop_items: Option<Loop>,
     pub loop_var: Option<String>,
     pub index_var: Option<String>,
     pub loop_label: Option<String>,
@@ -71,6 +71,16 @@ pub struct TaskOpts {
     /// How many dynamic includes led to this task (bounded: an include of itself must fail,
     /// not overflow the stack).
     pub include_depth: usize,
+}
+
+/// A task's loop as written; its items are computed per host when the task runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Loop {
+    /// `loop`, `with_items`, `with_list`, `with_dict`: a list, templated.
+    Items(Value),
+    /// `with_first_found`: the terms of the `first_found` lookup; the loop runs once with the
+    /// first existing file, or not at all when none exists and the terms say `skip`.
+    FirstFound(Value),
 }
 
 /// The deepest chain of dynamic includes hfplay follows (Ansible has no limit and recurses
@@ -131,6 +141,27 @@ pub struct Task {
     pub action: Action,
     pub opts: TaskOpts,
     pub role: Option<Arc<Role>>,
+}
+
+impl Action {
+    /// The action's name as a task names it (`template`, `include_vars`, `debug`).
+    pub fn name(&self) -> &str {
+        match self {
+            Action::Module { name, .. } => name,
+            Action::Block { .. } => "block",
+            Action::IncludeTasks { .. } => "include_tasks",
+            Action::IncludeRole { .. } => "include_role",
+            Action::Meta(_) => "meta",
+            Action::Debug { .. } => "debug",
+            Action::SetFact { .. } => "set_fact",
+            Action::Assert { .. } => "assert",
+            Action::Fail { .. } => "fail",
+            Action::IncludeVars { .. } => "include_vars",
+            Action::Pause { .. } => "pause",
+            Action::Ping => "ping",
+            Action::AsyncStatus { .. } => "async_status",
+        }
+    }
 }
 
 impl Task {

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use super::loader::Ctx;
 use super::nodes::{bool_of, check_templates, condition, conditions, fail, mapping};
 use super::nodes::{string_list, string_of, throttle_of};
-use super::{suggest, Action, Loader, Task, TaskOpts};
+use super::{suggest, Action, Loader, Loop, Task, TaskOpts};
 use crate::error::LoadResult;
 use crate::words::to_bool;
 use crate::yaml::Node;
@@ -22,6 +22,7 @@ const TASK_KEYWORDS: &[&str] = &[
     "with_list",
     "with_dict",
     "with_fileglob",
+    "with_first_found",
     "loop_control",
     "register",
     "notify",
@@ -170,8 +171,11 @@ impl<'n> TaskParts<'n> {
         match key.as_str() {
             "name" => self.name = Some(string_of(v, "name")?),
             "when" => opts.when.extend(conditions(v)?),
-            "loop" | "with_items" | "with_list" => opts.loop_items = Some(loop_items(&key, v)),
-            "with_dict" => opts.loop_items = Some(with_dict(v)),
+            "loop" | "with_items" | "with_list" => {
+                opts.loop_items = Some(Loop::Items(loop_items(&key, v)))
+            }
+            "with_dict" => opts.loop_items = Some(Loop::Items(with_dict(v))),
+            "with_first_found" => opts.loop_items = Some(Loop::FirstFound(v.to_value())),
             "loop_control" => loop_control(opts, v)?,
             "register" => opts.register = Some(string_of(v, "register")?),
             "notify" => opts.notify = string_list(v, "notify")?,

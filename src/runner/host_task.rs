@@ -11,7 +11,8 @@ use super::results::{fixed_of, located, short_json, value_label};
 use super::{lock, IncludeVars, PlayCtx, Runner};
 use crate::connection::Become;
 use crate::jobs::{async_mode, AsyncMode};
-use crate::playbook::{Action, Task};
+use crate::lookups::first_found::{self, SearchPath};
+use crate::playbook::{Action, Loop, Task};
 use crate::task_result::{Status, TaskResult};
 use crate::template::Scope;
 use crate::words::to_bool;
@@ -44,8 +45,12 @@ impl Runner {
         task: &Task,
         scope: &Arc<Scope>,
     ) -> Result<Option<Vec<Value>>, String> {
-        let Some(items) = &task.opts.loop_items else {
-            return Ok(None);
+        let items = match &task.opts.loop_items {
+            None => return Ok(None),
+            Some(Loop::FirstFound(terms)) => {
+                return self.first_found_items(task, terms, scope).map(Some)
+            }
+            Some(Loop::Items(items)) => items,
         };
         let v = self
             .templar
@@ -56,6 +61,66 @@ impl Runner {
             Value::Null => Ok(Some(vec![])),
             Value::String(s) if s.is_empty() => Ok(Some(vec![])),
             other => Err(format!("loop needs a list, got {}", short_json(&other))),
+        }
+    }
+
+    /// `with_first_found`: the first existing file of the terms, searched in the subdirectory
+    /// of the task's kind along its search path, then the playbook directory. As in Ansible the
+    /// terms are templated leniently: a candidate naming an undefined variable is passed over.
+    fn first_found_items(
+        &self,
+        task: &Task,
+        terms: &Value,
+        scope: &Arc<Scope>,
+    ) -> Result<Vec<Value>, String> {
+        let terms = match self.template_lenient(terms, scope) {
+            Value::Array(a) => a,
+            other => vec![other],
+        };
+        let search = SearchPath {
+            subdir: first_found::subdir_for_action(task.action.name()).into(),
+            stack: first_found::task_search_path(
+                task.role.as_deref().map(|r| r.path.as_path()),
+                task.loc.path(),
+            ),
+            basedir: self.pb.dir.clone(),
+        };
+        let render = |s: &str| -> Option<String> {
+            if !crate::template::is_template(s) {
+                return Some(s.to_string());
+            }
+            match self.templar.template_value(&json!(s), scope) {
+                Ok(Value::String(s)) => Some(s),
+                _ => None,
+            }
+        };
+        first_found::first_found(&terms, &Default::default(), &search, render)
+            .map(|found| {
+                found
+                    .into_iter()
+                    .map(|p| json!(p.to_string_lossy()))
+                    .collect()
+            })
+            .map_err(|e| format!("with_first_found: {e}"))
+    }
+
+    /// Every string inside `v` templated where it can be; one that cannot (an undefined
+    /// variable) is kept as written.
+    fn template_lenient(&self, v: &Value, scope: &Arc<Scope>) -> Value {
+        match v {
+            Value::String(s) if crate::template::is_template(s) => self
+                .templar
+                .template_value(v, scope)
+                .unwrap_or_else(|_| Value::String(s.clone())),
+            Value::Array(a) => {
+                Value::Array(a.iter().map(|i| self.template_lenient(i, scope)).collect())
+            }
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .map(|(k, i)| (k.clone(), self.template_lenient(i, scope)))
+                    .collect(),
+            ),
+            other => other.clone(),
         }
     }
 

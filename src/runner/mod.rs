@@ -8,6 +8,8 @@
 //! [`results`] turns results into stats, registers and report lines.
 
 mod actions;
+#[cfg(test)]
+mod first_found_tests;
 mod handlers;
 mod host_task;
 mod includes;
