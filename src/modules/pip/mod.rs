@@ -89,7 +89,8 @@ impl Params {
     fn settings(&self) -> Result<Settings, ModuleError> {
         let state = self.state.unwrap_or(State::Present);
         let mut names = self.name.clone().unwrap_or_default();
-        if let Some(v) = &self.version {
+        // An empty version means no pin, as in Ansible (roles default it to '').
+        if let Some(v) = self.version.as_deref().filter(|v| !v.trim().is_empty()) {
             if names.len() != 1 {
                 return Err(ModuleError::Args(
                     "pip: version needs exactly one name".into(),
@@ -457,6 +458,20 @@ mod tests {
         assert!(
             serde_json::from_value::<Params>(json!({"name": "x", "virtual_env": "/v"})).is_err()
         );
+    }
+
+    #[test]
+    fn an_empty_version_pins_nothing() {
+        let settings = |v: Value| {
+            serde_json::from_value::<Params>(json!({"name": ["six"], "version": v}))
+                .unwrap()
+                .settings()
+                .map(|s| s.names)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(settings(json!("")).unwrap(), ["six"]);
+        assert_eq!(settings(json!(" ")).unwrap(), ["six"]);
+        assert_eq!(settings(json!("1.16.0")).unwrap(), ["six==1.16.0"]);
     }
 
     #[test]
