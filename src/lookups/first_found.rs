@@ -301,35 +301,23 @@ mod tests {
     #[test]
     fn the_first_existing_file_wins_in_the_role() {
         let (d, search) = tree();
-        let t = terms(json!([{"files": ["vars/Debian-13.yml", "vars/Debian.yml"], "skip": true}]));
-        let found = first_found(&t, &Options::default(), &search, same).unwrap();
-        assert_eq!(found, vec![d.path().join("roles/r/vars/Debian.yml")]);
+        let find = |t: Value| first_found(&terms(t), &Options::default(), &search, same).unwrap();
+        let t = json!([{"files": ["vars/Debian-13.yml", "vars/Debian.yml"], "skip": true}]);
+        assert_eq!(find(t), vec![d.path().join("roles/r/vars/Debian.yml")]);
         // Without the `vars/` prefix the task's subdirectory is added.
-        let found = first_found(
-            &terms(json!(["Debian-12.yml", "Debian.yml"])),
-            &Options::default(),
-            &search,
-            same,
-        )
-        .unwrap();
-        assert_eq!(found, vec![d.path().join("roles/r/vars/Debian-12.yml")]);
+        assert_eq!(
+            find(json!(["Debian-12.yml", "Debian.yml"])),
+            vec![d.path().join("roles/r/vars/Debian-12.yml")]
+        );
         // The tasks directory and the playbook directory are searched too.
-        let found = first_found(
-            &terms(json!(["nope.yml", "extra.yml"])),
-            &Options::default(),
-            &search,
-            same,
-        )
-        .unwrap();
-        assert_eq!(found, vec![d.path().join("roles/r/tasks/extra.yml")]);
-        let found = first_found(
-            &terms(json!("only-in-play.yml")),
-            &Options::default(),
-            &search,
-            same,
-        )
-        .unwrap();
-        assert_eq!(found, vec![d.path().join("only-in-play.yml")]);
+        assert_eq!(
+            find(json!(["nope.yml", "extra.yml"])),
+            vec![d.path().join("roles/r/tasks/extra.yml")]
+        );
+        assert_eq!(
+            find(json!("only-in-play.yml")),
+            vec![d.path().join("only-in-play.yml")]
+        );
     }
 
     #[test]
