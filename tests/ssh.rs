@@ -476,6 +476,15 @@ fn error_unknown_module() {
 }
 
 #[test]
+fn error_unsupported_loop_keyword() {
+    assert_load_error(
+        "errors/with_fileglob.yml",
+        "12:22",
+        &["with_fileglob is not supported by hfplay yet"],
+    );
+}
+
+#[test]
 fn error_unknown_module_argument() {
     assert_load_error(
         "errors/unknown_argument.yml",

@@ -176,6 +176,11 @@ impl<'n> TaskParts<'n> {
             }
             "with_dict" => opts.loop_items = Some(Loop::Items(with_dict(v))),
             "with_first_found" => opts.loop_items = Some(Loop::FirstFound(v.to_value())),
+            // Refused rather than ignored: the task would run once, without its items.
+            "with_fileglob" => return fail(
+                v,
+                "with_fileglob is not supported by hfplay yet; list the files with `loop:` instead",
+            ),
             "loop_control" => loop_control(opts, v)?,
             "register" => opts.register = Some(string_of(v, "register")?),
             "notify" => opts.notify = string_list(v, "notify")?,
