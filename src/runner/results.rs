@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::{lock, PlayCtx, Runner};
-use crate::playbook::{Action, Task};
+use crate::playbook::Task;
 use crate::report::HostResult;
 use crate::task_result::{Status, TaskResult};
 use crate::template::Scope;
@@ -136,21 +136,7 @@ fn ignored(res: &TaskResult) -> bool {
 
 /// `ansible_failed_task`: the failed task's name and action, as a rescue section sees it.
 fn failed_task_value(task: &Task) -> Value {
-    let action = match &task.action {
-        Action::Module { name, .. } => name.clone(),
-        Action::Debug { .. } => "debug".into(),
-        Action::SetFact { .. } => "set_fact".into(),
-        Action::Assert { .. } => "assert".into(),
-        Action::Fail { .. } => "fail".into(),
-        Action::IncludeVars { .. } => "include_vars".into(),
-        Action::Pause { .. } => "pause".into(),
-        Action::Ping => "ping".into(),
-        Action::AsyncStatus { .. } => "async_status".into(),
-        Action::IncludeTasks { .. } => "include_tasks".into(),
-        Action::IncludeRole { .. } => "include_role".into(),
-        Action::Block { .. } => "block".into(),
-        Action::Meta(_) => "meta".into(),
-    };
+    let action = task.action.name();
     json!({"name": task.display_name(), "action": action, "path": task.loc.to_string()})
 }
 
