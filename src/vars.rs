@@ -148,7 +148,15 @@ pub fn host_scope(
     if let Some(f) = h.task_file {
         let stack =
             crate::lookups::first_found::task_search_path(h.role.map(|r| r.path.as_path()), f);
-        let stack: Vec<String> = stack.iter().map(|p| abs_path(p)).collect();
+        // Lexically (no file-system calls): this is built for every host and task.
+        let stack: Vec<String> = stack
+            .iter()
+            .map(|p| {
+                crate::lookups::first_found::absolute(p)
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
         raw.insert("ansible_search_path".into(), json!(stack));
     }
     let mut fixed = HashMap::new();
