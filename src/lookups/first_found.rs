@@ -400,24 +400,18 @@ mod tests {
         assert_eq!(subdir_for_action("copy"), "files");
         assert_eq!(subdir_for_action("include_tasks"), "files");
         let (d, mut search) = tree();
-        search.subdir = "templates".into();
-        let found = first_found(
-            &terms(json!(["motd.j2"])),
-            &Options::default(),
-            &search,
-            same,
-        )
-        .unwrap();
-        assert_eq!(found, vec![d.path().join("roles/r/templates/motd.j2")]);
-        search.subdir = "files".into();
-        let found = first_found(
-            &terms(json!(["site.txt"])),
-            &Options::default(),
-            &search,
-            same,
-        )
-        .unwrap();
-        assert_eq!(found, vec![d.path().join("files/site.txt")]);
+        let mut find_in = |subdir: &str, name: &str| {
+            search.subdir = subdir.into();
+            first_found(&terms(json!([name])), &Options::default(), &search, same).unwrap()
+        };
+        assert_eq!(
+            find_in("templates", "motd.j2"),
+            vec![d.path().join("roles/r/templates/motd.j2")]
+        );
+        assert_eq!(
+            find_in("files", "site.txt"),
+            vec![d.path().join("files/site.txt")]
+        );
     }
 
     #[test]
