@@ -128,8 +128,13 @@ impl Observed {
         matches!(self.active_state.as_str(), "active" | "activating")
     }
     pub fn enabled(&self) -> bool {
-        // Ansible: rc 0 means enabled, except for a bare "indirect" or "alias".
-        self.is_enabled_rc == 0 && !matches!(self.is_enabled_out.trim(), "indirect" | "alias")
+        // Ansible: rc 0 means enabled, except "enabled-runtime" (enabled only until the next
+        // boot: `enabled: true` makes it permanent), a bare "indirect" or "alias".
+        self.is_enabled_rc == 0
+            && !matches!(
+                self.is_enabled_out.trim(),
+                "enabled-runtime" | "indirect" | "alias"
+            )
     }
     pub fn masked(&self) -> bool {
         self.unit_file_state.starts_with("masked") || self.load_state == "masked"

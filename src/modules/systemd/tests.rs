@@ -95,6 +95,11 @@ fn enabled_follows_is_enabled() {
         plan("u", &w, &obs("active", "indirect", 0)).unwrap(),
         vec!["enable"]
     );
+    // Enabled until the next boot only: made permanent, as Ansible does.
+    assert_eq!(
+        plan("u", &w, &obs("active", "enabled-runtime", 0)).unwrap(),
+        vec!["enable"]
+    );
     let w = want(Some(State::Started), Some(false));
     assert_eq!(
         plan("u", &w, &obs("inactive", "enabled", 0)).unwrap(),
