@@ -15,3 +15,5 @@ pg_ok || {
 }
 ensure_host_pkgs debootstrap:debootstrap ssh:openssh-client ssh-keygen:openssh-client python3:python3 curl:curl \
   iptables:iptables arping:iputils-arping ip:iproute2 tmux:tmux openssl:openssl
+# ansible-core + collections for the Ansible-module fallback's tests (tests/ssh.rs)
+"$(dirname "$0")/ansible-venv.sh" >/dev/null

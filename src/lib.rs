@@ -2,6 +2,7 @@
 //! `inventory`) → per-host task stream (`runner`) → module (`modules`) → connection
 //! (`connection`) → results (`task_result`) → report (`report`).
 
+pub mod ansible;
 pub mod cli;
 pub mod config;
 pub mod connection;

@@ -45,6 +45,8 @@ pub struct Reporter {
     /// Hosts busy with the current task and since when (for plain-mode "still running" lines).
     busy: Mutex<HashMap<String, Instant>>,
     log: Mutex<Vec<Value>>,
+    /// Runs of Ansible modules through the fallback, per module (shown in the recap).
+    ansible_modules: Mutex<std::collections::BTreeMap<String, u32>>,
     started: Instant,
 }
 
@@ -61,6 +63,7 @@ impl Reporter {
             bars: Mutex::default(),
             busy: Mutex::default(),
             log: Mutex::default(),
+            ansible_modules: Mutex::default(),
             started: Instant::now(),
         }
     }
@@ -286,10 +289,18 @@ impl Reporter {
         }
     }
 
+    /// One host's run of an Ansible module through the fallback.
+    pub fn note_ansible_module(&self, fqcn: &str) {
+        *lock(&self.ansible_modules)
+            .entry(fqcn.to_string())
+            .or_default() += 1;
+    }
+
     pub fn recap(&self, stats: &IndexMap<String, Stats>) {
         self.clear_progress();
+        let fallback = lock(&self.ansible_modules).clone();
         if self.json {
-            let doc = json!({"plays": *lock(&self.log), "stats": stats, "elapsed_s": self.started.elapsed().as_secs_f64()});
+            let doc = json!({"plays": *lock(&self.log), "stats": stats, "ansible_modules": fallback, "elapsed_s": self.started.elapsed().as_secs_f64()});
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
             return;
         }
@@ -303,6 +314,10 @@ impl Reporter {
                 "{h:<width$} : ok={:<4} changed={:<4} unreachable={:<4} failed={:<4} skipped={:<4} rescued={:<4} ignored={}",
                 s.ok, s.changed, s.unreachable, s.failed, s.skipped, s.rescued, s.ignored
             );
+        }
+        if !fallback.is_empty() {
+            let runs: Vec<String> = fallback.iter().map(|(m, n)| format!("{m} ×{n}")).collect();
+            println!("\nran as Ansible modules (fallback): {}", runs.join(", "));
         }
         println!("\nelapsed: {:.1}s", self.started.elapsed().as_secs_f64());
     }

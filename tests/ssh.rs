@@ -7,7 +7,9 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use support::{exists, fixture, hfplay, hosts, play_args, read, reset, sh, sh_all};
+use support::{
+    ansible_python, exists, fixture, hfplay, hfplay_env, hosts, play_args, read, reset, sh, sh_all,
+};
 
 /// Exit codes (src/cli.rs).
 const FAILED: i32 = 2;
@@ -660,4 +662,99 @@ fn async_job_runs_in_the_background_and_async_status_collects_it() {
         );
         assert_eq!(run.stat(host, "ignored"), 2, "{host}\n{}", run.describe());
     }
+}
+
+/// A module hfplay lacks runs as the real Ansible module: changed, then not; check mode
+/// predicts without writing; facts come back; the recap counts the runs.
+#[test]
+fn ansible_fallback_runs_the_real_module() {
+    let Some(h) = hosts() else { return };
+    let python = ansible_python();
+    assert!(
+        python.exists(),
+        "{} missing: scripts/ansible-venv.sh installs it (make test runs it)",
+        python.display()
+    );
+    let python = python.to_string_lossy().into_owned();
+    let env = [("HFPLAY_ANSIBLE_PYTHON", python.as_str())];
+    let tag = "fallback";
+    let base = reset(h, tag);
+
+    let check = hfplay_env(
+        &play_args(h, "ansible_fallback.yml", tag, &["--check"]),
+        &env,
+    );
+    check.expect_code(0);
+    for host in &h.names {
+        assert!(
+            !exists(host, &format!("{base}/settings.ini")),
+            "{host}: check mode wrote"
+        );
+    }
+    let first = hfplay_env(
+        &play_args(h, "ansible_fallback.yml", tag, &["--json"]),
+        &env,
+    );
+    first.expect_code(0);
+    let runs = &first.json()["ansible_modules"];
+    assert_eq!(runs["community.general.ini_file"], h.names.len(), "{runs}");
+    assert_eq!(runs["ansible.builtin.getent"], h.names.len(), "{runs}");
+    for host in &h.names {
+        assert_eq!(
+            read(host, &format!("{base}/settings.ini")),
+            "\n[app]\nworkers = 4\n"
+        );
+        let (_, mode) = sh(host, &format!("stat -c %a {base}/settings.ini"));
+        assert_eq!(mode.trim(), "640");
+    }
+    let again = hfplay_env(
+        &play_args(h, "ansible_fallback.yml", tag, &["-e", "converged=true"]),
+        &env,
+    );
+    again.expect_code(0);
+    assert!(
+        again
+            .stdout
+            .contains("ran as Ansible modules (fallback): ansible.builtin.getent ×"),
+        "{}",
+        again.describe()
+    );
+    for host in &h.names {
+        assert_eq!(again.stat(host, "changed"), 0, "{}", again.describe());
+    }
+}
+
+/// Without an installation, a module hfplay lacks fails the load saying how to enable the
+/// fallback; with one, a module needing Ansible's controller-side action plugin is refused.
+#[test]
+fn error_fallback_without_ansible_or_with_an_action_plugin() {
+    let Some(h) = hosts() else { return };
+    let none = hfplay_env(
+        &play_args(h, "ansible_fallback.yml", "err", &[]),
+        &[("HFPLAY_ANSIBLE_PYTHON", "none")],
+    );
+    none.expect_code(LOAD_ERROR);
+    assert!(
+        none.stderr.contains("ansible_fallback.yml:10:7")
+            && none
+                .stderr
+                .contains("unknown module 'community.general.ini_file'")
+            && none.stderr.contains("HFPLAY_ANSIBLE_PYTHON"),
+        "{}",
+        none.describe()
+    );
+    let python = ansible_python().to_string_lossy().into_owned();
+    let plugin = hfplay_env(
+        &play_args(h, "errors/action_plugin_module.yml", "err", &[]),
+        &[("HFPLAY_ANSIBLE_PYTHON", python.as_str())],
+    );
+    plugin.expect_code(LOAD_ERROR);
+    assert!(
+        plugin.stderr.contains("action_plugin_module.yml:8:7")
+            && plugin
+                .stderr
+                .contains("action plugin ansible.builtin.fetch"),
+        "{}",
+        plugin.describe()
+    );
 }

@@ -239,7 +239,7 @@ impl Loader<'_> {
     }
 
     /// `import_tasks` expands in place (`None`); `include_tasks` is loaded at run time, and
-    /// checked now when its file name is not templated.
+    /// checked now when its file name is not templated and no `when` guards it.
     fn include_tasks(
         &self,
         ctx: &Ctx,
@@ -267,11 +267,20 @@ impl Loader<'_> {
             out.extend(self.task_list(&inner, &sub, &child)?);
             return Ok(None);
         }
-        // Validate statically known include files now; templated ones at run time.
+        // Check a literally named file now, so a typo fails before anything runs. Behind a
+        // `when`, as Ansible loads includes only when they run: an OS branch (setup-RedHat.yml
+        // with `yum`) must not stop a Debian run, so its errors wait for the run-time load.
         if !is_template(&file) {
-            let (inner, sub) = self.tasks_file(ctx, arg_node, &file)?;
-            if ctx.depth < 30 {
-                self.task_list(&inner, &sub, &TaskOpts::default())?;
+            let checked = self
+                .tasks_file(ctx, arg_node, &file)
+                .and_then(|(inner, sub)| {
+                    if ctx.depth < 30 {
+                        self.task_list(&inner, &sub, &TaskOpts::default())?;
+                    }
+                    Ok(())
+                });
+            if opts.when.is_empty() {
+                checked?;
             }
         }
         let path = crate::error::tidy_path(&ctx.resolve_tasks_file(&file));
@@ -341,10 +350,10 @@ impl Loader<'_> {
             )?;
             return Ok(None);
         }
-        // Dynamic: validate it loads now.
+        // Dynamic: check it loads now; behind a `when`, at run time (as `include_tasks`).
         let mut roles = Vec::new();
         let (mut t, mut h) = (Vec::new(), Vec::new());
-        self.expand_role(
+        let checked = self.expand_role(
             &rname,
             &tasks_from,
             arg_node,
@@ -353,7 +362,10 @@ impl Loader<'_> {
             &mut t,
             &mut h,
             ctx.depth + 1,
-        )?;
+        );
+        if opts.when.is_empty() {
+            checked?;
+        }
         Ok(Some(Action::IncludeRole {
             name: rname,
             tasks_from,
@@ -373,7 +385,21 @@ impl Loader<'_> {
             let hint = suggest(short, known.iter().copied())
                 .map(|s| format!(" (did you mean '{s}'?)"))
                 .unwrap_or_default();
-            return fail(key_node, format!("unknown module '{module}'{hint}"));
+            // Not native: the real Ansible module, when an installation can run it.
+            let Some(fb) = crate::ansible::fallback() else {
+                let how = crate::ansible::HOW_TO_ENABLE;
+                return fail(key_node, format!("unknown module '{module}'{hint}; {how}"));
+            };
+            return match fb.resolve(module) {
+                Ok(resolved) => Ok(Action::Ansible {
+                    module: resolved,
+                    args: src.raw(false)?,
+                }),
+                Err(e) => {
+                    let python = fb.python().display();
+                    fail(key_node, format!("unknown module '{module}'{hint}: the Ansible installation ({python}) says: {e}"))
+                }
+            };
         };
         let a = src.raw(m.free_form())?;
         src.check(&a, m.arg_names())?;

@@ -94,6 +94,11 @@ pub enum Action {
         name: String,
         args: Map<String, Value>,
     },
+    /// A module hfplay lacks, run as the real Ansible module (`crate::ansible`).
+    Ansible {
+        module: crate::ansible::Resolved,
+        args: Map<String, Value>,
+    },
     Block {
         block: Vec<Task>,
         rescue: Vec<Task>,
@@ -148,6 +153,7 @@ impl Action {
     pub fn name(&self) -> &str {
         match self {
             Action::Module { name, .. } => name,
+            Action::Ansible { module, .. } => &module.fqcn,
             Action::Block { .. } => "block",
             Action::IncludeTasks { .. } => "include_tasks",
             Action::IncludeRole { .. } => "include_role",
@@ -184,6 +190,7 @@ impl Task {
         let base = match (&self.name, &self.action) {
             (Some(n), _) => n.clone(),
             (None, Action::Module { name, .. }) => name.clone(),
+            (None, Action::Ansible { module, .. }) => module.fqcn.clone(),
             (None, Action::Block { .. }) => "block".into(),
             (None, Action::IncludeTasks { file }) => format!("include_tasks {file}"),
             (None, Action::IncludeRole { name, .. }) => format!("include_role {name}"),

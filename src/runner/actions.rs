@@ -39,8 +39,22 @@ impl Runner {
                 Action::Pause { args } => self.pause(args, scope, check).await,
                 Action::AsyncStatus { args } => self.async_status(args, scope).await,
                 Action::Ping => self.ping(ctx, host).await,
-                Action::Module { name, args } => {
-                    self.module(ctx, task, host, scope, name, args, check).await
+                Action::Module { name, args } => match modules::lookup(&self.registry, name) {
+                    Some(m) => {
+                        let m = Runnable::Native(m);
+                        self.module(ctx, task, host, scope, m, args, check).await
+                    }
+                    None => Err(format!("unknown module '{name}'")),
+                },
+                Action::Ansible { module, args } => {
+                    self.reporter.note_ansible_module(&module.fqcn);
+                    match self.no_log(task, scope) {
+                        Ok(no_log) => {
+                            let m = Runnable::Ansible(module, no_log);
+                            self.module(ctx, task, host, scope, m, args, check).await
+                        }
+                        Err(e) => Err(e),
+                    }
                 }
                 Action::Block { .. }
                 | Action::IncludeTasks { .. }
@@ -51,6 +65,14 @@ impl Runner {
             },
         };
         r.unwrap_or_else(|msg| TaskResult::failed(located(task, host, &msg)))
+    }
+
+    /// The task's `no_log`, templated.
+    fn no_log(&self, task: &Task, scope: &Arc<Scope>) -> Result<bool, String> {
+        Ok(match &task.opts.no_log {
+            Some(v) => to_bool(&self.templar.template_value(v, scope)?).unwrap_or(false),
+            None => false,
+        })
     }
 
     /// `check_mode` of the task, else `--check`.
@@ -263,14 +285,11 @@ impl Runner {
         task: &Task,
         host: &str,
         scope: &Arc<Scope>,
-        name: &str,
+        module: Runnable<'_>,
         args: &Map<String, Value>,
         check: bool,
     ) -> ActionResult {
         let a = self.template_args(args, scope)?;
-        let Some(module) = modules::lookup(&self.registry, name) else {
-            return Err(format!("unknown module '{name}'"));
-        };
         let delegate = match &task.opts.delegate_to {
             Some(d) => Some(
                 self.templar
@@ -304,7 +323,11 @@ impl Runner {
             environment,
             env: &env,
         };
-        match module.run(&a, &tctx).await {
+        let ran = match module {
+            Runnable::Native(m) => m.run(&a, &tctx).await,
+            Runnable::Ansible(m, no_log) => crate::ansible::run(m, &a, &tctx, no_log).await,
+        };
+        match ran {
             Ok(o) => Ok(TaskResult {
                 delegated_to: delegate,
                 ..TaskResult::from_outcome(o)
@@ -315,6 +338,13 @@ impl Runner {
             Err(e) => Err(e.to_string()),
         }
     }
+}
+
+/// What a module task runs: a native module, or an Ansible module through the fallback (with
+/// the task's `no_log`, which the module is told).
+enum Runnable<'a> {
+    Native(&'a dyn modules::Module),
+    Ansible(&'a crate::ansible::Resolved, bool),
 }
 
 /// The controller side of a module run.

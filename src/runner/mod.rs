@@ -12,6 +12,8 @@ mod actions;
 mod first_found_tests;
 mod handlers;
 mod host_task;
+#[cfg(test)]
+mod include_tests;
 mod includes;
 #[cfg(test)]
 mod register_tests;

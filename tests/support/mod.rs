@@ -132,9 +132,20 @@ pub struct Run {
 
 /// Runs the hfplay binary from the repository root.
 pub fn hfplay<S: AsRef<str>>(args: &[S]) -> Run {
+    hfplay_env(args, &[])
+}
+
+/// The Python of the Ansible installation `scripts/ansible-venv.sh` makes (for the fallback).
+pub fn ansible_python() -> PathBuf {
+    repo().join(".cache/ansible-venv/bin/python")
+}
+
+/// [`hfplay`] with extra environment variables.
+pub fn hfplay_env<S: AsRef<str>>(args: &[S], env: &[(&str, &str)]) -> Run {
     let args: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
     let out = Command::new(env!("CARGO_BIN_EXE_hfplay"))
         .args(&args)
+        .envs(env.iter().copied())
         .current_dir(repo())
         .stdin(Stdio::null())
         .output()
