@@ -127,15 +127,13 @@ struct Settings {
     lock: u64,
     retries: u64,
     max_delay: u64,
+    /// `policy_rc_d`: the exit code /usr/sbin/policy-rc.d gives during the run.
+    policy_rc_d: Option<i64>,
 }
 
 impl Params {
     fn settings(&self) -> Result<Settings, ModuleError> {
-        let _ = (
-            &self.force_apt_get,
-            &self.policy_rc_d,
-            &self.fail_on_autoremove,
-        );
+        let _ = (&self.force_apt_get, &self.fail_on_autoremove);
         let as_u64 = |v: &Option<Value>, what: &str, default: u64| -> Result<u64, ModuleError> {
             match v {
                 None | Some(Value::Null) => Ok(default),
@@ -182,6 +180,19 @@ impl Params {
             lock: self.lock_timeout.unwrap_or(120),
             retries,
             max_delay,
+            policy_rc_d: match &self.policy_rc_d {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(
+                    v.as_i64()
+                        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+                        .filter(|c| (0..=255).contains(c))
+                        .ok_or_else(|| {
+                            ModuleError::Args(format!(
+                                "apt: policy_rc_d must be an exit code, got {v}"
+                            ))
+                        })?,
+                ),
+            },
         })
     }
 }
@@ -274,11 +285,22 @@ async fn run_apt(
     mut out: Outcome,
     refresh_due: bool,
     simulate: bool,
+    policy_rc_d: Option<i64>,
 ) -> Result<Outcome, ModuleError> {
-    let script = format!(
+    let mut script = format!(
         "export DEBIAN_FRONTEND=noninteractive LANG=C; {}",
         cmds.join(" && ")
     );
+    if let (Some(code), false) = (policy_rc_d, simulate) {
+        // As Ansible: /usr/sbin/policy-rc.d answers `code` to the packages' maintainer
+        // scripts for the duration (101: do not start services), then the old one is back.
+        let pol = "/usr/sbin/policy-rc.d";
+        script = format!(
+            "bk=; if [ -e {pol} ]; then bk=$(mktemp) && cp -p {pol} \"$bk\" || exit 1; fi; \
+             printf '#!/bin/sh\\nexit %d\\n' {code} > {pol} && chmod 0755 {pol} || exit 1; \
+             ( {script} ); rc=$?; if [ -n \"$bk\" ]; then mv \"$bk\" {pol}; else rm -f {pol}; fi; exit $rc"
+        );
+    }
     let r = ctx.sh(&script).await?;
     out.changed = apt_changed(&r.stdout);
     out = out
@@ -311,6 +333,23 @@ async fn run_apt(
         out = out.with("rc", r.rc);
     }
     Ok(out)
+}
+
+/// Check mode does not refresh the package lists. A host whose refresh this run's check mode
+/// skipped (`refresh`: this task's) is remembered, so that later apt tasks of the same check
+/// run predict what the real run does after that refresh: a `cache_valid_time` update is then
+/// not due, and an install apt cannot simulate yet against the old lists is predicted (as when
+/// the task refreshes itself). Returns whether `host` was not yet remembered (one run per
+/// process, so the set lives as long as the run).
+fn check_refreshed(host: &str, refresh: bool) -> bool {
+    static SKIPPED: std::sync::Mutex<std::collections::BTreeSet<String>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut set = SKIPPED.lock().unwrap_or_else(|e| e.into_inner());
+    if refresh {
+        set.insert(host.to_string())
+    } else {
+        !set.contains(host)
+    }
 }
 
 /// What the probe saw: dpkg's (and for `latest` apt's) view of the named packages, and the age
@@ -426,7 +465,15 @@ impl NativeModule for Apt {
         ctx: &TaskCtx<'_>,
     ) -> Result<Outcome, ModuleError> {
         let s = p.settings()?;
+        // Lists an earlier task of this check run would have refreshed count as refreshed.
+        let refreshed_before = !check_refreshed(ctx.host, c.refresh);
         let Some(info) = c.info else {
+            // A `cache_valid_time` refresh right after that one is not due in the real run.
+            if refreshed_before && p.cache_valid_time.is_some() {
+                let mut o = predicted.with("cache_updated", false);
+                o.changed = false;
+                return Ok(o);
+            }
             return Ok(predicted);
         };
         let pl = plan(s.state, &s.specs, &info, s.purge);
@@ -434,7 +481,8 @@ impl NativeModule for Apt {
         if cmds.is_empty() {
             return Ok(predicted);
         }
-        run_apt(ctx, &cmds, predicted, c.refresh, true).await
+        let lists_pending = c.refresh || refreshed_before;
+        run_apt(ctx, &cmds, predicted, lists_pending, true, None).await
     }
 
     async fn apply(
@@ -477,7 +525,7 @@ impl NativeModule for Apt {
             out.changed = false;
             return Ok(out);
         }
-        run_apt(ctx, &cmds, out, c.refresh, false).await
+        run_apt(ctx, &cmds, out, c.refresh, false, s.policy_rc_d).await
     }
 }
 #[cfg(test)]
