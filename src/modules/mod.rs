@@ -58,6 +58,7 @@ pub mod lineinfile;
 pub mod mount;
 pub mod package;
 pub mod pip;
+pub mod service_facts;
 pub mod setup;
 pub mod stat;
 pub mod sysctl;
@@ -269,6 +270,7 @@ pub fn registry() -> Vec<Box<dyn Module>> {
         Box::new(mount::Mount),
         Box::new(package::Package),
         Box::new(pip::Pip),
+        Box::new(service_facts::ServiceFacts),
         Box::new(setup::Setup),
         Box::new(stat::Stat),
         Box::new(sysctl::Sysctl),
@@ -399,6 +401,7 @@ mod tests {
             "sysctl",
             "wait_for",
             "setup",
+            "service_facts",
         ] {
             assert!(names.contains(n), "{n} is not registered");
         }
