@@ -44,6 +44,7 @@ macro_rules! literal_params {
 }
 
 pub mod apt;
+pub mod apt_repository;
 pub mod args;
 pub mod aws;
 pub mod blockinfile;
@@ -251,6 +252,7 @@ pub fn check_at_load(m: &dyn Module, args: &Args) -> Result<(), String> {
 pub fn registry() -> Vec<Box<dyn Module>> {
     let v: Vec<Box<dyn Module>> = vec![
         Box::new(apt::Apt),
+        Box::new(apt_repository::AptRepository),
         Box::new(aws::efs::Efs),
         Box::new(aws::eni::Eni),
         Box::new(aws::iam_policy::IamPolicy),
@@ -402,6 +404,7 @@ mod tests {
             "wait_for",
             "setup",
             "service_facts",
+            "apt_repository",
         ] {
             assert!(names.contains(n), "{n} is not registered");
         }
