@@ -65,6 +65,7 @@ pub mod stat;
 pub mod sysctl;
 pub mod systemd;
 pub mod template;
+pub mod timezone;
 pub mod unarchive;
 pub mod user;
 pub mod wait_for;
@@ -279,6 +280,7 @@ pub fn registry() -> Vec<Box<dyn Module>> {
         Box::new(systemd::Service),
         Box::new(systemd::Systemd),
         Box::new(template::Template),
+        Box::new(timezone::Timezone),
         Box::new(unarchive::Unarchive),
         Box::new(user::User),
         Box::new(wait_for::WaitFor),
@@ -405,6 +407,7 @@ mod tests {
             "setup",
             "service_facts",
             "apt_repository",
+            "timezone",
         ] {
             assert!(names.contains(n), "{n} is not registered");
         }
