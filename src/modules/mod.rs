@@ -56,6 +56,7 @@ pub mod fileops;
 pub mod get_url;
 pub mod group;
 pub mod lineinfile;
+pub mod locale_gen;
 pub mod mount;
 pub mod package;
 pub mod pip;
@@ -270,6 +271,7 @@ pub fn registry() -> Vec<Box<dyn Module>> {
         Box::new(get_url::GetUrl),
         Box::new(group::Group),
         Box::new(lineinfile::LineInFile),
+        Box::new(locale_gen::LocaleGen),
         Box::new(mount::Mount),
         Box::new(package::Package),
         Box::new(pip::Pip),
@@ -408,6 +410,7 @@ mod tests {
             "service_facts",
             "apt_repository",
             "timezone",
+            "locale_gen",
         ] {
             assert!(names.contains(n), "{n} is not registered");
         }
