@@ -44,6 +44,7 @@ macro_rules! literal_params {
 }
 
 pub mod apt;
+pub mod apt_key;
 pub mod apt_repository;
 pub mod args;
 pub mod aws;
@@ -254,6 +255,7 @@ pub fn check_at_load(m: &dyn Module, args: &Args) -> Result<(), String> {
 pub fn registry() -> Vec<Box<dyn Module>> {
     let v: Vec<Box<dyn Module>> = vec![
         Box::new(apt::Apt),
+        Box::new(apt_key::AptKey),
         Box::new(apt_repository::AptRepository),
         Box::new(aws::efs::Efs),
         Box::new(aws::eni::Eni),
@@ -411,6 +413,7 @@ mod tests {
             "apt_repository",
             "timezone",
             "locale_gen",
+            "apt_key",
         ] {
             assert!(names.contains(n), "{n} is not registered");
         }
