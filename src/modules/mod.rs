@@ -52,6 +52,7 @@ pub mod blockinfile;
 pub mod command;
 pub mod contract;
 pub mod copy;
+pub mod deb822_repository;
 pub mod file;
 pub mod fileops;
 pub mod get_url;
@@ -269,6 +270,7 @@ pub fn registry() -> Vec<Box<dyn Module>> {
         Box::new(command::Command),
         Box::new(command::Shell),
         Box::new(copy::Copy),
+        Box::new(deb822_repository::Deb822Repository),
         Box::new(file::File),
         Box::new(get_url::GetUrl),
         Box::new(group::Group),
@@ -414,6 +416,7 @@ mod tests {
             "timezone",
             "locale_gen",
             "apt_key",
+            "deb822_repository",
         ] {
             assert!(names.contains(n), "{n} is not registered");
         }
