@@ -12,8 +12,10 @@
 //! sysctl, systemd/service, user, mount, apt (check mode simulates with `apt-get -s`), pip,
 //! get_url (check mode with `force` downloads to compare), unarchive, package (apt's run on apt
 //! hosts, so its check mode and diff are apt's), command/shell (their plan
-//! cannot predict: check mode skips them unless `creates`/`removes` decide), stat, wait_for and
-//! setup (read-only: probe only, an empty plan), blockinfile and lineinfile (fileops'
+//! cannot predict: check mode skips them unless `creates`/`removes` decide), stat, wait_for,
+//! setup and service_facts (read-only: probe only, an empty plan), apt_repository, timezone,
+//! locale_gen, apt_key and deb822_repository (their probes fetch the key, read-only, so check
+//! mode predicts exactly), blockinfile and lineinfile (fileops'
 //! probe_text/plan_text/apply_text), copy and template (copy/put.rs' probe_put/plan_put/apply_put;
 //! a missing destination directory is planned as a failure check mode predicts as changed), file
 //! (likewise a link's missing `src`). No module reads `ctx.check` itself.
