@@ -12,8 +12,10 @@
 //! sysctl, systemd/service, user, mount, apt (check mode simulates with `apt-get -s`), pip,
 //! get_url (check mode with `force` downloads to compare), unarchive, package (apt's run on apt
 //! hosts, so its check mode and diff are apt's), command/shell (their plan
-//! cannot predict: check mode skips them unless `creates`/`removes` decide), stat, wait_for and
-//! setup (read-only: probe only, an empty plan), blockinfile and lineinfile (fileops'
+//! cannot predict: check mode skips them unless `creates`/`removes` decide), stat, wait_for,
+//! setup and service_facts (read-only: probe only, an empty plan), apt_repository, timezone,
+//! locale_gen, apt_key and deb822_repository (their probes fetch the key, read-only, so check
+//! mode predicts exactly), blockinfile and lineinfile (fileops'
 //! probe_text/plan_text/apply_text), copy and template (copy/put.rs' probe_put/plan_put/apply_put;
 //! a missing destination directory is planned as a failure check mode predicts as changed), file
 //! (likewise a link's missing `src`). No module reads `ctx.check` itself.
@@ -44,25 +46,31 @@ macro_rules! literal_params {
 }
 
 pub mod apt;
+pub mod apt_key;
+pub mod apt_repository;
 pub mod args;
 pub mod aws;
 pub mod blockinfile;
 pub mod command;
 pub mod contract;
 pub mod copy;
+pub mod deb822_repository;
 pub mod file;
 pub mod fileops;
 pub mod get_url;
 pub mod group;
 pub mod lineinfile;
+pub mod locale_gen;
 pub mod mount;
 pub mod package;
 pub mod pip;
+pub mod service_facts;
 pub mod setup;
 pub mod stat;
 pub mod sysctl;
 pub mod systemd;
 pub mod template;
+pub mod timezone;
 pub mod unarchive;
 pub mod user;
 pub mod wait_for;
@@ -250,6 +258,8 @@ pub fn check_at_load(m: &dyn Module, args: &Args) -> Result<(), String> {
 pub fn registry() -> Vec<Box<dyn Module>> {
     let v: Vec<Box<dyn Module>> = vec![
         Box::new(apt::Apt),
+        Box::new(apt_key::AptKey),
+        Box::new(apt_repository::AptRepository),
         Box::new(aws::efs::Efs),
         Box::new(aws::eni::Eni),
         Box::new(aws::iam_policy::IamPolicy),
@@ -262,19 +272,23 @@ pub fn registry() -> Vec<Box<dyn Module>> {
         Box::new(command::Command),
         Box::new(command::Shell),
         Box::new(copy::Copy),
+        Box::new(deb822_repository::Deb822Repository),
         Box::new(file::File),
         Box::new(get_url::GetUrl),
         Box::new(group::Group),
         Box::new(lineinfile::LineInFile),
+        Box::new(locale_gen::LocaleGen),
         Box::new(mount::Mount),
         Box::new(package::Package),
         Box::new(pip::Pip),
+        Box::new(service_facts::ServiceFacts),
         Box::new(setup::Setup),
         Box::new(stat::Stat),
         Box::new(sysctl::Sysctl),
         Box::new(systemd::Service),
         Box::new(systemd::Systemd),
         Box::new(template::Template),
+        Box::new(timezone::Timezone),
         Box::new(unarchive::Unarchive),
         Box::new(user::User),
         Box::new(wait_for::WaitFor),
@@ -399,6 +413,12 @@ mod tests {
             "sysctl",
             "wait_for",
             "setup",
+            "service_facts",
+            "apt_repository",
+            "timezone",
+            "locale_gen",
+            "apt_key",
+            "deb822_repository",
         ] {
             assert!(names.contains(n), "{n} is not registered");
         }
