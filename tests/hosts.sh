@@ -31,6 +31,7 @@ if [ "$T_NAME" = hft ]; then
   T_BRIDGE=br-hftest
   T_DIR="$CACHE_DIR/test-hosts"
   T_MAX=9
+  T_RUN_FLAGS=()
 else
   [[ "$T_NAME" =~ ^[a-z][a-z0-9]{1,9}$ ]] || die "HFT_NAME must be 2..10 lowercase letters/digits (got '$T_NAME')"
   [[ "${HFT_NET:-}" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "HFT_NAME=$T_NAME needs HFT_NET=a.b.c (its /24 network)"
@@ -41,6 +42,9 @@ else
   T_BRIDGE="br-$T_NAME"
   T_DIR="$CACHE_DIR/test-hosts-$T_NAME"
   T_MAX=60
+  # loopback with ::1, as on a real host (Docker turns IPv6 off in containers): Debian's
+  # packaged services listen on 127.0.0.1 and ::1 (memcached fails to start without it)
+  T_RUN_FLAGS=(--sysctl net.ipv6.conf.lo.disable_ipv6=0)
 fi
 T_SUBNET="$T_PREFIX.0/24"
 T_GATEWAY="$T_PREFIX.1"
@@ -155,7 +159,8 @@ up() {
         # The image carries the cluster's label heirflow=1; overriding it keeps cluster/down.sh
         # (which removes by that label) away from the test hosts.
         docker run -d --name "$name" --hostname "$name" --network "$T_NETWORK" --ip "$ip" \
-          --label "$T_LABEL" --label heirflow=test-host "${SYSTEMD_FLAGS[@]}" "$base" /sbin/init >/dev/null
+          --label "$T_LABEL" --label heirflow=test-host "${SYSTEMD_FLAGS[@]}" ${T_RUN_FLAGS[@]+"${T_RUN_FLAGS[@]}"} \
+          "$base" /sbin/init >/dev/null
         created+=("$name") ;;
     esac
   done
