@@ -77,7 +77,7 @@ timed() {
 }
 
 {
-  echo "# roles-corpus bench $STAMP: $("$HFPLAY" --version) vs $("$VENV/bin/ansible-playbook" --version | head -1)"
+  echo "# roles-corpus bench $STAMP: $("$HFPLAY" --version) vs $("$VENV/bin/ansible-playbook" --version 2>/dev/null | sed -n 1p)"
   echo "# $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); runs per measurement: $RUNS; roles: ${ROLES[*]}"
 } >> "$LOG"
 log "roles-corpus bench: ${#ROLES[@]} roles, $RUNS runs each; log $LOG"

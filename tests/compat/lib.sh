@@ -73,13 +73,18 @@ compat_env() {
   CP_ROOT=$(mktemp -d /tmp/hfc-cp.XXXX)   # ControlPersist sockets (short path)
 }
 
+# Monotonic clock (seconds since boot, /proc/uptime): this machine's wall clock has been seen
+# to jump back an hour in the middle of a run (cluster/lib.sh `now` is the wall clock).
+mnow() { local up _; read -r up _ < /proc/uptime; echo "$up"; }
+melapsed() { awk -v a="$1" -v b="$(mnow)" 'BEGIN { printf "%.1f\n", b - a }'; }
+
 # usage: run_tool hf|an INVENTORY PLAYBOOK OUT [ARGS...]
 # One run, limited to COMPAT_TIMEOUT seconds (default 1800): OUT.json (stdout: hfplay --json /
 # the ansible.posix.json callback), OUT.err, OUT.rc, OUT.time (seconds). Returns the exit code.
 run_tool() {
   local tool=$1 inv=$2 pb=$3 out=$4 t0 rc=0
   shift 4
-  t0=$(now)
+  t0=$(mnow)
   if [ "$tool" = hf ]; then
     timeout "${COMPAT_TIMEOUT:-1800}" "$HFPLAY" --json -i "$inv" "$pb" "$@" > "$out.json" 2> "$out.err" || rc=$?
   else
@@ -89,7 +94,7 @@ run_tool() {
     ANSIBLE_STDOUT_CALLBACK=ansible.posix.json ANSIBLE_SSH_CONTROL_PATH_DIR="$cp" \
       timeout "${COMPAT_TIMEOUT:-1800}" "$VENV/bin/ansible-playbook" -i "$inv" "$pb" "$@" > "$out.json" 2> "$out.err" || rc=$?
   fi
-  elapsed "$t0" > "$out.time"
+  melapsed "$t0" > "$out.time"
   echo "$rc" > "$out.rc"
   return "$rc"
 }

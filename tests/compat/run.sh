@@ -71,7 +71,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-log "compat: ${#ROLES[@]} roles, $JOBS at a time; $("$HFPLAY" --version) vs $("$VENV/bin/ansible-playbook" --version | head -1); results in $RESULTS"
+log "compat: ${#ROLES[@]} roles, $JOBS at a time; $("$HFPLAY" --version) vs $("$VENV/bin/ansible-playbook" --version 2>/dev/null | sed -n 1p); results in $RESULTS"
 
 # usage: tool_runs ROLE hf|an HOST DIR PLAYBOOK ARGS...   the four runs of one tool
 tool_runs() {
@@ -88,7 +88,7 @@ tool_runs() {
 # usage: role_job ROLE   both tools' runs of a role (in parallel), then its checks
 role_job() {
   local role=$1 dir="$RESULTS/$1" hf an pb args=() t0
-  t0=$(now)
+  t0=$(mnow)
   mkdir -p "$dir"
   hf=$(role_host "$role" hf); an=$(role_host "$role" an)
   pb=$(role_playbook "$role")
@@ -115,12 +115,12 @@ role_job() {
   } >> "$dir/checks.txt"
   # the hosts are done with: free them for the next roles
   [ "${COMPAT_KEEP_HOSTS:-0}" = 1 ] || docker rm -f "$hf" "$an" >/dev/null 2>&1 || true
-  log "$role done in $(elapsed "$t0") s ($( [ "$rc" = 0 ] && echo pass || echo FAIL))"
+  log "$role done in $(melapsed "$t0") s ($( [ "$rc" = 0 ] && echo pass || echo FAIL))"
   return "$rc"
 }
 
 # --- run, COMPAT_JOBS roles at a time ---
-T0=$(now)
+T0=$(mnow)
 for role in "${ROLES[@]}"; do
   while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
   role_job "$role" &
@@ -133,7 +133,7 @@ echo
 for role in "${ROLES[@]}"; do cat "$RESULTS/$role/checks.txt" 2>/dev/null || echo "== $role: no result"; done | tee "$RESULTS/summary.txt"
 {
   echo
-  echo "compat: $(( ${#ROLES[@]} - ${#FAILED[@]} ))/${#ROLES[@]} roles pass every check in $(elapsed "$T0") s${FAILED[*]:+; failing: ${FAILED[*]}}"
+  echo "compat: $(( ${#ROLES[@]} - ${#FAILED[@]} ))/${#ROLES[@]} roles pass every check in $(melapsed "$T0") s${FAILED[*]:+; failing: ${FAILED[*]}}"
   echo "results: $RESULTS"
 } | tee -a "$RESULTS/summary.txt"
 [ ${#FAILED[@]} -eq 0 ]
