@@ -62,6 +62,7 @@ timed() {
   [ "$kind" != rerun ] || [ -f "$RUN_DIR/$role-$tool.ini" ] || return 1
   if [ "$kind" != rerun ]; then
     hosts_fresh "$host" 2>> "$LOG" || { echo "### $role $tool: tests/hosts.sh fresh $host failed" >> "$LOG"; return 1; }
+    prepare_host "$host" >> "$LOG" 2>&1 || { echo "### $role $tool: prepare_host $host failed" >> "$LOG"; return 1; }
     host_inventory "$host" "$RUN_DIR/$role-$tool.ini"
   fi
   mapfile -t args < <(role_vars_args "$role")

@@ -49,6 +49,20 @@ role_vars_args() { [ ! -f "$COMPAT_DIR/vars/$1.yml" ] || printf '%s\n' -e "@$COM
 
 # usage: hosts_fresh NAME...   these hosts removed and created anew from the base image
 hosts_fresh() { "$REPO_ROOT/tests/hosts.sh" fresh "$@" >/dev/null; }
+# usage: prepare_host NAME   python3-apt installed on a fresh host, for both tools alike
+# (COMPAT_PYTHON_APT=0: not). Ansible's apt module needs it: without it, `--check` fails at the
+# first apt task, and the real run installs it after an `apt-get update` of its own, so that
+# the role's first `update_cache` finds a fresh cache and reports ok where it would report
+# changed. The host's apt state is then put back as the image has it (no package lists, the
+# lists directory's time unchanged), so that the roles' cache updates still do their work.
+prepare_host() {
+  [ "${COMPAT_PYTHON_APT:-1}" = 1 ] || return 0
+  docker exec "$1" sh -ec 'm=$(stat -c %Y /var/lib/apt/lists)
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-apt >/dev/null
+    apt-get clean; rm -rf /var/lib/apt/lists/*; touch -d "@$m" /var/lib/apt/lists'
+}
+
 hosts_down() { "$REPO_ROOT/tests/hosts.sh" down >/dev/null 2>&1 || true; }
 
 # usage: host_inventory NAME FILE   a one-host inventory (root, the project key, its host keys)

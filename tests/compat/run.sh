@@ -78,8 +78,10 @@ tool_runs() {
   local role=$1 tool=$2 host=$3 dir=$4 pb=$5
   shift 5
   host_inventory "$host" "$dir/$tool.ini"
+  prepare_host "$host" >> "$dir/hosts.log" 2>&1 || echo "prepare_host $host failed" >> "$dir/hosts.log"
   run_tool "$tool" "$dir/$tool.ini" "$pb" "$dir/$tool-check-fresh" --check "$@" || true
   hosts_fresh "$host" 2>> "$dir/hosts.log" || { echo "tests/hosts.sh fresh $host failed" >> "$dir/$tool-real.err"; return 1; }
+  prepare_host "$host" >> "$dir/hosts.log" 2>&1 || echo "prepare_host $host failed" >> "$dir/hosts.log"
   run_tool "$tool" "$dir/$tool.ini" "$pb" "$dir/$tool-real" "$@" || true
   run_tool "$tool" "$dir/$tool.ini" "$pb" "$dir/$tool-rerun" "$@" || true
   run_tool "$tool" "$dir/$tool.ini" "$pb" "$dir/$tool-check-conv" --check "$@" || true
