@@ -53,14 +53,18 @@ hosts_fresh() { "$REPO_ROOT/tests/hosts.sh" fresh "$@" >/dev/null; }
 # (COMPAT_PYTHON_APT=0: not). Ansible's apt module needs it: without it, `--check` fails at the
 # first apt task, and the real run installs it after an `apt-get update` of its own, so that
 # the role's first `update_cache` finds a fresh cache and reports ok where it would report
-# changed. The host's apt state is then put back as the image has it (no package lists, the
-# lists directory's time unchanged), so that the roles' cache updates still do their work.
+# changed. The package lists are then removed again and the lists directory gets back the
+# image's time, so that the roles' cache updates still do their work. Its partial/ and lock
+# stay: Ansible takes the directory's time for the last update, and apt creating them anew
+# (on a first look at the cache) would make an empty cache look just updated.
 prepare_host() {
   [ "${COMPAT_PYTHON_APT:-1}" = 1 ] || return 0
   docker exec "$1" sh -ec 'm=$(stat -c %Y /var/lib/apt/lists)
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-apt >/dev/null
-    apt-get clean; rm -rf /var/lib/apt/lists/*; touch -d "@$m" /var/lib/apt/lists'
+    apt-get clean
+    find /var/lib/apt/lists -maxdepth 1 -type f ! -name lock -delete
+    touch -d "@$m" /var/lib/apt/lists'
 }
 
 hosts_down() { "$REPO_ROOT/tests/hosts.sh" down >/dev/null 2>&1 || true; }
