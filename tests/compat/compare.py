@@ -3,6 +3,7 @@
 of its runs: hfplay `--json` and ansible-playbook with the ansible.posix.json callback.
 
 usage: compare.py ROLE DIR
+Also writes DIR/status-diff.txt: every task whose status differs between the real runs.
 DIR holds, per tool T (hf, an) and run R (check-fresh, real, rerun, check-conv): T-R.json
 (stdout), T-R.err (stderr), T-R.rc (exit code). Prints one line per check and the differences;
 exits 1 when a check of hfplay fails.
@@ -183,10 +184,43 @@ def main():
           f"{sum(a.changed().values())} changed, {'same set as its real run' if not da else str(len(da)) + ' differences'}, {a.outcome()}")
     for x in dh:
         lines.append(f"      hfplay: {x}")
+    for x in diff_changed(h.changed(), a.changed(), "hfplay --check", "ansible --check"):
+        n = x.split("'", 1)[1].rsplit("'", 1)[0]
+        lines.append(f"      vs ansible: {x}   [hfplay: {status_of(h, n)}; ansible: {status_of(a, n)}]")
 
     print(f"== {role}")
     print("\n".join(lines))
+    (Path(sys.argv[2]) / "status-diff.txt").write_text(status_diff(hf, an))
     return 1 if fails else 0
+
+
+def status_diff(hf, an):
+    """Every task whose status differs between the two real runs (paired by name and
+    occurrence), for the record: Ansible's rows of include_tasks/include_role, which hfplay
+    does not report, left out."""
+    inc = re.compile(r"(^|: )(ansible\.builtin\.)?(include_tasks|include_role|import_tasks)( |$)")
+    def by_name(run):
+        out = {}
+        for n, s, f in run.rows:
+            if run is an and inc.search(n):
+                continue
+            out.setdefault(n, []).append((s, msg_of(f)))
+        return out
+    h, a = by_name(hf), by_name(an)
+    out = [f"# status differences, real run: hfplay vs ansible (tasks in either; 'absent': no row)"]
+    order = [n for n, _, _ in an.rows] + [n for n, _, _ in hf.rows]
+    seen = set()
+    for n in order:
+        if n in seen or (n not in h and n not in a):
+            continue
+        seen.add(n)
+        hs, as_ = h.get(n, []), a.get(n, [])
+        for i in range(max(len(hs), len(as_))):
+            x = hs[i] if i < len(hs) else ("absent", "")
+            y = as_[i] if i < len(as_) else ("absent", "")
+            if x[0] != y[0]:
+                out.append(f"{n}: hfplay {x[0]}{(' (' + x[1] + ')') if x[1] else ''}; ansible {y[0]}{(' (' + y[1] + ')') if y[1] else ''}")
+    return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":
