@@ -27,14 +27,7 @@ need_root
 RUNS=${BENCH_RUNS:-3}
 [[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer"
 select_roles
-ensure_ansible "ansible==12.3.0"
-if [ -n "${HFPLAY:-}" ]; then
-  [ -x "$HFPLAY" ] || die "HFPLAY=$HFPLAY is not an executable"
-else
-  ensure_hfplay; HFPLAY=$PWD/target/release/hfplay
-fi
-HFPLAY=$(realpath "$HFPLAY")
-compat_env
+compat_tools
 OUT_DIR=bench/results
 mkdir -p "$OUT_DIR" "$HOSTS_DIR"
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)

@@ -81,6 +81,20 @@ ansible_ssh_common_args='-o StrictHostKeyChecking=yes -o UserKnownHostsFile=$HOS
 EOF
 }
 
+# usage: compat_tools   ansible-core and the `ansible` package (its collections: community.mysql,
+# ...) in .cache/ansible-venv; HFPLAY (given, else target/release/hfplay built when stale),
+# made absolute; then compat_env.
+compat_tools() {
+  ensure_ansible "ansible==12.3.0"
+  if [ -n "${HFPLAY:-}" ]; then
+    [ -x "$HFPLAY" ] || die "HFPLAY=$HFPLAY is not an executable"
+  else
+    ensure_hfplay; HFPLAY=$PWD/target/release/hfplay
+  fi
+  HFPLAY=$(realpath "$HFPLAY")
+  compat_env
+}
+
 # Settings of both tools: bench/ansible.cfg (pipelining, ControlPersist, forks 16, python3),
 # roles from the corpus; hfplay runs modules it lacks through this Ansible installation.
 compat_env() {

@@ -31,20 +31,10 @@ source bench/lib.sh
 source tests/compat/lib.sh
 need_root
 
-ANSIBLE_VERSION=12.3.0   # the `ansible` package: its collections (community.mysql, ...)
 JOBS=${COMPAT_JOBS:-3}
 [[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || die "COMPAT_JOBS must be a positive integer"
 select_roles
-
-# --- tools ---
-ensure_ansible "ansible==$ANSIBLE_VERSION"
-if [ -n "${HFPLAY:-}" ]; then
-  [ -x "$HFPLAY" ] || die "HFPLAY=$HFPLAY is not an executable"
-else
-  ensure_hfplay; HFPLAY=$PWD/target/release/hfplay
-fi
-HFPLAY=$(realpath "$HFPLAY")
-compat_env
+compat_tools
 
 # the hfc hosts: one user at a time (bench/roles-corpus.sh takes the same lock)
 mkdir -p "$HOSTS_DIR"
