@@ -19,7 +19,7 @@ local-down:   ## remove the cluster's containers, network and volumes (keeps ima
 local-clean:  ## local-down, plus the images and the apt/pip caches
 	cluster/down.sh --clean
 
-.PHONY: build test test-unit test-aws test-cluster demo deploy
+.PHONY: build test test-unit test-aws test-cluster test-compat bench-roles demo deploy
 
 build:        ## build hfplay (release)
 	cargo build --release --workspace --bins --examples
@@ -42,6 +42,14 @@ test-cluster: ## the local cluster end to end: up, deploy with hfplay, DAG on >=
 	@date -u +'=== test-cluster start %T'
 	tests/cluster/deploy-test.sh
 	@date -u +'=== test-cluster end %T'
+
+test-compat:  ## public Ansible roles (shared/roles-corpus) run by hfplay and ansible-playbook on twin fresh hosts: same changes, idempotent, --check
+	@date -u +'=== test-compat start %T'
+	tests/compat/run.sh
+	@date -u +'=== test-compat end %T'
+
+bench-roles:  ## hfplay vs ansible-playbook over the role corpus: fresh and re-run medians, ratios (BENCH_RUNS=3)
+	bench/roles-corpus.sh
 
 deploy: build ## deploy Heirflow onto the local cluster with hfplay
 	./target/release/hfplay playbooks/site.yml -i inventory/local

@@ -22,8 +22,6 @@ source bench/lib.sh
 
 RUNS=${BENCH_RUNS:-5}
 [[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer"
-ANSIBLE_CORE_VERSION=${ANSIBLE_CORE_VERSION:-2.19.14}
-VENV="$CACHE_DIR/ansible-venv"
 PLAYBOOK=bench/hfplay-vs-ansible.yml
 HFPLAY=target/release/hfplay
 BASELINE=${BENCH_HFPLAY_BASELINE:-}
@@ -37,12 +35,7 @@ LOG="$OUT_DIR/hfplay-vs-ansible-$(date -u +%Y%m%dT%H%M%SZ).log"
 median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 # --- tools ---
-have=$("$VENV/bin/ansible-playbook" --version 2>/dev/null || true)
-if [[ "$have" != *"[core $ANSIBLE_CORE_VERSION]"* ]]; then
-  log "installing ansible-core==$ANSIBLE_CORE_VERSION into $VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check "ansible-core==$ANSIBLE_CORE_VERSION"
-fi
+ensure_ansible
 ensure_hfplay
 
 # --- hosts ---

@@ -61,6 +61,48 @@ ensure_host_pkgs() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# The apt proxy container's command (apt-cacher-ng) and the apt settings of the hosts that use
+# it: cluster/up.sh (hf-aptcache) and tests/hosts.sh with HFT_APT_CACHE=1.
+# FreshIndexMaxAge: release files fetched (warm-up below) less than 15 min ago are served as
+# they are. With the default 27 s, hosts refreshing the same InRelease in the same second race
+# in apt-cacher-ng ("Failure to move file ... out of the way"), one gets an error body and its
+# apt-get update hung for good (seen in CI).
+# Remap-debrep: the packaged default (file:deb_mirror*.gz backends) answers "503 Host not found"
+# for deb.debian.org on a cold cache here, and apt then hangs on the closed connection.
+APTCACHE_CMD=(/usr/sbin/apt-cacher-ng -c /etc/apt-cacher-ng ForeGround=1 ConnectProto=v4
+  CacheDir=/var/cache/apt-cacher-ng LogDir=/var/log/apt-cacher-ng
+  "Remap-debrep=deb.debian.org/debian ftp.debian.org/debian /debian ; deb.debian.org/debian"
+  FreshIndexMaxAge=900)
+
+# usage: apt_proxy_conf URL CONTAINER   the apt.conf.d text that sends a host's apt through it
+apt_proxy_conf() {
+  cat <<EOT
+// Heirflow local hosts: apt through the apt-cacher-ng in $2.
+// https sources are fetched directly.
+Acquire::http::Proxy "$1";
+// A cold apt-cacher-ng can stall one of many simultaneous first requests for a file: give up on a
+// silent connection after 20 s and retry instead of hanging.
+Acquire::http::Timeout "20";
+Acquire::Retries "3";
+// apt asks proxies to revalidate index files (max-age=0): twelve hosts refreshing the same
+// InRelease at once race inside apt-cacher-ng. Lists up to 15 min old are fine here.
+Acquire::http::Max-Age "900";
+EOT
+}
+
+# usage: aptcache_warm CONTAINER   fetches the release files every host asks for first, one at a
+# time, so that many simultaneous first requests do not race in a cold cache.
+aptcache_warm() {
+  local f
+  for f in "debian/dists/$HF_SUITE/InRelease" "debian/dists/$HF_SUITE-updates/InRelease" \
+           "debian-security/dists/$HF_SUITE-security/InRelease"; do
+    docker exec "$1" python3 -c "import urllib.request as u, sys
+req = u.Request('http://deb.debian.org/$f')
+req.set_proxy('127.0.0.1:3142', 'http')
+u.urlopen(req, timeout=60).read()" >/dev/null 2>&1 || warn "apt proxy warm-up: $f not fetched (hosts will retry)"
+  done
+}
+
 # Files whose content defines the image. Changing any of them changes the tag.
 image_recipe_files() {
   printf '%s\n' "$CLUSTER_DIR/image.sh"

@@ -60,18 +60,9 @@ service() {
     stopped) log "starting stopped $name"; docker start "$name" >/dev/null ;;
   esac
 }
-# FreshIndexMaxAge: release files fetched (warm-up below) less than 15 min ago are served as
-# they are. With the default 27 s, hosts refreshing the same InRelease in the same second race
-# in apt-cacher-ng ("Failure to move file ... out of the way"), one gets an error body and its
-# apt-get update hung for good (seen in CI).
-# Remap-debrep: the packaged default (file:deb_mirror*.gz backends) answers "503 Host not found"
-# for deb.debian.org on a cold cache here, and apt then hangs on the closed connection.
+# apt-cacher-ng's settings: APTCACHE_CMD in cluster/lib.sh.
 service "$HF_APTCACHE_NAME" "$HF_APTCACHE_IP" "apt proxy $HF_APT_PROXY" -- \
-  -v "$HF_APT_CACHE_HOST:/var/cache/apt-cacher-ng" "$APTC" \
-  /usr/sbin/apt-cacher-ng -c /etc/apt-cacher-ng ForeGround=1 ConnectProto=v4 \
-  CacheDir=/var/cache/apt-cacher-ng LogDir=/var/log/apt-cacher-ng \
-  "Remap-debrep=deb.debian.org/debian ftp.debian.org/debian /debian ; deb.debian.org/debian" \
-  FreshIndexMaxAge=900
+  -v "$HF_APT_CACHE_HOST:/var/cache/apt-cacher-ng" "$APTC" "${APTCACHE_CMD[@]}"
 
 # --- hosts ---
 # Flags for systemd as PID 1 under Docker 20.10 / cgroup v1 (see cluster/README.md):
@@ -123,16 +114,7 @@ for name in $(docker ps -a --filter "label=$HF_LABEL" --filter label=heirflow.gr
 done
 
 # --- per-host environment facts: root's authorized key, apt proxy, uv settings (idempotent) ---
-APT_PROXY_CONF="// Heirflow local cluster: apt through the cluster's apt-cacher-ng ($HF_APTCACHE_NAME).
-// https sources are fetched directly.
-Acquire::http::Proxy \"$HF_APT_PROXY\";
-// A cold apt-cacher-ng can stall one of many simultaneous first requests for a file: give up on a
-// silent connection after 20 s and retry instead of hanging.
-Acquire::http::Timeout \"20\";
-Acquire::Retries \"3\";
-// apt asks proxies to revalidate index files (max-age=0): twelve hosts refreshing the same
-// InRelease at once race inside apt-cacher-ng. Lists up to 15 min old are fine here.
-Acquire::http::Max-Age \"900\";"
+APT_PROXY_CONF=$(apt_proxy_conf "$HF_APT_PROXY" "$HF_APTCACHE_NAME")
 # uv (the roles install Python packages with it) reads PyPI directly, trusting the system CA
 # bundle (this machine's egress intercepts TLS), with its cache on the shared mount (another
 # filesystem than the venvs: copy, as hardlinks cannot cross it).
@@ -152,16 +134,8 @@ for line in "${HOSTS[@]}"; do
 done
 wait
 
-# Warm apt-cacher-ng: fetch the release files every host asks for first, one at a time, so
-# that twelve simultaneous first requests do not race in a cold cache.
 log "warming the apt proxy"
-for f in "debian/dists/$HF_SUITE/InRelease" "debian/dists/$HF_SUITE-updates/InRelease" \
-         "debian-security/dists/$HF_SUITE-security/InRelease"; do
-  docker exec "$HF_APTCACHE_NAME" python3 -c "import urllib.request as u, sys
-req = u.Request('http://deb.debian.org/$f')
-req.set_proxy('127.0.0.1:3142', 'http')
-u.urlopen(req, timeout=60).read()" >/dev/null 2>&1 || warn "apt proxy warm-up: $f not fetched (hosts will retry)"
-done
+aptcache_warm "$HF_APTCACHE_NAME"
 
 # --- host keys (read over docker exec: a trusted channel, no TOFU), then wait for ssh logins ---
 log "waiting for sshd on ${#HOSTS[@]} hosts"
