@@ -10,25 +10,12 @@ ensure_hfplay() {
   fi
 }
 
-# ensure_ansible [PKG==VERSION...]: ansible-core==$ANSIBLE_CORE_VERSION (default 2.19.14), and
-# the given packages (e.g. ansible==12.3.0 for its collections), from PyPI into
-# .cache/ansible-venv when missing or at another version; sets VENV. One install at a time.
-ANSIBLE_CORE_VERSION=${ANSIBLE_CORE_VERSION:-2.19.14}
+# ensure_ansible: the pinned ansible-core + collections venv (scripts/ansible-venv.sh, shared
+# with the tests and the Ansible-module fallback); sets VENV.
+export ANSIBLE_CORE_VERSION=${ANSIBLE_CORE_VERSION:-2.19.14}
 ensure_ansible() {
   VENV="$CACHE_DIR/ansible-venv"
-  local want=("ansible-core==$ANSIBLE_CORE_VERSION" "$@") missing=() spec have
-  mkdir -p "$CACHE_DIR"
-  exec 7>"$CACHE_DIR/ansible-venv.lock"; flock 7
-  for spec in "${want[@]}"; do
-    have=$("$VENV/bin/python" -c 'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' "${spec%%==*}" 2>/dev/null || true)
-    [ "$have" = "${spec#*==}" ] || missing+=("$spec")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    log "installing ${missing[*]} into $VENV (from PyPI)"
-    [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check "${want[@]}"
-  fi
-  flock -u 7; exec 7>&-
+  "$REPO_ROOT/scripts/ansible-venv.sh" >/dev/null
 }
 
 # test_hosts_up: starts (or repairs) the test hosts; sets INV (the inventory) and

@@ -85,7 +85,7 @@ EOF
 # ...) in .cache/ansible-venv; HFPLAY (given, else target/release/hfplay built when stale),
 # made absolute; then compat_env.
 compat_tools() {
-  ensure_ansible "ansible==12.3.0"
+  ensure_ansible
   if [ -n "${HFPLAY:-}" ]; then
     [ -x "$HFPLAY" ] || die "HFPLAY=$HFPLAY is not an executable"
   else

@@ -24,7 +24,11 @@
 //! `cache_valid_time` for idempotence); with packages, only package changes count.
 //! Check mode with `update_cache` due simulates against the current lists; if that fails
 //! (packages not known before the refresh) it predicts changed instead of failing (Ansible
-//! fails there). Deviations: `deb`, `upgrade` (dist/full/safe), `build-dep` and `fixed` are not supported
+//! fails there). The same holds for later apt tasks on a host whose refresh an earlier task of
+//! the check run skipped, and a `cache_valid_time` refresh after it is not due (as in the real
+//! run): a fresh host's `--check` predicts the real run's changes. `policy_rc_d: 101` puts a
+//! `/usr/sbin/policy-rc.d` answering 101 in place for the install (services are not started by
+//! the packages), then the previous one back, as Ansible. Deviations: `deb`, `upgrade` (dist/full/safe), `build-dep` and `fixed` are not supported
 //! (clear error); version pins with wildcards are matched on the host by apt itself.
 
 use async_trait::async_trait;
