@@ -12,6 +12,7 @@ source "$(dirname "$0")/../cluster/lib.sh"
 CORE=${ANSIBLE_CORE_VERSION:-2.19.14}
 COLLECTIONS=${ANSIBLE_VERSION:-12.3.0}
 VENV="$CACHE_DIR/ansible-venv"
+mkdir -p "$CACHE_DIR"
 exec 9>"$CACHE_DIR/ansible-venv.lock"; flock 9   # the suite, the tests and benches may start together
 
 have() { "$VENV/bin/python" -c 'import sys
