@@ -870,7 +870,7 @@ AheAAAoJEB1Cqyvwsxa0idYA/1Whwye8WGwHf/DBr57mqOlF05BJPrclQ8qSWlRg
             dearmor(KEY_A).unwrap(),
             false,
         );
-        let (w, _) = plan_present(None, &[a.clone()], KEY_A.as_bytes(), None).unwrap();
+        let (w, _) = plan_present(None, std::slice::from_ref(&a), KEY_A.as_bytes(), None).unwrap();
         assert!(w.is_empty());
         // Appended to an existing keyring, keeping its key.
         let (w, fps) = plan_present(
@@ -892,7 +892,7 @@ AheAAAoJEB1Cqyvwsxa0idYA/1Whwye8WGwHf/DBr57mqOlF05BJPrclQ8qSWlRg
     #[test]
     fn absent_removes_the_key_and_empty_files() {
         let r = ring("/etc/apt/trusted.gpg.d/both.asc", both(), true);
-        let (w, fps) = plan_absent(&[r.clone()], "F8B4CC499F86ED0B").unwrap();
+        let (w, fps) = plan_absent(std::slice::from_ref(&r), "F8B4CC499F86ED0B").unwrap();
         assert_eq!(fps, [FP_A]);
         let left = String::from_utf8(w[0].new.clone().unwrap()).unwrap();
         assert_eq!(dearmor(&left).unwrap(), dearmor(KEY_B).unwrap());

@@ -303,17 +303,6 @@ pub fn parse_sources(out: &str) -> Result<Vec<SourceFile>, ModuleError> {
         .collect())
 }
 
-/// Shell: `apt-get update` with Ansible's retry tuning (each attempt bounded; the lock waited
-/// for). Exits 1 with apt's output on stderr when every attempt failed.
-pub fn update_cache_script(retries: u64, max_delay: u64) -> String {
-    let retries = retries.max(1);
-    format!(
-        "n=0; d=1; while :; do out=$(LANG=C DEBIAN_FRONTEND=noninteractive timeout -k 10 300 apt-get update -q -o DPkg::Lock::Timeout=120 2>&1) && break; \
-         n=$((n+1)); if [ $n -ge {retries} ]; then printf '%s\\n' \"$out\" >&2; exit 1; fi; \
-         sleep $d; d=$((d * 2)); [ $d -le {max_delay} ] || d={max_delay}; done"
-    )
-}
-
 /// One file for [`write_files_script`] to write (`new: None`: delete it).
 pub struct Write<'a> {
     pub real: &'a str,
@@ -516,7 +505,8 @@ impl NativeModule for AptRepository {
         ctx: &TaskCtx<'_>,
     ) -> Result<Outcome, ModuleError> {
         let update = p.update_cache.unwrap_or(true).then(|| {
-            update_cache_script(
+            super::apt::update_script(
+                120,
                 p.update_cache_retries.unwrap_or(5),
                 p.update_cache_retry_max_delay.unwrap_or(12),
             )

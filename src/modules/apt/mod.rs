@@ -339,6 +339,21 @@ async fn run_apt(
     Ok(out)
 }
 
+/// Shell: `apt-get update` with Ansible's retry tuning (`retries` attempts, the delay doubling up
+/// to `max_delay` s), waiting up to `lock` s for apt's lock; exits 1 with apt's output on stderr
+/// when every attempt failed. Also apt_repository's. Each attempt is bounded
+/// (UPDATE_ATTEMPT_SECS): apt's http method was seen hanging for good on a connection its proxy
+/// had closed; partial downloads survive in lists/partial, so a retry resumes.
+pub fn update_script(lock: u64, retries: u64, max_delay: u64) -> String {
+    let retries = retries.max(1);
+    format!(
+        "i=0; n=0; d=1; while :; do out=$(LANG=C DEBIAN_FRONTEND=noninteractive timeout -k 10 {UPDATE_ATTEMPT_SECS} apt-get update -q -o DPkg::Lock::Timeout={lock} 2>&1); rc=$?; [ $rc = 0 ] && break; \
+         case \"$out\" in *'Could not get lock'*) i=$((i+1)); if [ $i -ge {lock} ]; then echo \"$out\" >&2; exit 1; fi; sleep 1; continue;; esac; \
+         n=$((n+1)); if [ $n -ge {retries} ]; then [ $rc = 124 ] && echo \"apt-get update did not finish within {UPDATE_ATTEMPT_SECS} s\" >&2; echo \"$out\" >&2; echo \"(failed {retries} times)\" >&2; exit 1; fi; \
+         sleep $d; d=$((d * 2)); [ $d -le {max_delay} ] || d={max_delay}; done"
+    )
+}
+
 /// Check mode does not refresh the package lists. A host whose refresh this run's check mode
 /// skipped (`refresh`: this task's) is remembered, so that later apt tasks of the same check
 /// run predict what the real run does after that refresh: a `cache_valid_time` update is then
@@ -499,16 +514,8 @@ impl NativeModule for Apt {
         let s = p.settings()?;
         let mut info = c.info;
         if c.refresh {
-            let (lock, retries, max_delay, policy) = (s.lock, s.retries, s.max_delay, s.policy());
-            // Each attempt is bounded (UPDATE_ATTEMPT_SECS): apt's http method was seen
-            // hanging for good on a connection its proxy had closed; partial downloads
-            // survive in lists/partial, so a retry resumes.
-            let script = format!(
-                "i=0; n=0; d=1; while :; do out=$(LANG=C timeout -k 10 {UPDATE_ATTEMPT_SECS} apt-get update -q -o DPkg::Lock::Timeout={lock} 2>&1); rc=$?; [ $rc = 0 ] && break; \
-                 case \"$out\" in *'Could not get lock'*) i=$((i+1)); if [ $i -ge {lock} ]; then echo \"$out\" >&2; exit 1; fi; sleep 1; continue;; esac; \
-                 n=$((n+1)); if [ $n -ge {retries} ]; then [ $rc = 124 ] && echo \"apt-get update did not finish within {UPDATE_ATTEMPT_SECS} s\" >&2; echo \"$out\" >&2; echo \"(failed {retries} times)\" >&2; exit 1; fi; \
-                 sleep $d; d=$((d * 2)); [ $d -le {max_delay} ] || d={max_delay}; done{policy}"
-            );
+            let policy = s.policy();
+            let script = format!("{}{policy}", update_script(s.lock, s.retries, s.max_delay));
             let r = ctx.sh(&script).await?;
             if r.rc != 0 {
                 return Ok(Outcome::failed(format!(
