@@ -26,6 +26,9 @@ build:        ## build hfplay (release)
 
 test: test-unit test-aws test-cluster  ## every test: what .ci/run runs
 
+# Every build here is the one workspace build (`cargo test` shares its dependencies too): a
+# one-package build unifies other features and recompiles the AWS SDK, minutes on 2 cores.
+
 test-unit:    ## unit tests, hfplay over SSH to its own test containers, heir-supervisor against real Postgres
 	@date -u +'=== test-unit start %T'
 	scripts/test-deps.sh
@@ -34,7 +37,7 @@ test-unit:    ## unit tests, hfplay over SSH to its own test containers, heir-su
 
 test-aws:     ## playbooks/aws.yml + aws-teardown.yml against an EC2-compatible API server (moto): --check, apply, re-run, teardown
 	@date -u +'=== test-aws start %T'
-	cargo build --release -p hfplay
+	cargo build --release --workspace --bins --examples
 	tests/aws/aws-test.sh
 	@date -u +'=== test-aws end %T'
 

@@ -6,7 +6,7 @@ ensure_hfplay() {
   local bin=target/release/hfplay
   if [ ! -x "$bin" ] || [ -n "$(find src hfplay-derive Cargo.toml Cargo.lock -newer "$bin" -print -quit)" ]; then
     log "building hfplay (cargo build --release)"
-    cargo build --release -q --bin hfplay
+    cargo build --release -q --workspace --bins --examples
   fi
 }
 

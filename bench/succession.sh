@@ -14,7 +14,7 @@ TRIALS=${TRIALS:-20}
 RUN_ARGS=${RUN_ARGS:-}
 MODES=${MODES:-"cold warm"}
 
-cargo build --release -q -p heir-supervisor
+cargo build --release -q --workspace --bins --examples
 # The real interpreter, not a version-manager shim (its start-up would be measured too).
 PY=$(python3 -c 'import sys; print(sys.executable)')
 BIN=$PWD/target/release/heir-supervisor
