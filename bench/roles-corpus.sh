@@ -59,6 +59,8 @@ timed() {
     host_inventory "$host" "$RUN_DIR/$role-$tool.ini"
   fi
   mapfile -t args < <(role_vars_args "$role")
+  local AN_VENV
+  AN_VENV=$(role_reference_venv "$role") || return 1
   run_tool "$tool" "$RUN_DIR/$role-$tool.ini" "$(role_playbook "$role")" "$out" ${args[@]+"${args[@]}"} || rc=$?
   secs=$(cat "$out.time"); changed=$(json_changed "$out.json")
   { echo "### $role $tool $kind: $secs s, rc=$rc, changed=$changed"; grep -v '^\s*$' "$out.err" | tail -5 || true; } >> "$LOG"

@@ -6,14 +6,17 @@
 #
 # usage: scripts/ansible-venv.sh
 # env:   ANSIBLE_CORE_VERSION=2.19.14  ANSIBLE_VERSION=12.3.0 (the collections release built
-#        on that core)
+#        on that core). Other versions go to .cache/ansible-venv-<core> (the compatibility
+#        suite's reference for a role that only an older ansible-core loads).
 set -euo pipefail
 source "$(dirname "$0")/../cluster/lib.sh"
-CORE=${ANSIBLE_CORE_VERSION:-2.19.14}
-COLLECTIONS=${ANSIBLE_VERSION:-12.3.0}
+PIN_CORE=2.19.14 PIN_COLLECTIONS=12.3.0
+CORE=${ANSIBLE_CORE_VERSION:-$PIN_CORE}
+COLLECTIONS=${ANSIBLE_VERSION:-$PIN_COLLECTIONS}
 VENV="$CACHE_DIR/ansible-venv"
+[ "$CORE" = "$PIN_CORE" ] || VENV="$CACHE_DIR/ansible-venv-$CORE"
 mkdir -p "$CACHE_DIR"
-exec 9>"$CACHE_DIR/ansible-venv.lock"; flock 9   # the suite, the tests and benches may start together
+exec 9>"$VENV.lock"; flock 9   # the suite, the tests and benches may start together
 
 have() { "$VENV/bin/python" -c 'import sys
 from importlib.metadata import version

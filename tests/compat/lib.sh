@@ -47,6 +47,18 @@ role_playbook() {
 # Extra variables of a role (tests/compat/vars/ROLE.yml, README.md says why), as arguments.
 role_vars_args() { [ ! -f "$COMPAT_DIR/vars/$1.yml" ] || printf '%s\n' -e "@$COMPAT_DIR/vars/$1.yml"; }
 
+# The Ansible a role is compared with: the pinned one (bench/lib.sh ensure_ansible), unless the
+# role needs syntax that ansible-core has since removed. Then the last release that loads it,
+# with the `ansible` package built on that core (its collections: ansible.posix's json callback).
+# jnv.unattended-upgrades: bare `include:`, removed in ansible-core 2.16.
+declare -A ROLE_REFERENCE=([jnv.unattended-upgrades]="2.15.13 8.7.0")
+# usage: role_reference_venv ROLE   the reference venv of the role (installed when missing)
+role_reference_venv() {
+  local ref=${ROLE_REFERENCE[$1]:-}
+  if [ -z "$ref" ]; then echo "$VENV"; return; fi
+  ANSIBLE_CORE_VERSION=${ref% *} ANSIBLE_VERSION=${ref#* } "$REPO_ROOT/scripts/ansible-venv.sh" | sed 's|/bin/python$||'
+}
+
 # usage: hosts_fresh NAME...   these hosts removed and created anew from the base image
 hosts_fresh() { "$REPO_ROOT/tests/hosts.sh" fresh "$@" >/dev/null; }
 # usage: prepare_host NAME   python3-apt installed on a fresh host, for both tools alike
@@ -57,9 +69,12 @@ hosts_fresh() { "$REPO_ROOT/tests/hosts.sh" fresh "$@" >/dev/null; }
 # image's time, so that the roles' cache updates still do their work. Its partial/ and lock
 # stay: Ansible takes the directory's time for the last update, and apt creating them anew
 # (on a first look at the cache) would make an empty cache look just updated.
+# That time is at most a week ago, as on a cloud image: when the base image was built less than
+# `cache_valid_time` ago, Ansible's apt would take the empty lists for fresh and find no package
+# (jnv.unattended-upgrades, 3600 s), whatever the tool.
 prepare_host() {
   [ "${COMPAT_PYTHON_APT:-1}" = 1 ] || return 0
-  docker exec "$1" sh -ec 'm=$(stat -c %Y /var/lib/apt/lists)
+  docker exec "$1" sh -ec 'm=$(stat -c %Y /var/lib/apt/lists); w=$(($(date +%s) - 7 * 86400)); [ "$m" -le "$w" ] || m=$w
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-apt >/dev/null
     apt-get clean
@@ -111,7 +126,7 @@ mnow() { local up _; read -r up _ < /proc/uptime; echo "$up"; }
 melapsed() { awk -v a="$1" -v b="$(mnow)" 'BEGIN { printf "%.1f\n", b - a }'; }
 
 # usage: run_tool hf|an INVENTORY PLAYBOOK OUT [ARGS...]
-# One run, limited to COMPAT_TIMEOUT seconds (default 1800): OUT.json (stdout: hfplay --json /
+# ansible-playbook from AN_VENV (a role's reference venv), else VENV. One run, limited to COMPAT_TIMEOUT seconds (default 1800): OUT.json (stdout: hfplay --json /
 # the ansible.posix.json callback), OUT.err, OUT.rc, OUT.time (seconds). Returns the exit code.
 run_tool() {
   local tool=$1 inv=$2 pb=$3 out=$4 t0 rc=0
@@ -124,7 +139,7 @@ run_tool() {
     local cp
     cp=$(mktemp -d "$CP_ROOT/XXXX")
     ANSIBLE_STDOUT_CALLBACK=ansible.posix.json ANSIBLE_SSH_CONTROL_PATH_DIR="$cp" \
-      timeout "${COMPAT_TIMEOUT:-1800}" "$VENV/bin/ansible-playbook" -i "$inv" "$pb" "$@" > "$out.json" 2> "$out.err" || rc=$?
+      timeout "${COMPAT_TIMEOUT:-1800}" "${AN_VENV:-$VENV}/bin/ansible-playbook" -i "$inv" "$pb" "$@" > "$out.json" 2> "$out.err" || rc=$?
   fi
   melapsed "$t0" > "$out.time"
   echo "$rc" > "$out.rc"

@@ -85,7 +85,10 @@ role_job() {
   hf=$(role_host "$role" hf); an=$(role_host "$role" an)
   pb=$(role_playbook "$role")
   mapfile -t args < <(role_vars_args "$role")
+  local AN_VENV
+  AN_VENV=$(role_reference_venv "$role") || { printf '== %s\n  reference                    FAIL  its Ansible could not be installed\n' "$role" > "$dir/checks.txt"; return 1; }
   echo "$pb ${args[*]}" > "$dir/playbook"
+  echo "reference: $("$AN_VENV/bin/ansible-playbook" --version 2>/dev/null | sed -n 1p)" >> "$dir/playbook"
   if ! hosts_fresh "$hf" "$an" 2>> "$dir/hosts.log"; then
     printf '== %s\n  hosts                        FAIL  tests/hosts.sh fresh %s %s failed (%s)\n' "$role" "$hf" "$an" "$dir/hosts.log" > "$dir/checks.txt"
     return 1
