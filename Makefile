@@ -32,7 +32,12 @@ test: test-unit test-aws test-cluster  ## every test: what .ci/run runs
 test-unit:    ## unit tests, hfplay over SSH to its own test containers, heir-supervisor against real Postgres
 	@date -u +'=== test-unit start %T'
 	scripts/test-deps.sh
-	cargo test --release --workspace
+	@# The base image (debootstrap: mostly downloads) builds while cargo compiles; the SSH tests
+	@# and the cluster wait on image.sh's lock and then find it built.
+	@mkdir -p .cache; cluster/image.sh > .cache/image-build.log 2>&1 & img=$$!; \
+	  cargo test --release --workspace; rc=$$?; \
+	  wait $$img || { echo "cluster/image.sh failed (.cache/image-build.log):"; tail -20 .cache/image-build.log; }; \
+	  exit $$rc
 	@date -u +'=== test-unit end %T'
 
 test-aws:     ## playbooks/aws.yml + aws-teardown.yml against an EC2-compatible API server (moto): --check, apply, re-run, teardown
