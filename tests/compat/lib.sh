@@ -126,8 +126,9 @@ mnow() { local up _; read -r up _ < /proc/uptime; echo "$up"; }
 melapsed() { awk -v a="$1" -v b="$(mnow)" 'BEGIN { printf "%.1f\n", b - a }'; }
 
 # usage: run_tool hf|an INVENTORY PLAYBOOK OUT [ARGS...]
-# ansible-playbook from AN_VENV (a role's reference venv), else VENV. One run, limited to COMPAT_TIMEOUT seconds (default 1800): OUT.json (stdout: hfplay --json /
+# One run, limited to COMPAT_TIMEOUT seconds (default 1800): OUT.json (stdout: hfplay --json /
 # the ansible.posix.json callback), OUT.err, OUT.rc, OUT.time (seconds). Returns the exit code.
+# ansible-playbook comes from AN_VENV (the role's reference venv), else VENV.
 run_tool() {
   local tool=$1 inv=$2 pb=$3 out=$4 t0 rc=0
   shift 4
