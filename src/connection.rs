@@ -203,6 +203,9 @@ pub struct HostConn {
     /// The login user, so `become: root` as root needs no sudo.
     login_user: String,
     _config_dir: Option<tempfile::TempDir>,
+    /// Scripts to run when the run ends (scratch space a check run used on the host), with the
+    /// become they need; see [`HostConn::at_end`].
+    end_scripts: std::sync::Mutex<Vec<(String, Option<Become>)>>,
 }
 
 impl HostConn {
@@ -219,6 +222,7 @@ impl HostConn {
                 transport: Transport::Local,
                 login_user,
                 _config_dir: None,
+                end_scripts: Default::default(),
             });
         }
         let mut builder = openssh::SessionBuilder::default();
@@ -257,7 +261,32 @@ impl HostConn {
             transport: Transport::Ssh(session),
             login_user,
             _config_dir: Some(config_dir),
+            end_scripts: Default::default(),
         })
+    }
+
+    /// Registers `script` to run once on this host when the run ends, whatever its outcome.
+    pub fn at_end(&self, script: String, become_: Option<Become>) {
+        self.end_scripts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((script, become_));
+    }
+
+    /// Runs the scripts registered with [`HostConn::at_end`], newest first; a failure is
+    /// returned as text (the run's outcome stands).
+    pub async fn run_at_end(&self) -> Vec<String> {
+        let scripts =
+            std::mem::take(&mut *self.end_scripts.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut errors = Vec::new();
+        for (script, b) in scripts.into_iter().rev() {
+            match self.run(&script, None, b.as_ref(), &BTreeMap::new()).await {
+                Ok(r) if r.rc == 0 => {}
+                Ok(r) => errors.push(format!("rc={}: {}", r.rc, r.stderr.trim())),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        errors
     }
 
     pub fn spec(&self) -> &ConnSpec {

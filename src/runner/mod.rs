@@ -215,6 +215,7 @@ impl Runner {
                 }
             }
         }
+        self.finish_hosts().await;
         let abandoned = self.jobs.running();
         if !abandoned.is_empty() {
             self.reporter.warn(&format!(
@@ -564,6 +565,24 @@ impl Runner {
             })
             .await;
         r.clone()
+    }
+
+    /// Runs what tasks left to do on their hosts when the run ends (check mode's scratch space
+    /// removed), on every host whose connection opened; a failure is a warning.
+    async fn finish_hosts(&self) {
+        let cells: Vec<(String, ConnCell)> = lock(&self.conns)
+            .iter()
+            .map(|(h, c)| (h.clone(), c.clone()))
+            .collect();
+        for (host, cell) in cells {
+            if let Some(Ok(conn)) = cell.get() {
+                for e in conn.run_at_end().await {
+                    self.reporter.warn(&format!(
+                        "{host}: cleanup at the end of the run failed: {e}"
+                    ));
+                }
+            }
+        }
     }
 
     /// Hosts that became unreachable in this run.
