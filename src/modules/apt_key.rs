@@ -711,6 +711,19 @@ impl NativeModule for AptKey {
         Ok(Planned::when(changed, writes, out))
     }
 
+    /// Check mode: later apt tasks of the run learn that the sources would change (their
+    /// scratch lists lack what the change brings).
+    async fn simulate(
+        &self,
+        _p: &Params,
+        _c: Vec<KeyWrite>,
+        predicted: Outcome,
+        ctx: &TaskCtx<'_>,
+    ) -> Result<Outcome, ModuleError> {
+        super::apt::note_sources_changed(ctx.host);
+        Ok(predicted)
+    }
+
     async fn apply(
         &self,
         _p: &Params,

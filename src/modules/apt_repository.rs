@@ -497,6 +497,19 @@ impl NativeModule for AptRepository {
         Ok(Planned::when(!changes.is_empty(), changes, out))
     }
 
+    /// Check mode: later apt tasks of the run learn that the sources would change (their
+    /// scratch lists lack what the change brings).
+    async fn simulate(
+        &self,
+        _p: &Params,
+        _c: Vec<FileChange>,
+        predicted: Outcome,
+        ctx: &TaskCtx<'_>,
+    ) -> Result<Outcome, ModuleError> {
+        super::apt::note_sources_changed(ctx.host);
+        Ok(predicted)
+    }
+
     async fn apply(
         &self,
         p: &Params,
@@ -509,6 +522,7 @@ impl NativeModule for AptRepository {
                 120,
                 p.update_cache_retries.unwrap_or(5),
                 p.update_cache_retry_max_delay.unwrap_or(12),
+                "",
             )
         });
         let r = ctx

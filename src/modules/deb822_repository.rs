@@ -499,6 +499,19 @@ impl NativeModule for Deb822Repository {
         Ok(Planned::when(changed, c, out))
     }
 
+    /// Check mode: later apt tasks of the run learn that the sources would change (their
+    /// scratch lists lack what the change brings).
+    async fn simulate(
+        &self,
+        _p: &Params,
+        _c: Changes,
+        predicted: Outcome,
+        ctx: &TaskCtx<'_>,
+    ) -> Result<Outcome, ModuleError> {
+        super::apt::note_sources_changed(ctx.host);
+        Ok(predicted)
+    }
+
     async fn apply(
         &self,
         _p: &Params,

@@ -22,11 +22,13 @@
 //!
 //! As in Ansible: `update_cache` alone reports changed whenever it refreshed the lists (use
 //! `cache_valid_time` for idempotence); with packages, only package changes count.
-//! Check mode with `update_cache` due simulates against the current lists; if that fails
-//! (packages not known before the refresh) it predicts changed instead of failing (Ansible
-//! fails there). The same holds for later apt tasks on a host whose refresh an earlier task of
+//! Check mode with `update_cache` due simulates against refreshed lists downloaded into a
+//! scratch directory ([`check_lists`]; Ansible simulates against the old lists and fails on a
+//! fresh host). The same holds for later apt tasks on a host whose refresh an earlier task of
 //! the check run skipped, and a `cache_valid_time` refresh after it is not due (as in the real
-//! run): a fresh host's `--check` predicts the real run's changes. `policy_rc_d: 101` puts a
+//! run): a fresh host's `--check` predicts the real run's changes, and its failures (a package
+//! the lists do not hold). After a repository module predicted a change of the sources, a
+//! simulation that fails predicts the install instead (the new source is not in the lists). `policy_rc_d: 101` puts a
 //! `/usr/sbin/policy-rc.d` answering 101 in place for the install (services are not started by
 //! the packages), then the previous one back, as Ansible. Deviations: `deb`, `upgrade` (dist/full/safe), `build-dep` and `fixed` are not supported
 //! (clear error); version pins with wildcards are matched on the host by apt itself.
@@ -40,7 +42,11 @@ use super::contract::{execute, NativeModule, Planned};
 use super::{Args, Module, ModuleArgs, ModuleError, Outcome, TaskCtx};
 use crate::connection::quote;
 
+mod check_effects;
+mod check_lists;
 mod plan;
+pub use check_effects::{Effects, PkgPath, PkgUnit};
+pub use check_lists::note_sources_changed;
 use plan::parse_probe;
 pub use plan::{apt_changed, cache_stale, glob, plan, split_pin, PkgInfo, Plan, State};
 
@@ -202,12 +208,13 @@ impl Params {
 }
 
 impl Settings {
-    /// `apt-cache policy` of the named packages (state=latest), appended to a script.
-    fn policy(&self) -> String {
+    /// `apt-cache policy` of the named packages (state=latest), appended to a script; `opts`:
+    /// apt options (check mode's scratch lists).
+    fn policy(&self, opts: &str) -> String {
         if self.state == State::Latest && !self.specs.is_empty() {
             let names: Vec<String> = self.specs.iter().map(|s| quote(split_pin(s).0)).collect();
             format!(
-                "; LANG=C apt-cache policy -- {} 2>/dev/null",
+                "; LANG=C apt-cache {opts} policy -- {} 2>/dev/null",
                 names.join(" ")
             )
         } else {
@@ -221,11 +228,18 @@ impl Settings {
 }
 
 /// The `apt-get` commands for a package plan; `simulate` runs them with `-s` (read-only) and
-/// leaves out the cache cleaning.
-fn apt_cmds(p: &Params, s: &Settings, pl: &Plan, simulate: bool) -> Vec<String> {
+/// leaves out the cache cleaning; `lists`: apt options for other package lists (check mode's).
+fn apt_cmds(
+    p: &Params,
+    s: &Settings,
+    pl: &Plan,
+    simulate: bool,
+    lists: Option<&str>,
+) -> Vec<String> {
     let mut opts = format!(
-        "-y -q -o DPkg::Lock::Timeout={} -o Dpkg::Options::=--{}",
+        "-y -q -o DPkg::Lock::Timeout={}{} -o Dpkg::Options::=--{}",
         s.lock,
+        lists.map(|l| format!(" {l}")).unwrap_or_default(),
         p.dpkg_options
             .clone()
             .unwrap_or_else(|| "force-confdef,force-confold".into())
@@ -280,14 +294,13 @@ fn apt_cmds(p: &Params, s: &Settings, pl: &Plan, simulate: bool) -> Vec<String> 
     cmds
 }
 
-/// Runs the `apt-get` commands; `changed` comes from apt's own output. `refresh_due`: the real
-/// run would refresh the lists first (a simulation against the old lists may not know the
-/// packages yet).
+/// Runs the `apt-get` commands; `changed` comes from apt's own output. `sources_pending`: the
+/// real run would have other package sources (a simulation may not know the packages yet).
 async fn run_apt(
     ctx: &TaskCtx<'_>,
     cmds: &[String],
     mut out: Outcome,
-    refresh_due: bool,
+    sources_pending: bool,
     simulate: bool,
     policy_rc_d: Option<i64>,
 ) -> Result<Outcome, ModuleError> {
@@ -319,11 +332,11 @@ async fn run_apt(
                     .collect(),
             ),
         );
-    if r.rc != 0 && simulate && refresh_due {
-        // The real run refreshes the lists first; a simulation against stale lists cannot
-        // know the packages yet. Predict the install instead of failing.
+    if r.rc != 0 && simulate && sources_pending {
+        // The real run adds a package source first, which the lists of a check run lack.
+        // Predict the install instead of failing.
         out.changed = true;
-        out.msg = "the package lists would be refreshed first; predicting the install".into();
+        out.msg = "a package source would be added first; predicting the install".into();
         return Ok(out);
     }
     if r.rc != 0 {
@@ -341,34 +354,18 @@ async fn run_apt(
 
 /// Shell: `apt-get update` with Ansible's retry tuning (`retries` attempts, the delay doubling up
 /// to `max_delay` s), waiting up to `lock` s for apt's lock; exits 1 with apt's output on stderr
-/// when every attempt failed. Also apt_repository's. Each attempt is bounded
-/// (UPDATE_ATTEMPT_SECS): apt's http method was seen hanging for good on a connection its proxy
-/// had closed; partial downloads survive in lists/partial, so a retry resumes.
-pub fn update_script(lock: u64, retries: u64, max_delay: u64) -> String {
+/// when every attempt failed. Also apt_repository's; `opts`: more apt options (check mode's
+/// scratch lists). Each attempt is bounded (UPDATE_ATTEMPT_SECS): apt's http method was seen
+/// hanging for good on a connection its proxy had closed; partial downloads survive in
+/// lists/partial, so a retry resumes. The variables it sets start with `u_`.
+pub fn update_script(lock: u64, retries: u64, max_delay: u64, opts: &str) -> String {
     let retries = retries.max(1);
     format!(
-        "i=0; n=0; d=1; while :; do out=$(LANG=C DEBIAN_FRONTEND=noninteractive timeout -k 10 {UPDATE_ATTEMPT_SECS} apt-get update -q -o DPkg::Lock::Timeout={lock} 2>&1); rc=$?; [ $rc = 0 ] && break; \
-         case \"$out\" in *'Could not get lock'*) i=$((i+1)); if [ $i -ge {lock} ]; then echo \"$out\" >&2; exit 1; fi; sleep 1; continue;; esac; \
-         n=$((n+1)); if [ $n -ge {retries} ]; then [ $rc = 124 ] && echo \"apt-get update did not finish within {UPDATE_ATTEMPT_SECS} s\" >&2; echo \"$out\" >&2; echo \"(failed {retries} times)\" >&2; exit 1; fi; \
-         sleep $d; d=$((d * 2)); [ $d -le {max_delay} ] || d={max_delay}; done"
+        "u_i=0; u_n=0; u_d=1; while :; do u_out=$(LANG=C DEBIAN_FRONTEND=noninteractive timeout -k 10 {UPDATE_ATTEMPT_SECS} apt-get update -q -o DPkg::Lock::Timeout={lock} {opts} 2>&1); u_rc=$?; [ $u_rc = 0 ] && break; \
+         case \"$u_out\" in *'Could not get lock'*) u_i=$((u_i+1)); if [ $u_i -ge {lock} ]; then echo \"$u_out\" >&2; exit 1; fi; sleep 1; continue;; esac; \
+         u_n=$((u_n+1)); if [ $u_n -ge {retries} ]; then [ $u_rc = 124 ] && echo \"apt-get update did not finish within {UPDATE_ATTEMPT_SECS} s\" >&2; echo \"$u_out\" >&2; echo \"(failed {retries} times)\" >&2; exit 1; fi; \
+         sleep $u_d; u_d=$((u_d * 2)); [ $u_d -le {max_delay} ] || u_d={max_delay}; done"
     )
-}
-
-/// Check mode does not refresh the package lists. A host whose refresh this run's check mode
-/// skipped (`refresh`: this task's) is remembered, so that later apt tasks of the same check
-/// run predict what the real run does after that refresh: a `cache_valid_time` update is then
-/// not due, and an install apt cannot simulate yet against the old lists is predicted (as when
-/// the task refreshes itself). Returns whether `host` was not yet remembered (one run per
-/// process, so the set lives as long as the run).
-fn check_refreshed(host: &str, refresh: bool) -> bool {
-    static SKIPPED: std::sync::Mutex<std::collections::BTreeSet<String>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
-    let mut set = SKIPPED.lock().unwrap_or_else(|e| e.into_inner());
-    if refresh {
-        set.insert(host.to_string())
-    } else {
-        !set.contains(host)
-    }
 }
 
 /// What the probe saw: dpkg's (and for `latest` apt's) view of the named packages, and the age
@@ -386,6 +383,25 @@ pub struct Changes {
     /// `None`: only the refresh (no packages, no autoremove). Kept so the real run can plan
     /// again on the candidates the refresh brought.
     info: Option<std::collections::BTreeMap<String, PkgInfo>>,
+}
+
+/// Check mode: what the installs this check run predicted on the task's host would put there
+/// (`None`: no install predicted, or its packages could not be read). For the modules that find
+/// nothing on the host where a real run would find what a package brought.
+pub async fn predicted_effects(
+    ctx: &TaskCtx<'_>,
+) -> Result<Option<std::sync::Arc<Effects>>, ModuleError> {
+    if !ctx.check {
+        return Ok(None);
+    }
+    check_effects::predicted(ctx, check_lists::ready_options(ctx.host)).await
+}
+
+/// Check mode could not download the lists the real run's refresh would bring.
+fn scratch_failed(why: &str) -> Outcome {
+    Outcome::failed(format!(
+        "Failed to update apt cache (check mode, into a scratch directory): {why}"
+    ))
 }
 
 #[async_trait]
@@ -421,7 +437,7 @@ impl NativeModule for Apt {
                 names.join(" ")
             ));
         }
-        probe.push_str(&s.policy());
+        probe.push_str(&s.policy(""));
         probe.push_str("; true");
         let r = ctx.sh(&probe).await?;
         let mut info = std::collections::BTreeMap::new();
@@ -463,7 +479,7 @@ impl NativeModule for Apt {
         // With packages only package changes count; apt's own output refines this.
         out.changed = !pl.install.is_empty() || !pl.remove.is_empty();
         // A due refresh may bring new candidates, so the real run plans again after it.
-        if !refresh && apt_cmds(p, &s, &pl, false).is_empty() {
+        if !refresh && apt_cmds(p, &s, &pl, false, None).is_empty() {
             return Ok(Planned::nothing(out));
         }
         Ok(Planned::change(
@@ -475,18 +491,19 @@ impl NativeModule for Apt {
         ))
     }
 
-    /// Check mode: the planned `apt-get` runs with `-s`, so apt's resolver decides `changed`.
+    /// Check mode: the planned `apt-get` runs with `-s`, so apt's resolver decides `changed`;
+    /// against the refreshed scratch lists when the real run would refresh first.
     async fn simulate(
         &self,
         p: &Params,
         c: Changes,
-        predicted: Outcome,
+        mut predicted: Outcome,
         ctx: &TaskCtx<'_>,
     ) -> Result<Outcome, ModuleError> {
         let s = p.settings()?;
         // Lists an earlier task of this check run would have refreshed count as refreshed.
-        let refreshed_before = !check_refreshed(ctx.host, c.refresh);
-        let Some(info) = c.info else {
+        let refreshed_before = check_lists::note_refresh(ctx.host, c.refresh);
+        let Some(mut info) = c.info else {
             // A `cache_valid_time` refresh right after that one is not due in the real run.
             if refreshed_before && p.cache_valid_time.is_some() {
                 let mut o = predicted.with("cache_updated", false);
@@ -495,13 +512,43 @@ impl NativeModule for Apt {
             }
             return Ok(predicted);
         };
+        let refreshed = c.refresh || refreshed_before;
+        let mut lists = None;
+        // `latest` compares with the candidates the refreshed lists bring.
+        if refreshed && !s.policy("").is_empty() {
+            let opts = match check_lists::scratch_options(ctx, &s).await? {
+                Ok(o) => o,
+                Err(e) => return Ok(scratch_failed(&e)),
+            };
+            let r = ctx.sh(s.policy(&opts).trim_start_matches("; ")).await?;
+            for v in info.values_mut() {
+                v.candidate = None;
+            }
+            parse_probe(&r.stdout, &mut info);
+            lists = Some(opts);
+        }
         let pl = plan(s.state, &s.specs, &info, s.purge);
-        let cmds = apt_cmds(p, &s, &pl, true);
-        if cmds.is_empty() {
+        predicted.changed = !pl.install.is_empty() || !pl.remove.is_empty();
+        if apt_cmds(p, &s, &pl, true, None).is_empty() {
             return Ok(predicted);
         }
-        let lists_pending = c.refresh || refreshed_before;
-        run_apt(ctx, &cmds, predicted, lists_pending, true, None).await
+        if refreshed && lists.is_none() {
+            lists = match check_lists::scratch_options(ctx, &s).await? {
+                Ok(o) => Some(o),
+                Err(e) => return Ok(scratch_failed(&e)),
+            };
+        }
+        let cmds = apt_cmds(p, &s, &pl, true, lists.as_deref());
+        let sources = check_lists::sources_changed(ctx.host);
+        let out = run_apt(ctx, &cmds, predicted, sources, true, None).await?;
+        if !out.failed {
+            if let Some(stdout) = out.data.get("stdout").and_then(Value::as_str) {
+                let may_start = s.policy_rc_d.is_none_or(|c| c == 0);
+                let pkgs = check_effects::simulated_installs(stdout);
+                check_effects::note_installs(ctx.host, &pkgs, may_start);
+            }
+        }
+        Ok(out)
     }
 
     async fn apply(
@@ -514,8 +561,11 @@ impl NativeModule for Apt {
         let s = p.settings()?;
         let mut info = c.info;
         if c.refresh {
-            let policy = s.policy();
-            let script = format!("{}{policy}", update_script(s.lock, s.retries, s.max_delay));
+            let policy = s.policy("");
+            let script = format!(
+                "{}{policy}",
+                update_script(s.lock, s.retries, s.max_delay, "")
+            );
             let r = ctx.sh(&script).await?;
             if r.rc != 0 {
                 return Ok(Outcome::failed(format!(
@@ -531,7 +581,7 @@ impl NativeModule for Apt {
             return Ok(out);
         };
         let pl = plan(s.state, &s.specs, &info, s.purge);
-        let cmds = apt_cmds(p, &s, &pl, false);
+        let cmds = apt_cmds(p, &s, &pl, false, None);
         if cmds.is_empty() {
             out.changed = false;
             return Ok(out);
