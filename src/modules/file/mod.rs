@@ -29,7 +29,7 @@ use crate::connection::quote;
 use crate::modules::args::{de_opt_bool, de_opt_string};
 use crate::modules::contract::{execute, NativeModule, Planned};
 use crate::modules::copy::IgnoredAttrs;
-use crate::modules::fileops::{self, Attrs, Kind};
+use crate::modules::fileops::{self, Attrs, FileState, Kind};
 use crate::modules::{Args, FileDiff, Module, ModuleArgs, ModuleError, Outcome, TaskCtx};
 
 #[derive(Debug, Deserialize, ModuleArgs)]
@@ -174,6 +174,37 @@ fn parse_probe(out: &str) -> Result<Observed, ModuleError> {
     Ok(o)
 }
 
+/// What the probe would see of a path as a package ships it (check mode's prediction); `stat`
+/// follows a link only as far as the probe saw it.
+fn from_package(p: &crate::modules::apt::PkgPath, dir_empty: bool, seen: Observed) -> Observed {
+    let id = |name: &str| if name == "root" { 0 } else { u32::MAX };
+    let st = FileState {
+        kind: match p.kind {
+            'd' => Kind::Dir,
+            'l' => Kind::Link,
+            '-' => Kind::File,
+            _ => Kind::Other,
+        },
+        mode: p.mode,
+        owner: p.owner.clone(),
+        uid: id(&p.owner),
+        group: p.group.clone(),
+        gid: id(&p.group),
+        size: 0,
+    };
+    Observed {
+        stat: if st.kind == Kind::Link {
+            seen.stat
+        } else {
+            st.clone()
+        },
+        lstat: st,
+        link_target: p.target.clone(),
+        dir_empty: p.kind == 'd' && dir_empty,
+        ..seen
+    }
+}
+
 fn describe(o: &Observed) -> String {
     match (&o.lstat.kind, &o.link_target) {
         (Kind::Link, Some(t)) => format!("state: link -> {t}\n"),
@@ -303,7 +334,20 @@ impl NativeModule for File {
     async fn probe(&self, p: &Params, ctx: &TaskCtx<'_>) -> Result<Observed, ModuleError> {
         let path = p.path()?;
         let r = ctx.sh(&probe_script(path, &p.want())).await?;
-        parse_probe(&r.stdout)
+        let mut o = parse_probe(&r.stdout)?;
+        if !o.lstat.exists() {
+            // Check mode: a path a package this run installs would create, as it would be.
+            if let Some(e) = crate::modules::apt::predicted_effects(ctx).await? {
+                if let Some(pp) = e.paths.get(path.trim_end_matches('/')) {
+                    let dir_empty = !e
+                        .paths
+                        .keys()
+                        .any(|k| k.len() > path.len() && k.starts_with(&format!("{path}/")));
+                    o = from_package(pp, dir_empty, o);
+                }
+            }
+        }
+        Ok(o)
     }
 
     fn plan(&self, p: &Params, obs: &Observed, diff: bool) -> Result<Planned<Change>, ModuleError> {

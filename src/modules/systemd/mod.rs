@@ -207,6 +207,40 @@ fn parse_probe(out: &str) -> Observed {
     o
 }
 
+/// `memcached` → `memcached.service` (a name with a unit suffix stays).
+fn unit_file_name(unit: &str) -> String {
+    const SUFFIXES: [&str; 10] = [
+        ".service",
+        ".socket",
+        ".timer",
+        ".path",
+        ".target",
+        ".mount",
+        ".automount",
+        ".swap",
+        ".slice",
+        ".scope",
+    ];
+    if SUFFIXES.iter().any(|s| unit.ends_with(s)) {
+        unit.to_string()
+    } else {
+        format!("{unit}.service")
+    }
+}
+
+/// What `systemctl` would show of a unit a package just installed (check mode's prediction).
+fn as_installed(u: &crate::modules::apt::PkgUnit) -> Observed {
+    let en = if u.enabled { "enabled" } else { "disabled" };
+    Observed {
+        load_state: "loaded".into(),
+        active_state: if u.started { "active" } else { "inactive" }.into(),
+        sub_state: if u.started { "running" } else { "dead" }.into(),
+        unit_file_state: en.into(),
+        is_enabled_out: en.into(),
+        is_enabled_rc: if u.enabled { 0 } else { 1 },
+    }
+}
+
 /// Either module's arguments resolved to what to do with which unit.
 pub struct Job {
     unit: String,
@@ -283,7 +317,17 @@ impl Job {
                 r.stderr.trim()
             )));
         }
-        Ok(Seen::Unit(parse_probe(&r.stdout)))
+        let seen = parse_probe(&r.stdout);
+        if !seen.found() && self.scope_flag.is_empty() {
+            // Check mode: a unit that a package this run installs would ship, as its postinst
+            // would leave it.
+            if let Some(e) = crate::modules::apt::predicted_effects(ctx).await? {
+                if let Some(u) = e.units.get(&unit_file_name(&self.unit)) {
+                    return Ok(Seen::Unit(as_installed(u)));
+                }
+            }
+        }
+        Ok(Seen::Unit(seen))
     }
 
     fn plan(&self, seen: &Seen) -> Planned<Action> {
