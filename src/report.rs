@@ -226,6 +226,9 @@ impl Reporter {
             if r.ignored {
                 m.insert("ignored".into(), json!(true));
             }
+            if res.real_in_check {
+                m.insert("check_mode".into(), json!(false));
+            }
             // As Ansible's json callback: file diffs under "diff" with --diff.
             if self.diff && !r.no_log && !res.diffs.is_empty() {
                 let d: Vec<Value> = res

@@ -37,6 +37,9 @@ pub struct TaskResult {
     pub diffs: Vec<FileDiff>,
     /// Shown without `-v`, as Ansible shows `debug`'s message.
     pub shown: bool,
+    /// The task ran for real in a `--check` run (`check_mode: false`): marked in `--json`, as
+    /// what the check saw there is the host as it is, not as the run would leave it.
+    pub real_in_check: bool,
 }
 
 impl TaskResult {
@@ -55,6 +58,7 @@ impl TaskResult {
             ignore_errors: false,
             diffs: vec![],
             shown: false,
+            real_in_check: false,
         }
     }
 

@@ -28,7 +28,9 @@ impl Runner {
         host: &str,
         scope: &Arc<Scope>,
     ) -> TaskResult {
-        let r = match self.check_mode(task, scope) {
+        let check = self.check_mode(task, scope);
+        let real_in_check = self.opts.check && check == Ok(false);
+        let r = match check {
             Err(e) => Err(e),
             Ok(check) => match &task.action {
                 Action::Debug { args } => self.debug(args, scope),
@@ -64,7 +66,9 @@ impl Runner {
                 }
             },
         };
-        r.unwrap_or_else(|msg| TaskResult::failed(located(task, host, &msg)))
+        let mut r = r.unwrap_or_else(|msg| TaskResult::failed(located(task, host, &msg)));
+        r.real_in_check = real_in_check;
+        r
     }
 
     /// The task's `no_log`, templated.
