@@ -14,7 +14,9 @@
 #   changed set = ansible's      the tasks that reported changed (by name, with multiplicity)
 #   re-run changed=0
 #   --check converged changed=0
-#   --check fresh = real run     the same changed set as hfplay's real run
+#   --check fresh = real run     the same changed set as hfplay's real run (up to a task that
+#                                ran for real and stopped the check, see compare.py)
+#   --check fresh leaves nothing no scratch directory, package lists or update stamp afterwards
 # Exit 1 when any check fails. Roles run in parallel (COMPAT_JOBS at a time); the hosts, the
 # network and the apt proxy are removed at the end (the apt cache stays in .cache/).
 #
@@ -70,6 +72,9 @@ tool_runs() {
   host_inventory "$host" "$dir/$tool.ini"
   prepare_host "$host" >> "$dir/hosts.log" 2>&1 || echo "prepare_host $host failed" >> "$dir/hosts.log"
   run_tool "$tool" "$dir/$tool.ini" "$pb" "$dir/$tool-check-fresh" --check "$@" || true
+  # what a check run must not leave: scratch directories, package lists, a touched update stamp
+  docker exec "$host" sh -c 'ls -d /var/tmp/hfplay-check-* /var/lib/apt/lists/*_Packages* /var/lib/apt/periodic/update-success-stamp 2>/dev/null' \
+    > "$dir/$tool-check-fresh.leftovers" || true
   hosts_fresh "$host" 2>> "$dir/hosts.log" || { echo "tests/hosts.sh fresh $host failed" >> "$dir/$tool-real.err"; return 1; }
   prepare_host "$host" >> "$dir/hosts.log" 2>&1 || echo "prepare_host $host failed" >> "$dir/hosts.log"
   run_tool "$tool" "$dir/$tool.ini" "$pb" "$dir/$tool-real" "$@" || true
