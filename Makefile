@@ -24,7 +24,7 @@ local-clean:  ## local-down, plus the images and the apt/pip caches
 build:        ## build hfplay (release)
 	cargo build --release --workspace --bins --examples
 
-test: test-unit test-aws test-cluster  ## every test: what .ci/run runs
+test: test-unit test-aws test-compat test-cluster  ## every test: what .ci/run runs
 
 # Every build here is the one workspace build (`cargo test` shares its dependencies too): a
 # one-package build unifies other features and recompiles the AWS SDK, minutes on 2 cores.
