@@ -10,8 +10,8 @@
 # Before the timed runs, one untimed fresh run of each role with ansible-playbook
 # (BENCH_WARMUP=0: none) fills the suite's apt cache (hfc-aptcache, .cache/apt-cacher-ng-hfc),
 # so that neither tool is timed downloading packages from Debian. Both tools run with
-# bench/ansible.cfg (pipelining, ControlPersist, forks 16); Ansible with the json callback and
-# hfplay with --json, as in the suite.
+# bench/ansible.cfg (pipelining, ControlPersist: each tool's re-run reuses the master of its fresh
+# run, forks 16); Ansible with the json callback and hfplay with --json, as in the suite.
 #
 # usage: bench/roles-corpus.sh
 # env:   BENCH_RUNS=3   BENCH_WARMUP=1   BENCH_KEEP_HOSTS=1 (leave the hosts up)
@@ -38,7 +38,8 @@ RUN_DIR=$(mktemp -d /tmp/hfc-bench.XXXX)
 exec 6>"$HOSTS_DIR/compat.lock"
 flock -n 6 || die "the compatibility suite or another bench uses the hfc hosts (lock $HOSTS_DIR/compat.lock)"
 cleanup() {
-  rm -rf "$CP_ROOT" "$RUN_DIR"
+  cp_cleanup
+  rm -rf "$RUN_DIR"
   [ "${BENCH_KEEP_HOSTS:-0}" = 1 ] || hosts_down
 }
 trap cleanup EXIT

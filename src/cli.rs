@@ -238,6 +238,8 @@ pub fn main_exit() -> i32 {
             extra_vars: extra.clone(),
             connect_timeout: Duration::from_secs(cli.timeout),
             host_key_checking: cfg.host_key_checking,
+            ssh_args: cfg.ssh_args.clone(),
+            control_path_dir: cfg.control_path_dir.clone(),
         };
         let runner = Arc::new(Runner::new(
             inv.clone(),

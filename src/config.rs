@@ -12,6 +12,12 @@ pub struct Config {
     pub roles_path: Vec<PathBuf>,
     /// `[defaults] host_key_checking` / `ANSIBLE_HOST_KEY_CHECKING`; `None` = not set.
     pub host_key_checking: Option<HostKeyPolicy>,
+    /// `[ssh_connection] ssh_args` / `ANSIBLE_SSH_ARGS`: ssh options for every host, before the
+    /// host's own (hfplay reads the `-o` options; `ControlPersist` keeps masters between runs).
+    pub ssh_args: Option<String>,
+    /// `[ssh_connection] control_path_dir` / `ANSIBLE_SSH_CONTROL_PATH_DIR`: where masters that
+    /// outlive a run live (default `~/.cache/hfplay/cp`).
+    pub control_path_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -33,13 +39,19 @@ impl Config {
                 )
             })?);
         }
+        if let Ok(v) = std::env::var("ANSIBLE_SSH_ARGS") {
+            cfg.ssh_args = Some(v);
+        }
+        if let Ok(v) = std::env::var("ANSIBLE_SSH_CONTROL_PATH_DIR") {
+            cfg.control_path_dir = Some(expand_home(&v));
+        }
         if let Ok(v) = std::env::var("ANSIBLE_ROLES_PATH") {
             cfg.roles_path = split_paths(&v);
         }
         Ok(cfg)
     }
 
-    /// Parses the INI text of an `ansible.cfg` (only `[defaults]` matters to hfplay).
+    /// Parses the INI text of an `ansible.cfg` (`[defaults]`, and `ssh_args` of `[ssh_connection]`).
     pub fn parse(text: &str, path: &Path) -> Result<Config, String> {
         let mut cfg = Config::default();
         let mut section = String::new();
@@ -52,13 +64,20 @@ impl Config {
                 section = s.trim().to_string();
                 continue;
             }
-            if section != "defaults" {
-                continue;
-            }
             let Some((k, v)) = line.split_once('=').or_else(|| line.split_once(':')) else {
                 continue;
             };
             let (k, v) = (k.trim(), v.trim());
+            if section == "ssh_connection" {
+                match k {
+                    "ssh_args" => cfg.ssh_args = Some(v.to_string()),
+                    "control_path_dir" => cfg.control_path_dir = Some(expand_home(v)),
+                    _ => {}
+                }
+            }
+            if section != "defaults" {
+                continue;
+            }
             match k {
                 "roles_path" => cfg.roles_path = split_paths(v),
                 "host_key_checking" => {
@@ -123,6 +142,15 @@ mod tests {
         .unwrap();
         assert_eq!(c.roles_path, vec![PathBuf::from("a"), PathBuf::from("b")]);
         assert_eq!(c.host_key_checking, Some(HostKeyPolicy::Off));
+        let c = Config::parse(
+            "[ssh_connection]\nssh_args = -o ControlMaster=auto -o ControlPersist=60s\n",
+            Path::new("f"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.ssh_args.as_deref(),
+            Some("-o ControlMaster=auto -o ControlPersist=60s")
+        );
         let c =
             Config::parse("[defaults]\nhost_key_checking=accept-new\n", Path::new("f")).unwrap();
         assert_eq!(c.host_key_checking, Some(HostKeyPolicy::AcceptNew));

@@ -55,6 +55,10 @@ pub struct RunOptions {
     /// `host_key_checking` from the command line, `ansible.cfg` or the environment; `None` =
     /// not set (strict, unless a host's own ssh arguments say otherwise).
     pub host_key_checking: Option<HostKeyPolicy>,
+    /// ansible.cfg's `ssh_args`: ssh options for every host, before its own.
+    pub ssh_args: Option<String>,
+    /// ansible.cfg's `control_path_dir`: where masters that outlive the run live.
+    pub control_path_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Default)]
@@ -557,7 +561,9 @@ impl Runner {
                     &get,
                     self.opts.connect_timeout,
                     self.opts.host_key_checking,
-                )?;
+                    self.opts.ssh_args.as_deref(),
+                )?
+                .with_control_dir(self.opts.control_path_dir.clone());
                 HostConn::open(spec)
                     .await
                     .map(Arc::new)

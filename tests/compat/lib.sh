@@ -120,6 +120,28 @@ compat_env() {
   CP_ROOT=$(mktemp -d /tmp/hfc-cp.XXXX)   # ControlPersist sockets (short path)
 }
 
+# usage: host_cp_dir INVENTORY   the control-socket directory (ANSIBLE_SSH_CONTROL_PATH_DIR) of
+# both tools' runs to the inventory's host, one per container: the runs on one container reuse
+# their masters (bench/ansible.cfg's ControlPersist, as Ansible's default), a container created
+# anew at that address gets a new directory
+host_cp_dir() {
+  local host id d
+  host=$(awk 'NR == 1 { print $1 }' "$1")
+  id=$(docker inspect -f '{{.Id}}' "$host" 2>/dev/null | cut -c1-12)
+  d="$CP_ROOT/$host-${id:-none}"
+  mkdir -p "$d"
+  echo "$d"
+}
+
+# usage: cp_cleanup   the masters under CP_ROOT told to exit, the directory removed
+cp_cleanup() {
+  [ -n "${CP_ROOT:-}" ] && [ -d "$CP_ROOT" ] || return 0
+  find "$CP_ROOT" -type s 2>/dev/null | while read -r s; do
+    ssh -S "$s" -O exit hfc-master >/dev/null 2>&1 < /dev/null || true
+  done
+  rm -rf "$CP_ROOT"
+}
+
 # Monotonic clock (seconds since boot, /proc/uptime): this machine's wall clock has been seen
 # to jump back an hour in the middle of a run (cluster/lib.sh `now` is the wall clock).
 mnow() { local up _; read -r up _ < /proc/uptime; echo "$up"; }
@@ -132,13 +154,13 @@ melapsed() { awk -v a="$1" -v b="$(mnow)" 'BEGIN { printf "%.1f\n", b - a }'; }
 run_tool() {
   local tool=$1 inv=$2 pb=$3 out=$4 t0 rc=0
   shift 4
+  local cp
+  cp=$(host_cp_dir "$inv")
   t0=$(mnow)
   if [ "$tool" = hf ]; then
-    timeout "${COMPAT_TIMEOUT:-1800}" "$HFPLAY" --json -i "$inv" "$pb" "$@" > "$out.json" 2> "$out.err" || rc=$?
+    ANSIBLE_SSH_CONTROL_PATH_DIR="$cp" \
+      timeout "${COMPAT_TIMEOUT:-1800}" "$HFPLAY" --json -i "$inv" "$pb" "$@" > "$out.json" 2> "$out.err" || rc=$?
   else
-    # a control socket directory per run: the next run may meet a new container at that address
-    local cp
-    cp=$(mktemp -d "$CP_ROOT/XXXX")
     ANSIBLE_STDOUT_CALLBACK=ansible.posix.json ANSIBLE_SSH_CONTROL_PATH_DIR="$cp" \
       timeout "${COMPAT_TIMEOUT:-1800}" "${AN_VENV:-$VENV}/bin/ansible-playbook" -i "$inv" "$pb" "$@" > "$out.json" 2> "$out.err" || rc=$?
   fi

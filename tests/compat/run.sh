@@ -57,7 +57,7 @@ cleanup() {
     kill -0 "$p" 2>/dev/null || continue
     kill $(descendants "$p") "$p" 2>/dev/null || true
   done
-  rm -rf "$CP_ROOT"
+  cp_cleanup
   [ "${COMPAT_KEEP_HOSTS:-0}" = 1 ] || hosts_down
 }
 trap cleanup EXIT

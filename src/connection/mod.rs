@@ -9,6 +9,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use thiserror::Error;
+
+mod persistent;
 use tokio::io::AsyncWriteExt;
 
 /// The result of one remote script.
@@ -88,6 +90,13 @@ pub struct ConnSpec {
     pub local: bool,
     pub connect_timeout: Duration,
     pub host_keys: HostKeyPolicy,
+    /// `-o ControlPersist=…` (ansible.cfg's `ssh_args` or the host's ssh arguments): the master
+    /// connection outlives the run by that many idle seconds (0: for good), and the next run
+    /// to the same host with the same settings reuses it ([`persistent`]). `None`: one master
+    /// per run, closed with it.
+    pub control_persist: Option<u64>,
+    /// Where such masters live (`None`: `~/.cache/hfplay/cp`).
+    pub control_dir: Option<PathBuf>,
 }
 
 /// A host's variables as strings, by name (`None` when unset or null).
@@ -101,28 +110,31 @@ impl ConnSpec {
         get: VarLookup<'_>,
         connect_timeout: Duration,
         host_key_checking: Option<HostKeyPolicy>,
+        ssh_args: Option<&str>,
     ) -> Result<ConnSpec, String> {
         let connection = get("ansible_connection")?.unwrap_or_else(|| "ssh".into());
         let mut ssh_options = Vec::new();
+        // As Ansible's command line: ansible.cfg's ssh_args, then the host's common and extra.
+        let mut arg_sets = vec![ssh_args.map(str::to_string)];
         for key in ["ansible_ssh_common_args", "ansible_ssh_extra_args"] {
-            if let Some(args) = get(key)? {
-                let words = crate::words::shell_words(&args);
-                let mut it = words.iter();
-                while let Some(w) = it.next() {
-                    let opt = if w == "-o" {
-                        it.next().cloned()
-                    } else {
-                        w.strip_prefix("-o").map(str::to_string)
-                    };
-                    if let Some(o) = opt {
-                        if let Some((k, v)) = o.split_once('=') {
-                            ssh_options.push((k.trim().to_string(), v.trim().to_string()));
-                        }
-                    }
+            arg_sets.push(get(key)?);
+        }
+        for args in arg_sets.into_iter().flatten() {
+            let words = crate::words::shell_words(&args);
+            let mut it = words.iter();
+            while let Some(w) = it.next() {
+                let opt = if w == "-o" {
+                    it.next().cloned()
+                } else {
+                    w.strip_prefix("-o").map(str::to_string)
+                };
+                if let Some((k, v)) = opt.as_deref().and_then(|o| o.split_once('=')) {
+                    ssh_options.push((k.trim().to_string(), v.trim().to_string()));
                 }
             }
         }
         let host_keys = host_key_policy(host, get, &mut ssh_options, host_key_checking)?;
+        let control_persist = persistent::take_control_options(host, &mut ssh_options)?;
         let port = match get("ansible_port")?.or(get("ansible_ssh_port")?) {
             Some(p) => Some(
                 p.parse::<u16>()
@@ -142,7 +154,14 @@ impl ConnSpec {
             local: connection == "local",
             connect_timeout,
             host_keys,
+            control_persist,
+            control_dir: None,
         })
+    }
+
+    pub fn with_control_dir(mut self, dir: Option<PathBuf>) -> ConnSpec {
+        self.control_dir = dir;
+        self
     }
 }
 
@@ -251,10 +270,18 @@ impl HostConn {
         std::fs::write(&cfg_path, cfg)
             .map_err(|e| ConnError::Unreachable(format!("cannot write ssh config: {e}")))?;
         builder.config_file(&cfg_path);
-        builder.control_directory(config_dir.path());
-        let session = builder.connect_mux(&spec.address).await.map_err(|e| {
+        let failed = |e: openssh::Error| {
             ConnError::Unreachable(connect_error(&spec, &crate::error::error_chain(&e)))
-        })?;
+        };
+        let session = match spec.control_persist {
+            Some(secs) => persistent::connect(&spec, &mut builder, secs)
+                .await
+                .map_err(failed)?,
+            None => {
+                builder.control_directory(config_dir.path());
+                builder.connect_mux(&spec.address).await.map_err(failed)?
+            }
+        };
         let login_user = spec.user.clone().unwrap_or_else(|| "root".into());
         Ok(HostConn {
             spec,
