@@ -6,6 +6,7 @@
 mod support;
 
 use std::collections::BTreeSet;
+use std::process::Command;
 
 use support::{
     ansible_python, exists, fixture, hfplay, hfplay_env, hosts, play_args, read, reset, sh, sh_all,
@@ -766,4 +767,72 @@ fn error_fallback_without_ansible_or_with_an_action_plugin() {
         "{}",
         plugin.describe()
     );
+}
+
+/// With `ControlPersist` (here `ANSIBLE_SSH_ARGS`, as ansible.cfg's `ssh_args`), a run's masters
+/// outlive it and the next run reaches each host through the same SSH connection (the same
+/// client port in `$SSH_CONNECTION`), from `ANSIBLE_SSH_CONTROL_PATH_DIR`; without it, every
+/// run logs in anew and leaves no master behind.
+#[test]
+fn control_persist_masters_are_reused_by_the_next_run() {
+    let Some(h) = hosts() else { return };
+    let cp = tempfile::Builder::new()
+        .prefix("hft-cp")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let cp_path = cp.path().to_string_lossy().into_owned();
+    let args = [
+        fixture("ssh_connection.yml").to_string_lossy().into_owned(),
+        "-i".into(),
+        h.inventory.to_string_lossy().into_owned(),
+        "--json".into(),
+    ];
+    let connections = |env: &[(&str, &str)]| -> Vec<String> {
+        let run = hfplay_env(&args, env);
+        run.expect_code(0);
+        h.names
+            .iter()
+            .map(|host| {
+                let r = run.result("the ssh connection", host).expect("result");
+                r["stdout"].as_str().unwrap_or_default().trim().to_string()
+            })
+            .collect()
+    };
+    let persist = [
+        (
+            "ANSIBLE_SSH_ARGS",
+            "-o ControlMaster=auto -o ControlPersist=60s",
+        ),
+        ("ANSIBLE_SSH_CONTROL_PATH_DIR", cp_path.as_str()),
+    ];
+    let first = connections(&persist);
+    let second = connections(&persist);
+    assert!(first.iter().all(|c| !c.is_empty()), "{first:?}");
+    assert_eq!(first, second, "the second run should reuse the masters");
+    let sockets = |dir: &str| -> Vec<String> {
+        let out = Command::new("find")
+            .args([dir, "-type", "s"])
+            .output()
+            .expect("find");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let masters = sockets(&cp_path);
+    assert_eq!(masters.len(), h.names.len(), "{masters:?}");
+    // The masters are told to exit, so the test leaves none behind.
+    for s in &masters {
+        let _ = Command::new("ssh")
+            .args(["-S", s, "-O", "exit", "hft-master"])
+            .output();
+    }
+
+    let none = [("ANSIBLE_SSH_CONTROL_PATH_DIR", cp_path.as_str())];
+    let (a, b) = (connections(&none), connections(&none));
+    assert!(
+        a.iter().zip(&b).all(|(x, y)| x != y),
+        "without ControlPersist each run logs in anew: {a:?} {b:?}"
+    );
+    assert!(sockets(&cp_path).is_empty());
 }
