@@ -86,8 +86,8 @@ pub fn note_installs(host: &str, pkgs: &[String], may_start: bool) {
 }
 
 /// The predicted effects of this check run's installs on the task's host; `None` when no
-/// install was predicted there (or its packages could not be read: the caller then predicts as
-/// before, the failure being logged in the task's message by the caller's fallback).
+/// install was predicted there, or its packages could not be downloaded (then the caller
+/// predicts from the host as it is, as without this).
 pub async fn predicted(
     ctx: &TaskCtx<'_>,
     lists: Option<String>,

@@ -28,10 +28,13 @@
 //! the check run skipped, and a `cache_valid_time` refresh after it is not due (as in the real
 //! run): a fresh host's `--check` predicts the real run's changes, and its failures (a package
 //! the lists do not hold). After a repository module predicted a change of the sources, a
-//! simulation that fails predicts the install instead (the new source is not in the lists). `policy_rc_d: 101` puts a
-//! `/usr/sbin/policy-rc.d` answering 101 in place for the install (services are not started by
-//! the packages), then the previous one back, as Ansible. Deviations: `deb`, `upgrade` (dist/full/safe), `build-dep` and `fixed` are not supported
-//! (clear error); version pins with wildcards are matched on the host by apt itself.
+//! simulation that fails predicts the install instead (the new source is not in the lists).
+//! The installs a check predicts are noted for the modules that read what packages bring
+//! ([`predicted_effects`]). `policy_rc_d: 101` puts a `/usr/sbin/policy-rc.d` answering 101 in
+//! place for the install (services are not started by the packages), then the previous one
+//! back, as Ansible. Deviations: `deb`, `upgrade` (dist/full/safe), `build-dep` and `fixed` are
+//! not supported (clear error); version pins with wildcards are matched on the host by apt
+//! itself.
 
 use async_trait::async_trait;
 use serde::Deserialize;
