@@ -3,7 +3,8 @@
 # playbooks and variables of the compatibility suite (tests/compat/README.md). Per role and
 # tool, BENCH_RUNS times, interleaved: a fresh run (on a container created anew from the base
 # image, tests/hosts.sh fresh) and a no-change re-run. Prints per role the medians and the
-# ansible/hfplay ratios, and the median of the per-role ratios, fresh and re-run.
+# ansible/hfplay ratios, and the median of the per-role ratios, fresh and re-run; and per role
+# the seconds of hfplay's fresh run spent in apt tasks, with the fresh ratio they leave possible.
 # A run that fails, a fresh run that changes nothing or a re-run that changes something leaves
 # that role out of the medians (said in the table); it is not an error of the bench.
 #
@@ -48,6 +49,27 @@ nonempty() { grep . || true; }
 median() { sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.1f", a / b }'; }
 
+# usage: pkg_secs JSON TOTAL   seconds an hfplay run spent in apt tasks (their results carry
+# `cache_updated`; a task lasts until the next one starts, the last until the run's TOTAL): the
+# package manager's own work on the host, which no tool can skip
+pkg_secs() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+t = open(sys.argv[1]).read()
+doc = json.loads(t[t.index("{"):])
+tasks = [x for p in doc.get("plays", []) for x in p.get("tasks", [])]
+def apt(res):
+    items = res if isinstance(res, list) else [res]
+    return any(isinstance(i, dict) and "cache_updated" in i for i in items)
+s = 0.0
+for i, x in enumerate(tasks):
+    end = tasks[i + 1]["start_s"] if i + 1 < len(tasks) else float(sys.argv[2])
+    if any(apt(r) for r in x.get("hosts", {}).values()):
+        s += end - x["start_s"]
+print(f"{s:.1f}")
+PY
+}
+
 # usage: timed ROLE TOOL KIND   one run, appended to the log; prints its seconds, or fails
 timed() {
   local role=$1 tool=$2 kind=$3 host out rc=0 changed secs
@@ -66,6 +88,8 @@ timed() {
   secs=$(cat "$out.time"); changed=$(json_changed "$out.json")
   { echo "### $role $tool $kind: $secs s, rc=$rc, changed=$changed"; grep -v '^\s*$' "$out.err" | tail -5 || true; } >> "$LOG"
   [ "$rc" = 0 ] || return 1
+  # (timed runs in a subshell: the apt seconds go through a file)
+  [ "$tool$kind" != hffresh ] || pkg_secs "$out.json" "$secs" >> "$RUN_DIR/$role.pkg" 2>> "$LOG" || true
   case $kind in
     fresh|warmup) [ "$changed" -gt 0 ] || return 1 ;;
     rerun) [ "$changed" -eq 0 ] || return 1 ;;
@@ -102,7 +126,7 @@ RF=() RR=()
 {
   echo
   echo "# hfplay vs ansible-playbook on the role corpus: medians of $RUNS (s); ratio = ansible / hfplay"
-  printf '%-26s %9s %9s %7s   %9s %9s %7s\n' role "hf fresh" "an fresh" ratio "hf rerun" "an rerun" ratio
+  printf '%-26s %9s %9s %7s %9s %7s   %9s %9s %7s\n' role "hf fresh" "an fresh" ratio "hf apt" ceiling "hf rerun" "an rerun" ratio
   for role in "${ROLES[@]}"; do
     hf=$(med "$role-hf-fresh"); af=$(med "$role-an-fresh"); hr=$(med "$role-hf-rerun"); ar=$(med "$role-an-rerun")
     note=""
@@ -113,10 +137,13 @@ RF=() RR=()
       rf=$(ratio "$af" "$hf"); rr=$(ratio "$ar" "$hr")
       RF+=("$rf"); RR+=("$rr")
     fi
-    printf '%-26s %9s %9s %6sx   %9s %9s %6sx%s\n' "$role" "$hf" "$af" "$rf" "$hr" "$ar" "$rr" "$note"
+    hp=$({ cat "$RUN_DIR/$role.pkg" 2>/dev/null || true; } | nonempty | median)
+    printf '%-26s %9s %9s %6sx %9s %6sx   %9s %9s %6sx%s\n' "$role" "$hf" "$af" "$rf" "$hp" "$(ratio "$af" "$hp")" "$hr" "$ar" "$rr" "$note"
   done
   mf=$(printf '%s\n' ${RF[@]+"${RF[@]}"} | nonempty | median); mr=$(printf '%s\n' ${RR[@]+"${RR[@]}"} | nonempty | median)
   echo "median of the ratios over ${#RF[@]} roles: fresh ${mf}x, re-run ${mr}x (targets: >= 5x fresh, >= 30x re-run)"
+  echo "hf apt: hfplay's fresh-run seconds in apt tasks (the package manager's work on the host);"
+  echo "ceiling: ansible fresh / hf apt, the fresh ratio of a tool that took no time of its own"
   echo "all runs (s):"
   for role in "${ROLES[@]}"; do
     echo "  $role: hfplay fresh ${T[$role-hf-fresh]:-}| re-run ${T[$role-hf-rerun]:-}| ansible fresh ${T[$role-an-fresh]:-}| re-run ${T[$role-an-rerun]:-}"

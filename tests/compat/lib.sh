@@ -145,7 +145,7 @@ cp_cleanup() {
 # Monotonic clock (seconds since boot, /proc/uptime): this machine's wall clock has been seen
 # to jump back an hour in the middle of a run (cluster/lib.sh `now` is the wall clock).
 mnow() { local up _; read -r up _ < /proc/uptime; echo "$up"; }
-melapsed() { awk -v a="$1" -v b="$(mnow)" 'BEGIN { printf "%.1f\n", b - a }'; }
+melapsed() { awk -v a="$1" -v b="$(mnow)" 'BEGIN { printf "%.2f\n", b - a }'; }
 
 # usage: run_tool hf|an INVENTORY PLAYBOOK OUT [ARGS...]
 # One run, limited to COMPAT_TIMEOUT seconds (default 1800): OUT.json (stdout: hfplay --json /
