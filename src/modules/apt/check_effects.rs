@@ -45,6 +45,21 @@ pub struct Effects {
     pub units: BTreeMap<String, PkgUnit>,
 }
 
+impl Effects {
+    /// The path as the packages would leave it, and whether anything would be below it.
+    pub fn path(&self, path: &str) -> Option<(&PkgPath, bool)> {
+        let path = path.trim_end_matches('/');
+        let p = self.paths.get(path)?;
+        let below = format!("{path}/");
+        let has_children = self
+            .paths
+            .range(below.clone()..)
+            .next()
+            .is_some_and(|(k, _)| k.starts_with(&below));
+        Some((p, has_children))
+    }
+}
+
 /// Packages noted by apt's simulations on one host, and what was learnt of them.
 #[derive(Default)]
 struct HostInstalls {
@@ -349,6 +364,11 @@ P|      ln -s \"$x\" /etc/y\n";
         // A sysv script is no unit file: its generated unit is not predicted.
         assert!(!e.units.contains_key("legacy.service"));
         assert_eq!(e.paths["/etc"].kind, 'd');
+        let (etc, full) = e.path("/etc/").expect("/etc");
+        assert!(etc.kind == 'd' && full);
+        let (html, full) = e.path("/var/www/html").expect("html");
+        assert!(html.kind == 'd' && !full);
+        assert!(e.path("/nowhere").is_none());
         assert_eq!(e.paths["/etc"].mode, 0o755);
         assert_eq!(e.paths["/var/log/x"].mode, 0o2755);
         assert_eq!(e.paths["/var/log/x"].group, "adm");

@@ -214,7 +214,7 @@ impl Settings {
     /// `apt-cache policy` of the named packages (state=latest), appended to a script; `opts`:
     /// apt options (check mode's scratch lists).
     fn policy(&self, opts: &str) -> String {
-        if self.state == State::Latest && !self.specs.is_empty() {
+        if self.wants_candidates() {
             let names: Vec<String> = self.specs.iter().map(|s| quote(split_pin(s).0)).collect();
             format!(
                 "; LANG=C apt-cache {opts} policy -- {} 2>/dev/null",
@@ -223,6 +223,10 @@ impl Settings {
         } else {
             String::new()
         }
+    }
+    /// `state: latest` with packages: the plan compares with apt's candidates.
+    fn wants_candidates(&self) -> bool {
+        self.state == State::Latest && !self.specs.is_empty()
     }
     /// Only a refresh of the lists: no packages and no autoremove.
     fn update_only(&self) -> bool {
@@ -518,7 +522,7 @@ impl NativeModule for Apt {
         let refreshed = c.refresh || refreshed_before;
         let mut lists = None;
         // `latest` compares with the candidates the refreshed lists bring.
-        if refreshed && !s.policy("").is_empty() {
+        if refreshed && s.wants_candidates() {
             let opts = match check_lists::scratch_options(ctx, &s).await? {
                 Ok(o) => o,
                 Err(e) => return Ok(scratch_failed(&e)),

@@ -338,12 +338,8 @@ impl NativeModule for File {
         if !o.lstat.exists() {
             // Check mode: a path a package this run installs would create, as it would be.
             if let Some(e) = crate::modules::apt::predicted_effects(ctx).await? {
-                if let Some(pp) = e.paths.get(path.trim_end_matches('/')) {
-                    let dir_empty = !e
-                        .paths
-                        .keys()
-                        .any(|k| k.len() > path.len() && k.starts_with(&format!("{path}/")));
-                    o = from_package(pp, dir_empty, o);
+                if let Some((pp, has_children)) = e.path(path) {
+                    o = from_package(pp, !has_children, o);
                 }
             }
         }
