@@ -267,20 +267,14 @@ impl Loader<'_> {
             out.extend(self.task_list(&inner, &sub, &child)?);
             return Ok(None);
         }
-        // Check a literally named file now, so a typo fails before anything runs. Behind a
+        // Check a literally named file now, so a typo fails before anything runs. Not behind a
         // `when`, as Ansible loads includes only when they run: an OS branch (setup-RedHat.yml
-        // with `yum`) must not stop a Debian run, so its errors wait for the run-time load.
-        if !is_template(&file) {
-            let checked = self
-                .tasks_file(ctx, arg_node, &file)
-                .and_then(|(inner, sub)| {
-                    if ctx.depth < 30 {
-                        self.task_list(&inner, &sub, &TaskOpts::default())?;
-                    }
-                    Ok(())
-                });
-            if opts.when.is_empty() {
-                checked?;
+        // with `yum`) must not stop a Debian run, and loading it anyway would start the
+        // Ansible fallback's Python for modules that never run (0.25 s per run).
+        if !is_template(&file) && opts.when.is_empty() {
+            let (inner, sub) = self.tasks_file(ctx, arg_node, &file)?;
+            if ctx.depth < 30 {
+                self.task_list(&inner, &sub, &TaskOpts::default())?;
             }
         }
         let path = crate::error::tidy_path(&ctx.resolve_tasks_file(&file));
@@ -351,20 +345,19 @@ impl Loader<'_> {
             return Ok(None);
         }
         // Dynamic: check it loads now; behind a `when`, at run time (as `include_tasks`).
-        let mut roles = Vec::new();
-        let (mut t, mut h) = (Vec::new(), Vec::new());
-        let checked = self.expand_role(
-            &rname,
-            &tasks_from,
-            arg_node,
-            &TaskOpts::default(),
-            &mut roles,
-            &mut t,
-            &mut h,
-            ctx.depth + 1,
-        );
         if opts.when.is_empty() {
-            checked?;
+            let mut roles = Vec::new();
+            let (mut t, mut h) = (Vec::new(), Vec::new());
+            self.expand_role(
+                &rname,
+                &tasks_from,
+                arg_node,
+                &TaskOpts::default(),
+                &mut roles,
+                &mut t,
+                &mut h,
+                ctx.depth + 1,
+            )?;
         }
         Ok(Some(Action::IncludeRole {
             name: rname,
