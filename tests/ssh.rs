@@ -836,3 +836,19 @@ fn control_persist_masters_are_reused_by_the_next_run() {
     );
     assert!(sockets(&cp_path).is_empty());
 }
+
+#[test]
+fn scripts_share_a_host_shell_without_reaching_each_other() {
+    let Some(h) = hosts() else { return };
+    let run = hfplay(&play_args(h, "host_shell.yml", "shell", &["--json"]));
+    run.expect_code(0);
+    for host in &h.names {
+        assert_eq!(run.stat(host, "failed"), 0, "{}", run.describe());
+        // the assert task ran: every check above it held
+        assert!(
+            run.result("what the scripts saw", host).is_some(),
+            "{}",
+            run.describe()
+        );
+    }
+}

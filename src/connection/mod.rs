@@ -11,6 +11,8 @@ use std::time::Duration;
 use thiserror::Error;
 
 mod persistent;
+mod shell;
+use std::sync::{Arc, Mutex};
 use tokio::io::AsyncWriteExt;
 
 /// The result of one remote script.
@@ -212,7 +214,7 @@ fn host_key_policy(
 
 enum Transport {
     Local,
-    Ssh(openssh::Session),
+    Ssh(Arc<openssh::Session>),
 }
 
 /// An open connection to one host. Cheap to share: scripts are multiplexed over one master.
@@ -224,8 +226,14 @@ pub struct HostConn {
     _config_dir: Option<tempfile::TempDir>,
     /// Scripts to run when the run ends (scratch space a check run used on the host), with the
     /// become they need; see [`HostConn::at_end`].
-    end_scripts: std::sync::Mutex<Vec<(String, Option<Become>)>>,
+    end_scripts: Mutex<Vec<(String, Option<Become>)>>,
+    /// Idle shells on the host ([`shell`]), at most [`IDLE_SHELLS`] per become user.
+    shells: Mutex<Vec<shell::Shell>>,
 }
+
+/// Idle shells kept per become user: scripts on one host mostly run one at a time; a burst of
+/// concurrent ones opens more channels, as many as it needs, and the extra ones close after.
+const IDLE_SHELLS: usize = 2;
 
 impl HostConn {
     /// Does this connection run scripts on the controller itself (`ansible_connection=local`)?
@@ -242,6 +250,7 @@ impl HostConn {
                 login_user,
                 _config_dir: None,
                 end_scripts: Default::default(),
+                shells: Default::default(),
             });
         }
         let mut builder = openssh::SessionBuilder::default();
@@ -285,10 +294,11 @@ impl HostConn {
         let login_user = spec.user.clone().unwrap_or_else(|| "root".into());
         Ok(HostConn {
             spec,
-            transport: Transport::Ssh(session),
+            transport: Transport::Ssh(Arc::new(session)),
             login_user,
             _config_dir: Some(config_dir),
             end_scripts: Default::default(),
+            shells: Default::default(),
         })
     }
 
@@ -322,9 +332,10 @@ impl HostConn {
 
     /// Runs `script` with `sh` on the host, feeding `stdin` if given.
     ///
-    /// The script (with the `environment:` exports) travels over stdin, ahead of the payload:
-    /// the command line that `ps` shows on the target (and sudo logs) is always the same
-    /// bootstrap, so no secret of a task ever appears there.
+    /// Over SSH the script goes to one of the host's long-lived shells ([`shell`]); locally to a
+    /// new `sh`. Either way it travels over stdin with the `environment:` exports, ahead of the
+    /// payload: the command line that `ps` shows on the target (and sudo logs) is always the
+    /// same bootstrap, so no secret of a task ever appears there.
     pub async fn run(
         &self,
         script: &str,
@@ -332,41 +343,54 @@ impl HostConn {
         become_: Option<&Become>,
         env: &BTreeMap<String, String>,
     ) -> Result<ExecResult, ConnError> {
-        let (line, input) = self.command_line(script, stdin, become_, env);
-        match &self.transport {
+        let session = match &self.transport {
             Transport::Local => {
+                let (line, input) = self.command_line(script, stdin, become_, env);
                 let mut cmd = tokio::process::Command::new("sh");
                 cmd.arg("-c").arg(&line);
-                run_child_local(cmd, &input).await
+                return run_child_local(cmd, &input).await;
             }
-            Transport::Ssh(session) => {
-                // The openssh crate turns remote exit status 127 into an error indistinguishable
-                // from a broken session, so the real status travels as a stderr trailer.
-                let wrapped = format!("{line}; printf '\\n{RC_TRAILER}%d\\n' $? >&2");
-                let mut cmd = session.raw_command(&wrapped);
-                cmd.stdin(openssh::Stdio::piped());
-                cmd.stdout(openssh::Stdio::piped());
-                cmd.stderr(openssh::Stdio::piped());
-                let mut child = cmd.spawn().await.map_err(|e| self.unreachable(e))?;
-                let writer = feed(child.stdin().take(), &input);
-                let (_, out) = tokio::join!(writer, child.wait_with_output());
-                let out = out.map_err(|e| self.unreachable(e))?;
-                let mut stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-                let trailer = take_rc_trailer(&mut stderr);
-                // ssh reports a lost connection as exit status 255 (and no trailer).
-                let rc = trailer.unwrap_or_else(|| out.status.code().unwrap_or(255));
-                if rc == 255 && self.check_alive().await.is_err() {
+            Transport::Ssh(session) => session,
+        };
+        let user = become_
+            .filter(|b| b.user != self.login_user)
+            .map(|b| b.user.as_str());
+        let shell = match self.idle_shell(user) {
+            Some(s) => s,
+            None => shell::Shell::start(session.clone(), user)
+                .await
+                .map_err(|e| self.unreachable(e))?,
+        };
+        let full = with_env(script, env);
+        match shell.run(&full, stdin.unwrap_or_default()).await {
+            (shell::Ran::Done(res), Some(sh)) => {
+                self.keep_shell(sh);
+                Ok(res)
+            }
+            (shell::Ran::Done(res), None) => Ok(res),
+            // ssh reports a lost connection as exit status 255.
+            (shell::Ran::Ended(res), _) => {
+                if res.rc == 255 && self.check_alive().await.is_err() {
                     return Err(ConnError::Unreachable(format!(
                         "{}: connection lost",
                         self.spec.address
                     )));
                 }
-                Ok(ExecResult {
-                    rc,
-                    stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                    stderr,
-                })
+                Ok(res)
             }
+        }
+    }
+
+    fn idle_shell(&self, user: Option<&str>) -> Option<shell::Shell> {
+        let mut idle = self.shells.lock().unwrap_or_else(|e| e.into_inner());
+        let i = idle.iter().position(|s| s.user.as_deref() == user)?;
+        Some(idle.swap_remove(i))
+    }
+
+    fn keep_shell(&self, sh: shell::Shell) {
+        let mut idle = self.shells.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.iter().filter(|s| s.user == sh.user).count() < IDLE_SHELLS {
+            idle.push(sh);
         }
     }
 
@@ -380,11 +404,7 @@ impl HostConn {
         become_: Option<&Become>,
         env: &BTreeMap<String, String>,
     ) -> (String, Vec<u8>) {
-        let mut full = String::new();
-        for (k, v) in env {
-            full.push_str(&format!("export {}={}; ", k, quote(v)));
-        }
-        full.push_str(script);
+        let full = with_env(script, env);
         let payload = stdin.unwrap_or_default();
         let mut input = Vec::with_capacity(full.len() + payload.len() + 12);
         input.extend_from_slice(format!("{}\n", full.len()).as_bytes());
@@ -415,10 +435,26 @@ impl HostConn {
     }
 
     pub async fn close(self) {
+        let shells = std::mem::take(&mut *self.shells.lock().unwrap_or_else(|e| e.into_inner()));
+        for sh in shells {
+            sh.close().await;
+        }
         if let Transport::Ssh(s) = self.transport {
-            let _ = s.close().await;
+            if let Ok(s) = Arc::try_unwrap(s) {
+                let _ = s.close().await;
+            }
         }
     }
+}
+
+/// The script behind the `environment:` exports.
+fn with_env(script: &str, env: &BTreeMap<String, String>) -> String {
+    let mut full = String::new();
+    for (k, v) in env {
+        full.push_str(&format!("export {}={}; ", k, quote(v)));
+    }
+    full.push_str(script);
+    full
 }
 
 /// Writes the input while the output is read (a script that prints before it has read all of
@@ -558,34 +594,6 @@ mod tests {
     }
 }
 
-const RC_TRAILER: &str = "@@hfplay-rc=";
-
 /// Reads the script from stdin and runs it (see [`HostConn::command_line`]).
 const BOOTSTRAP: &str =
     "IFS= read -r __hfplay_n && __hfplay_s=$(head -c \"$__hfplay_n\") && eval \"$__hfplay_s\"";
-
-/// Removes the exit-status trailer (`\n@@hfplay-rc=N\n`) from stderr and returns N.
-fn take_rc_trailer(stderr: &mut String) -> Option<i32> {
-    let at = stderr.rfind(&format!("\n{RC_TRAILER}"))?;
-    let rc = stderr[at + 1 + RC_TRAILER.len()..]
-        .trim_end()
-        .parse()
-        .ok()?;
-    stderr.truncate(at);
-    Some(rc)
-}
-
-#[cfg(test)]
-mod rc_trailer_tests {
-    use super::*;
-
-    #[test]
-    fn trailer_is_removed_and_parsed() {
-        let mut e = "oops\n\n@@hfplay-rc=127\n".to_string();
-        assert_eq!(take_rc_trailer(&mut e), Some(127));
-        assert_eq!(e, "oops\n");
-        let mut none = "no trailer".to_string();
-        assert_eq!(take_rc_trailer(&mut none), None);
-        assert_eq!(none, "no trailer");
-    }
-}
