@@ -363,28 +363,29 @@ impl HostConn {
         };
         let full = with_env(script, env);
         match shell.run(&full, stdin.unwrap_or_default()).await {
-            (shell::Ran::Done(res), Some(sh)) => {
+            Ok((res, sh)) => {
                 self.keep_shell(sh);
                 Ok(res)
             }
-            (shell::Ran::Done(res), None) => Ok(res),
             // ssh reports a lost connection as exit status 255.
-            (shell::Ran::Ended(res), _) => {
-                if res.rc == 255 && self.check_alive().await.is_err() {
-                    return Err(ConnError::Unreachable(format!(
-                        "{}: connection lost",
-                        self.spec.address
-                    )));
-                }
-                Ok(res)
-            }
+            Err(res) if res.rc == 255 && self.check_alive().await.is_err() => Err(
+                ConnError::Unreachable(format!("{}: connection lost", self.spec.address)),
+            ),
+            Err(res) => Ok(res),
         }
     }
 
+    /// An idle shell for `user` that is still there (ended ones are dropped: a new one
+    /// replaces them, as the script has not been sent).
     fn idle_shell(&self, user: Option<&str>) -> Option<shell::Shell> {
         let mut idle = self.shells.lock().unwrap_or_else(|e| e.into_inner());
-        let i = idle.iter().position(|s| s.user.as_deref() == user)?;
-        Some(idle.swap_remove(i))
+        while let Some(i) = idle.iter().position(|s| s.user.as_deref() == user) {
+            let mut sh = idle.swap_remove(i);
+            if !sh.ended() {
+                return Some(sh);
+            }
+        }
+        None
     }
 
     fn keep_shell(&self, sh: shell::Shell) {
@@ -521,6 +522,10 @@ pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// Reads the script from stdin and runs it (see [`HostConn::command_line`]).
+const BOOTSTRAP: &str =
+    "IFS= read -r __hfplay_n && __hfplay_s=$(head -c \"$__hfplay_n\") && eval \"$__hfplay_s\"";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -593,7 +598,3 @@ mod tests {
         );
     }
 }
-
-/// Reads the script from stdin and runs it (see [`HostConn::command_line`]).
-const BOOTSTRAP: &str =
-    "IFS= read -r __hfplay_n && __hfplay_s=$(head -c \"$__hfplay_n\") && eval \"$__hfplay_s\"";

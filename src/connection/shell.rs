@@ -44,15 +44,6 @@ pub(super) struct Shell {
     marker: Vec<u8>,
 }
 
-/// How a script ended.
-pub(super) enum Ran {
-    /// The loop reported its exit status: the shell can serve the next script.
-    Done(ExecResult),
-    /// The shell ended first (the connection broke, sudo refused, the script killed it): the
-    /// shell's own exit status (255 when ssh saw none) and the output so far.
-    Ended(ExecResult),
-}
-
 impl Shell {
     /// Opens a session channel running the loop (through `sudo -n -u user` when given).
     pub async fn start(session: Arc<Session>, user: Option<&str>) -> Result<Shell, openssh::Error> {
@@ -80,9 +71,16 @@ impl Shell {
         })
     }
 
-    /// Runs one script, its stdin `payload`. Input is written while output is read, so a
-    /// script that prints before reading all of its payload cannot deadlock.
-    pub async fn run(mut self, script: &str, payload: &[u8]) -> (Ran, Option<Shell>) {
+    /// Runs one script, its stdin `payload`: its result and the shell, ready for the next one.
+    /// `Err`: the shell ended first (the connection broke, sudo refused, the script killed
+    /// it), with the shell's own exit status (255 when ssh saw none) and the output so far.
+    /// Input is written while output is read, so a script that prints before reading all of
+    /// its payload cannot deadlock.
+    pub async fn run(
+        mut self,
+        script: &str,
+        payload: &[u8],
+    ) -> Result<(ExecResult, Shell), ExecResult> {
         let Shell {
             stdin,
             out,
@@ -106,12 +104,21 @@ impl Shell {
                         stdout: lossy(stdout),
                         stderr: lossy(stderr),
                     };
-                    (Ran::Done(res), Some(self))
+                    Ok((res, self))
                 }
-                Err(_) => (Ran::Ended(self.end().await), None),
+                Err(_) => Err(self.end().await),
             },
-            _ => (Ran::Ended(self.end().await), None),
+            _ => Err(self.end().await),
         }
+    }
+
+    /// Has an idle shell ended (its loop killed on the host, say)? A pending read means no;
+    /// output that came while idle (a background process a script left) is kept in front of
+    /// the next script's.
+    pub fn ended(&mut self) -> bool {
+        use futures::FutureExt;
+        self.out.poll_idle().now_or_never() == Some(true)
+            || self.err.poll_idle().now_or_never() == Some(true)
     }
 
     /// The shell's exit status and whatever output it left, once it ended.
@@ -171,6 +178,19 @@ impl<R: AsyncRead + Unpin> Stream<R> {
             match self.r.read(&mut chunk).await {
                 Ok(0) | Err(_) => return None,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// One read, if one is ready without waiting (the caller polls it once): whether the
+    /// stream ended.
+    async fn poll_idle(&mut self) -> bool {
+        let mut chunk = [0u8; 4096];
+        match self.r.read(&mut chunk).await {
+            Ok(0) | Err(_) => true,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                false
             }
         }
     }
