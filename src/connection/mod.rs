@@ -352,9 +352,7 @@ impl HostConn {
             }
             Transport::Ssh(session) => session,
         };
-        let user = become_
-            .filter(|b| b.user != self.login_user)
-            .map(|b| b.user.as_str());
+        let user = self.sudo_user(become_);
         let shell = match self.idle_shell(user) {
             Some(s) => s,
             None => shell::Shell::start(session.clone(), user)
@@ -411,13 +409,18 @@ impl HostConn {
         input.extend_from_slice(format!("{}\n", full.len()).as_bytes());
         input.extend_from_slice(full.as_bytes());
         input.extend_from_slice(payload);
-        let mut line = format!("sh -c {}", quote(BOOTSTRAP));
-        if let Some(b) = become_ {
-            if b.user != self.login_user {
-                line = format!("sudo -H -n -u {} -- {}", quote(&b.user), line);
-            }
-        }
+        let line = as_user(
+            self.sudo_user(become_),
+            format!("sh -c {}", quote(BOOTSTRAP)),
+        );
         (line, input)
+    }
+
+    /// The user sudo switches to: the become user unless it is the login user.
+    fn sudo_user<'b>(&self, become_: Option<&'b Become>) -> Option<&'b str> {
+        become_
+            .filter(|b| b.user != self.login_user)
+            .map(|b| b.user.as_str())
     }
 
     async fn check_alive(&self) -> Result<(), ConnError> {
@@ -445,6 +448,14 @@ impl HostConn {
                 let _ = s.close().await;
             }
         }
+    }
+}
+
+/// `line` run as `user` through sudo (no password prompt), or as is.
+fn as_user(user: Option<&str>, line: String) -> String {
+    match user {
+        Some(u) => format!("sudo -H -n -u {} -- {line}", quote(u)),
+        None => line,
     }
 }
 

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use openssh::{ChildStderr, ChildStdin, ChildStdout, Session};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use super::{quote, ExecResult};
+use super::{as_user, quote, ExecResult};
 
 /// The host-side loop; `TOKEN` is replaced by the shell's token.
 const LOOP: &str = r#"while IFS=' ' read -r __hf_n __hf_p; do
@@ -48,10 +48,10 @@ impl Shell {
     /// Opens a session channel running the loop (through `sudo -n -u user` when given).
     pub async fn start(session: Arc<Session>, user: Option<&str>) -> Result<Shell, openssh::Error> {
         let token = format!("{:016x}", rand::random::<u64>());
-        let mut line = format!("sh -c {}", quote(&LOOP.replace("TOKEN", &token)));
-        if let Some(u) = user {
-            line = format!("sudo -H -n -u {} -- {line}", quote(u));
-        }
+        let line = as_user(
+            user,
+            format!("sh -c {}", quote(&LOOP.replace("TOKEN", &token))),
+        );
         let mut cmd = session.arc_raw_command(line);
         cmd.stdin(openssh::Stdio::piped());
         cmd.stdout(openssh::Stdio::piped());
@@ -117,8 +117,9 @@ impl Shell {
     /// the next script's.
     pub fn ended(&mut self) -> bool {
         use futures::FutureExt;
-        self.out.poll_idle().now_or_never() == Some(true)
-            || self.err.poll_idle().now_or_never() == Some(true)
+        // Polled once: a read that is not ready at once means the stream is still open.
+        self.out.fill().now_or_never() == Some(false)
+            || self.err.fill().now_or_never() == Some(false)
     }
 
     /// The shell's exit status and whatever output it left, once it ended.
@@ -174,23 +175,20 @@ impl<R: AsyncRead + Unpin> Stream<R> {
             if let Some((out, tail)) = split_marker(&mut self.buf, marker, &mut from) {
                 return Some((out, tail));
             }
-            let mut chunk = [0u8; 16 * 1024];
-            match self.r.read(&mut chunk).await {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            if !self.fill().await {
+                return None;
             }
         }
     }
 
-    /// One read, if one is ready without waiting (the caller polls it once): whether the
-    /// stream ended.
-    async fn poll_idle(&mut self) -> bool {
-        let mut chunk = [0u8; 4096];
+    /// One read appended to `buf`: `false` when the stream ended.
+    async fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 16 * 1024];
         match self.r.read(&mut chunk).await {
-            Ok(0) | Err(_) => true,
+            Ok(0) | Err(_) => false,
             Ok(n) => {
                 self.buf.extend_from_slice(&chunk[..n]);
-                false
+                true
             }
         }
     }
