@@ -11,8 +11,11 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
-KILLED=""
-cleanup() { [ -z "$KILLED" ] || docker start "$KILLED" > /dev/null 2>&1 || true; }
+KILLED="" OUT=""
+cleanup() {
+  [ -z "$OUT" ] || rm -f "$OUT"
+  [ -z "$KILLED" ] || docker start "$KILLED" > /dev/null 2>&1 || true
+}
 trap cleanup EXIT
 now_s() { date +%s; }
 REFERENCE=$(python3 roles/airflow-common/files/dags/heirflow_demo/model.py)
